@@ -1,0 +1,3 @@
+from drtool.cli.app import main
+
+main()

@@ -1,0 +1,177 @@
+"""Snapshot manifests: what a snapshot holds, as plain data with a stable JSON form.
+
+A manifest is sealed (encrypted) by the repository; this module only defines its content and
+its JSON (de)serialisation. docs/FORMAT.md specifies the fields.
+
+A table's documents are one or more *layers*. Layer 0 (the base) is a list of segments that
+tile the whole key space in order: segment ``i`` holds the documents with
+``segments[i-1].upto < key <= segments[i].upto`` (the first segment starts at the open low
+end, the last has ``upto = None``: the open high end). A later layer (delta over the layers
+before it) holds upsert segments (documents that changed or appeared, in key order, tiling
+only the ranges they cover) and deletion objects (keys removed). Reading the table = merging
+layers, the latest layer winning per key.
+
+Digests follow shared/reql-facts.md "Deterministic hashing on the server": a segment's
+``digest`` is the fold ``acc = uuid5(NS, acc + text)`` over its texts from ``''``; it equals the
+server's ``range_digest(after=previous upto, upto=upto)`` of the table at snapshot time. The
+ranges of the final state are ``TableEntry.ranges``; the table ``digest`` is the same fold
+applied to the range digests in order, so a live table can be compared range by range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from drtool.model import KeyText, TableMeta, TableName
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SegmentRef:
+    """A data object holding documents of one key range."""
+
+    id: str  # object id (HMAC of plaintext, hex)
+    upto: KeyText | None  # inclusive upper bound of the range; None = open end
+    count: int  # documents in the segment
+    digest: str  # fold over the segment's texts
+    plain_size: int  # bytes of NDJSON plaintext
+    stored_size: int  # bytes of the stored (compressed, encrypted) object
+
+    def to_json(self) -> list:
+        return [self.id, self.upto, self.count, self.digest, self.plain_size, self.stored_size]
+
+    @classmethod
+    def from_json(cls, data: list) -> "SegmentRef":
+        return cls(*data)
+
+
+@dataclass(frozen=True)
+class Range:
+    """Digest of the final state of one key range ``(previous upto, upto]``."""
+
+    upto: KeyText | None
+    count: int
+    digest: str
+
+    def to_json(self) -> list:
+        return [self.upto, self.count, self.digest]
+
+    @classmethod
+    def from_json(cls, data: list) -> "Range":
+        return cls(*data)
+
+
+@dataclass(frozen=True)
+class Layer:
+    segments: tuple[SegmentRef, ...] = ()
+    deletions: tuple[SegmentRef, ...] = ()  # objects of NDJSON key texts; digest is over keys
+
+    def to_json(self) -> dict:
+        return {
+            "segments": [s.to_json() for s in self.segments],
+            "deletions": [s.to_json() for s in self.deletions],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Layer":
+        return cls(
+            tuple(SegmentRef.from_json(s) for s in data["segments"]),
+            tuple(SegmentRef.from_json(s) for s in data.get("deletions", [])),
+        )
+
+    def objects(self) -> tuple[SegmentRef, ...]:
+        return self.segments + self.deletions
+
+
+@dataclass(frozen=True)
+class TableEntry:
+    meta: TableMeta
+    doc_count: int
+    digest: str
+    ranges: tuple[Range, ...]
+    layers: tuple[Layer, ...]
+    started: str  # ISO 8601 UTC, when the table's feed was ready
+    finished: str  # when the table was sealed
+    rescans: int = 0  # times the table was re-read (feed overflow) or ranges re-read
+
+    @property
+    def name(self) -> TableName:
+        return self.meta.name
+
+    def objects(self) -> list[SegmentRef]:
+        return [o for layer in self.layers for o in layer.objects()]
+
+    def to_json(self) -> dict:
+        return {
+            "meta": self.meta.to_json(),
+            "doc_count": self.doc_count,
+            "digest": self.digest,
+            "ranges": [r.to_json() for r in self.ranges],
+            "layers": [layer.to_json() for layer in self.layers],
+            "started": self.started,
+            "finished": self.finished,
+            "rescans": self.rescans,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TableEntry":
+        return cls(
+            meta=TableMeta.from_json(data["meta"]),
+            doc_count=data["doc_count"],
+            digest=data["digest"],
+            ranges=tuple(Range.from_json(r) for r in data["ranges"]),
+            layers=tuple(Layer.from_json(layer) for layer in data["layers"]),
+            started=data["started"],
+            finished=data["finished"],
+            rescans=data.get("rescans", 0),
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    id: str  # snapshot id, sortable by time: 20261124T043200Z-1a2b3c4d
+    time: str  # ISO 8601 UTC, when the snapshot finished
+    policy: str  # policy name
+    source: str  # "primary" / "standby" and the host it was read from
+    tables: tuple[TableEntry, ...]
+    parent: str | None = None  # snapshot this one builds on (incremental), if any
+    bytes_new: int = 0  # stored bytes this snapshot uploaded
+    extra: dict = field(default_factory=dict)  # forward-compatible annotations
+
+    @property
+    def doc_count(self) -> int:
+        return sum(t.doc_count for t in self.tables)
+
+    @property
+    def bytes_referenced(self) -> int:
+        return sum(o.stored_size for t in self.tables for o in t.objects())
+
+    def table(self, name: TableName) -> TableEntry | None:
+        return next((t for t in self.tables if t.name == name), None)
+
+    def to_json(self) -> dict:
+        return {
+            "version": FORMAT_VERSION,
+            "id": self.id,
+            "time": self.time,
+            "policy": self.policy,
+            "source": self.source,
+            "parent": self.parent,
+            "bytes_new": self.bytes_new,
+            "tables": [t.to_json() for t in self.tables],
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Manifest":
+        return cls(
+            id=data["id"],
+            time=data["time"],
+            policy=data["policy"],
+            source=data["source"],
+            tables=tuple(TableEntry.from_json(t) for t in data["tables"]),
+            parent=data.get("parent"),
+            bytes_new=data.get("bytes_new", 0),
+            extra=data.get("extra", {}),
+        )

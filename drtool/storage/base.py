@@ -1,0 +1,97 @@
+"""The storage interface: a flat namespace of immutable, named objects.
+
+Every backend (memory, local directory, SFTP) implements ``Storage``; cross-cutting concerns
+(retry with backoff, bandwidth limits) are wrappers that implement it too and are stacked in
+one place, ``drtool.storage.open_storage``. One contract suite (tests/storage_contract.py)
+runs against every backend and wrapper.
+
+Names are '/'-separated paths of ``[A-Za-z0-9._-]`` parts, e.g. ``data/ab/ab12...``; a part
+never starts with '.' (backends use dot-names for temporary files, which ``list`` never
+shows). Backends never interpret names beyond that.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from drtool.errors import UsageError
+
+_NAME_PART = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a valid object name, else raise UsageError."""
+    parts = name.split("/")
+    if not name or not all(_NAME_PART.match(p) for p in parts):
+        raise UsageError(f"invalid object name {name!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    name: str
+    size: int
+
+
+class Storage(ABC):
+    """Immutable named objects.
+
+    Contract (all backends, checked by the storage contract suite):
+
+    * ``put`` is atomic and write-once: a concurrent or later reader sees either no object or
+      the whole object, never a part of it. Putting a name that exists with the same content
+      is a no-op; with different content it raises ObjectExists and leaves the existing object
+      untouched (a backend may detect "different" by size only).
+    * ``get``, ``stat`` raise ObjectNotFound for a missing name; ``delete`` of a missing name
+      succeeds (idempotent), so prune can be re-run after an interruption.
+    * ``list(prefix)`` yields every complete object whose name starts with ``prefix``, in no
+      particular order, never temporary or partial objects.
+    * Failures that may succeed later (network drop, timeout) raise StorageUnreachable
+      (retryable); permanent ones (permission denied, disk full, auth) raise StorageError or
+      AuthError (not retryable). No backend-specific exception escapes.
+    * Methods are coroutines and may be called concurrently from one event loop.
+    """
+
+    #: A human-readable location for messages, e.g. ``file:///srv/backup``. Never a secret.
+    location: str = ""
+
+    @abstractmethod
+    async def put(self, name: str, data: bytes) -> None:
+        """Store ``data`` under ``name`` atomically (see the class contract)."""
+
+    @abstractmethod
+    async def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Return the object's bytes, or ``length`` bytes from ``offset`` (fewer at the end)."""
+
+    @abstractmethod
+    async def stat(self, name: str) -> ObjectInfo:
+        """Return the object's size. Raises ObjectNotFound."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        """Yield the objects whose names start with ``prefix``."""
+
+    @abstractmethod
+    async def delete(self, name: str) -> None:
+        """Remove the object; a missing object is not an error."""
+
+    async def exists(self, name: str) -> bool:
+        from drtool.errors import ObjectNotFound
+
+        try:
+            await self.stat(name)
+        except ObjectNotFound:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+
+    async def __aenter__(self) -> "Storage":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
