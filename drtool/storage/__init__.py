@@ -1,0 +1,74 @@
+"""Storage backends and the one place where they are built: ``open_storage``.
+
+Stacking order (innermost first): backend -> bandwidth limit -> retry. Retry is outermost so
+that a retried upload is throttled again like the first attempt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from drtool.errors import StorageError, UsageError
+from drtool.storage.base import ObjectInfo, Storage, check_name
+
+__all__ = ["ObjectInfo", "Storage", "check_name", "open_storage"]
+
+
+def open_storage(repo: Any, *, create: bool = False) -> Storage:
+    """Build the storage for a repository policy, with its wrappers.
+
+    ``repo`` has the attributes ``url``, ``scheme`` ("file" or "sftp"), ``path``, ``user``,
+    ``host``, ``port``, ``identity_file`` and ``known_hosts`` (``drtool.policy``).
+
+    file://: the directory must exist; with ``create=True`` it is made (its parent must
+    exist). sftp://: nothing is contacted until the first operation; with ``create=True`` the
+    remote directory is made then. Raises StorageError, or UsageError for an unknown scheme.
+    """
+    scheme = getattr(repo, "scheme", None)
+    if scheme == "file":
+        storage: Storage = _open_local(Path(repo.path), create=create)
+    elif scheme == "sftp":
+        # Imported here: paramiko is only loaded when an SFTP repository is used.
+        from drtool.storage.sftp import SFTPStorage
+
+        storage = SFTPStorage(
+            host=repo.host,
+            path=repo.path,
+            user=repo.user,
+            port=repo.port or 22,
+            identity_file=repo.identity_file,
+            known_hosts=repo.known_hosts,
+            create=create,
+        )
+    else:
+        raise UsageError(
+            f"{repo.url}: unsupported repository scheme {scheme!r}: use file:// or sftp://"
+        )
+
+    # --- wrappers, innermost first ---
+    # Bandwidth limit: wrap `storage` here (inside retry, so retried bytes count too).
+
+    if scheme == "sftp":
+        from drtool.storage.retry import RetryingStorage
+
+        storage = RetryingStorage(storage)
+    return storage
+
+
+def _open_local(root: Path, *, create: bool) -> Storage:
+    from drtool.storage.local import LocalStorage
+
+    if create and not root.is_dir():
+        root = root.absolute()
+        if not root.parent.is_dir():
+            raise StorageError(
+                f"file://{root}: parent directory {root.parent} does not exist: create it first"
+            )
+        try:
+            root.mkdir()
+        except FileExistsError:
+            raise StorageError(f"file://{root}: exists and is not a directory") from None
+        except OSError as exc:
+            raise StorageError(f"file://{root}: cannot create directory: {exc.strerror}") from None
+    return LocalStorage(root)
