@@ -11,11 +11,29 @@ read metadata, cannot read data written by other sessions).
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drtool.manifest import Manifest
+from drtool import crypto
+from drtool.errors import (
+    EncryptionKeyError,
+    IntegrityError,
+    NotFound,
+    ObjectExists,
+    ObjectNotFound,
+    RepositoryError,
+    UsageError,
+)
+from drtool.manifest import FORMAT_VERSION, Manifest
+from drtool.repo import keys as K
+from drtool.repo import objects as O
+from drtool.repo.config import build_config, parse_config
 from drtool.storage.base import Storage
+
+THREAD_THRESHOLD = 64 * 1024  # seal/open objects at least this big in a worker thread
 
 
 @dataclass(frozen=True)
@@ -33,16 +51,82 @@ class StoredObject:
     new: bool  # False when an identical object already existed (deduplicated)
 
 
+async def _run(fn, *args):
+    """Call ``fn`` inline for small inputs, in a worker thread for big ones (last arg)."""
+    if len(args[-1]) >= THREAD_THRESHOLD:
+        return await asyncio.to_thread(fn, *args)
+    return fn(*args)
+
+
 class Repository:
     """See module docstring. Construct with ``create`` or ``open``; never directly."""
 
     storage: Storage
     id: str
 
+    def __init__(self, storage: Storage, repo_id: str, writer: K.WriterKeys,
+                 identities: list[crypto.Identity], wrap_to: list[str], tried: list[str]) -> None:
+        self.storage = storage
+        self.id = repo_id
+        self._keys = writer
+        self._identities = identities  # unlock data keys (identity file, passphrase identity)
+        self._wrap_to = wrap_to  # recipients of this session's data key
+        self._tried = tried  # why sources failed, for EncryptionKeyError messages
+        self._session: tuple[str, bytes] | None = None  # (keyid hex, data key)
+        self._data_keys: dict[str, bytes] = {}
+        self._key_lock = asyncio.Lock()
+        self._pending: dict[str, asyncio.Future] = {}
+
     @classmethod
     async def create(cls, storage: Storage, keys: KeySources) -> "Repository":
-        """Initialise a new repository. Raises RepositoryError if one exists there."""
-        raise NotImplementedError
+        """Initialise a new repository. Raises RepositoryError if one exists there.
+
+        Raises UsageError when there is neither a recipient nor a passphrase (nobody could
+        read the data) or a recipient is malformed; EncryptionKeyError for unusable key files.
+        With ``writer_key_file`` set, W is written there (0600) or, if the file exists, read
+        from it."""
+        where = storage.location
+        if await storage.exists(O.CONFIG_NAME):
+            raise RepositoryError(f"{where}: a repository already exists here")
+        identity = crypto.load_identity(keys.identity_file) if keys.identity_file else None
+        recipients = list(keys.recipients) or ([identity.recipient] if identity else [])
+        for r in recipients:
+            crypto.parse_recipient(r)
+        if not recipients and keys.passphrase is None:
+            raise UsageError(
+                "cannot create a repository without a recipient or a passphrase: nobody could read it"
+            )
+        repo_id = os.urandom(16).hex()
+        writer = None
+        if keys.writer_key_file is not None and os.path.exists(keys.writer_key_file):
+            writer = K.load_writer_key(keys.writer_key_file)
+        writer = writer or os.urandom(crypto.KEY_SIZE)
+        wk = K.WriterKeys.derive(writer, repo_id)
+        kdf = sealed_pid = prec = None
+        identities = [identity] if identity else []
+        if keys.passphrase is not None:
+            kdf = crypto.new_scrypt_params()
+            kek = await asyncio.to_thread(crypto.passphrase_kek, keys.passphrase, kdf)
+            pid = crypto.new_identity()
+            sealed_pid, prec = K.seal_passphrase_identity(kek, repo_id, pid), pid.recipient
+            identities.append(pid)
+        wrap_to = recipients + ([prec] if prec else [])
+        blob = build_config(
+            repo_id, K.now_iso(), kdf, sealed_pid,
+            K.seal_recipients(wk, repo_id, recipients, prec),
+            [crypto.wrap_key(writer, r) for r in wrap_to],
+            K.writer_check(writer, repo_id),
+        )
+        if keys.writer_key_file is not None and not os.path.exists(keys.writer_key_file):
+            K.create_writer_key_file(keys.writer_key_file, writer)
+        try:
+            await storage.put(O.CONFIG_NAME, blob)
+        except ObjectExists:
+            raise RepositoryError(f"{where}: a repository already exists here") from None
+        # Only identities that can open W count as readers (an identity outside the recipients
+        # given explicitly cannot read this repository).
+        readers = [i for i in identities if i.recipient in wrap_to]
+        return cls(storage, repo_id, wk, readers, wrap_to, [])
 
     @classmethod
     async def open(cls, storage: Storage, keys: KeySources) -> "Repository":
@@ -50,26 +134,85 @@ class Repository:
 
         Raises RepositoryError (no repository there; unknown format version),
         EncryptionKeyError (no usable key among ``keys``: says which were tried and why)."""
-        raise NotImplementedError
+        where = storage.location
+        try:
+            blob = await storage.get(O.CONFIG_NAME)
+        except ObjectNotFound:
+            raise RepositoryError(f"{where}: no repository here (run drtool init)") from None
+        cfg = parse_config(blob, where)
+        repo_id = cfg["id"]
+        writer, identities, tried = await K.unlock(
+            cfg, where, keys.identity_file, keys.passphrase, keys.writer_key_file
+        )
+        wk = K.WriterKeys.derive(writer, repo_id)
+        try:
+            recipients, prec = K.open_recipients(wk, repo_id, cfg["recipients"])
+        except (ValueError, KeyError, TypeError, IntegrityError):
+            raise RepositoryError(f"{where}: repository config is damaged (recipients)") from None
+        wrap_to = list(keys.recipients) or recipients
+        for r in wrap_to:
+            crypto.parse_recipient(r)
+        return cls(storage, repo_id, wk, identities, wrap_to + ([prec] if prec else []), tried)
 
     @property
     def can_read_data(self) -> bool:
         """True when an identity or passphrase unlocked the data keys."""
-        raise NotImplementedError
+        return bool(self._identities)
 
     # --- writing ---------------------------------------------------------------------------
     def boundary_hash(self, key: str) -> int:
         """Keyed 64-bit hash of a key text, for content-defined segment boundaries."""
-        raise NotImplementedError
+        return self._keys.boundary_hash(key)
+
+    async def _session_key(self) -> tuple[str, bytes]:
+        """This session's data key, storing its key object first on first use."""
+        async with self._key_lock:
+            if self._session is None:
+                keyid, data_key = os.urandom(O.KEYID_SIZE).hex(), os.urandom(crypto.KEY_SIZE)
+                blob = K.encode_key_object(self.id, keyid, data_key, self._wrap_to)
+                await self.storage.put(O.key_name(keyid), blob)
+                self._session = (keyid, data_key)
+            return self._session
 
     async def put_data(self, plaintext: bytes) -> StoredObject:
         """Compress, encrypt and store a data object; its id is a keyed hash of ``plaintext``.
         An identical object already stored is not uploaded again (``new=False``)."""
-        raise NotImplementedError
+        oid = self._keys.object_id(plaintext)
+        pending = self._pending.get(oid)
+        if pending is not None:  # the same object is being uploaded by a concurrent call
+            size = await asyncio.shield(pending)
+            return StoredObject(oid, size, False)
+        name = O.data_name(oid)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[oid] = future
+        try:
+            try:
+                stored = StoredObject(oid, (await self.storage.stat(name)).size, False)
+            except ObjectNotFound:
+                keyid, data_key = await self._session_key()
+                blob = await _run(O.seal_data, data_key, bytes.fromhex(keyid), name, plaintext)
+                try:
+                    await self.storage.put(name, blob)
+                    stored = StoredObject(oid, len(blob), True)
+                except ObjectExists:  # another process stored it meanwhile
+                    stored = StoredObject(oid, (await self.storage.stat(name)).size, False)
+            future.set_result(stored.stored_size)
+            return stored
+        except BaseException as e:
+            future.set_exception(e)
+            future.exception()  # mark retrieved: concurrent waiters may not exist
+            raise
+        finally:
+            del self._pending[oid]
 
     async def put_manifest(self, manifest: Manifest) -> None:
         """Seal and store a manifest under its id. Written last: this makes a snapshot exist."""
-        raise NotImplementedError
+        if not O.is_snapshot_id(manifest.id):
+            raise UsageError(f"invalid snapshot id {manifest.id!r}: expected YYYYMMDDTHHMMSSZ-xxxxxxxx")
+        name = O.snapshot_name(manifest.id)
+        text = json.dumps(manifest.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        blob = await _run(O.seal_manifest, self._keys.meta, name, text.encode("utf-8"))
+        await self.storage.put(name, blob)
 
     # --- reading ---------------------------------------------------------------------------
     async def get_data(self, object_id: str) -> bytes:
@@ -77,30 +220,131 @@ class Repository:
 
         Raises ObjectNotFound, IntegrityError (naming the object), EncryptionKeyError (this
         process holds no key able to read data)."""
-        raise NotImplementedError
+        name = O.data_name(object_id)
+        blob = await self.storage.get(name)
+        failed = IntegrityError(
+            f"data object {object_id} failed authentication (truncated, corrupted or swapped)"
+        )
+        try:
+            keyid = O.data_keyid(blob).hex()
+        except O.SealedObjectError:
+            raise failed from None
+        data_key = await self._data_key(keyid, object_id)
+        try:
+            plaintext = await _run(O.open_data, data_key, name, blob)
+        except O.SealedObjectError:
+            raise failed from None
+        if self._keys.object_id(plaintext) != object_id:
+            raise IntegrityError(f"data object {object_id} does not match its id (forged)")
+        return plaintext
+
+    async def _data_key(self, keyid: str, object_id: str) -> bytes:
+        if self._session is not None and self._session[0] == keyid:
+            return self._session[1]
+        if keyid in self._data_keys:
+            return self._data_keys[keyid]
+        try:
+            blob = await self.storage.get(O.key_name(keyid))
+        except ObjectNotFound:
+            raise IntegrityError(
+                f"data object {object_id} refers to data key {keyid}, which does not exist"
+            ) from None
+        if not self._identities:
+            why = f" ({'; '.join(self._tried)})" if self._tried else ""
+            raise EncryptionKeyError(
+                f"cannot read data object {object_id}: this process holds only the writer key of "
+                f"repository {self.id}, which reads data of its own session only{why}"
+            )
+        try:
+            stanzas = K.decode_key_object(blob, self.id, keyid)
+            data_key = K.unwrap_with(stanzas, self._identities)
+        except (ValueError, IntegrityError):
+            raise IntegrityError(f"data key object keys/{keyid} is damaged or misplaced") from None
+        if data_key is None:
+            raise EncryptionKeyError(
+                f"data key {keyid} of repository {self.id} is not wrapped to "
+                f"{' or '.join(i.source for i in self._identities)}: cannot read data object {object_id}"
+            )
+        self._data_keys[keyid] = data_key
+        return data_key
 
     async def data_size(self, object_id: str) -> int:
         """Stored size of a data object. Raises ObjectNotFound."""
-        raise NotImplementedError
+        return (await self.storage.stat(O.data_name(object_id))).size
 
     async def list_data(self) -> dict[str, int]:
         """Every stored data object id with its stored size."""
-        raise NotImplementedError
+        found = {}
+        async for info in self.storage.list(O.DATA_PREFIX):
+            oid = info.name.rpartition("/")[2]
+            if O.is_object_id(oid) and info.name == O.data_name(oid):
+                found[oid] = info.size
+        return found
 
     async def list_snapshots(self) -> list[str]:
         """Snapshot ids, oldest first."""
-        raise NotImplementedError
+        ids = []
+        async for info in self.storage.list(O.SNAPSHOTS_PREFIX):
+            sid = info.name[len(O.SNAPSHOTS_PREFIX):]
+            if O.is_snapshot_id(sid):
+                ids.append(sid)
+        return sorted(ids)
 
     async def load_manifest(self, snapshot_id: str) -> Manifest:
         """Raises NotFound, IntegrityError."""
-        raise NotImplementedError
+        missing = NotFound(f"snapshot {snapshot_id} does not exist")
+        if not O.is_snapshot_id(snapshot_id):
+            raise missing
+        name = O.snapshot_name(snapshot_id)
+        try:
+            blob = await self.storage.get(name)
+        except ObjectNotFound:
+            raise missing from None
+        try:
+            data = json.loads(await _run(O.open_manifest, self._keys.meta, name, blob))
+        except O.SealedObjectError:
+            raise IntegrityError(
+                f"snapshot {snapshot_id}: manifest failed authentication (truncated, corrupted or swapped)"
+            ) from None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise IntegrityError(f"snapshot {snapshot_id}: manifest is not valid JSON") from None
+        version = data.get("version") if isinstance(data, dict) else None
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            raise RepositoryError(
+                f"snapshot {snapshot_id}: manifest format version {version} is not supported "
+                f"by this drtool (supports {FORMAT_VERSION})"
+            )
+        try:
+            manifest = Manifest.from_json(data)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise IntegrityError(f"snapshot {snapshot_id}: manifest is malformed") from None
+        if manifest.id != snapshot_id:
+            raise IntegrityError(f"snapshot {snapshot_id}: manifest names another snapshot")
+        return manifest
 
     async def resolve(self, ref: str) -> Manifest:
-        """``latest``, a full id or a unique id prefix -> its manifest. Raises NotFound."""
-        raise NotImplementedError
+        """``latest``, a full id or a unique id prefix -> its manifest. Raises NotFound
+        (no such snapshot, or no snapshot at all) and UsageError (ambiguous prefix)."""
+        ids = await self.list_snapshots()
+        if ref == "latest":
+            if not ids:
+                raise NotFound(f"{self.storage.location}: the repository has no snapshots")
+            return await self.load_manifest(ids[-1])
+        if ref in ids:
+            return await self.load_manifest(ref)
+        matches = [i for i in ids if ref and i.startswith(ref)]
+        if not matches:
+            raise NotFound(f"snapshot {ref} does not exist")
+        if len(matches) > 1:
+            shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+            raise UsageError(f"snapshot prefix {ref} is ambiguous: it matches {shown}")
+        return await self.load_manifest(matches[0])
 
     async def delete_manifest(self, snapshot_id: str) -> None:
-        raise NotImplementedError
+        """Remove a snapshot's manifest (its data objects stay until prune). Idempotent."""
+        if not O.is_snapshot_id(snapshot_id):
+            raise NotFound(f"snapshot {snapshot_id} does not exist")
+        await self.storage.delete(O.snapshot_name(snapshot_id))
 
     async def close(self) -> None:
         await self.storage.close()
