@@ -247,7 +247,8 @@ class Repository:
             blob = await self.storage.get(O.key_name(keyid))
         except ObjectNotFound:
             raise IntegrityError(
-                f"data object {object_id} refers to data key {keyid}, which does not exist"
+                f"data object {object_id} failed authentication (truncated, corrupted or "
+                f"swapped): its data key {keyid} does not exist"
             ) from None
         if not self._identities:
             why = f" ({'; '.join(self._tried)})" if self._tried else ""
