@@ -157,8 +157,10 @@ def parse_key_line(text: str, prefix: str, path: Path | str, what: str) -> bytes
 
 # --- private files ------------------------------------------------------------------------------
 def create_private_file(path: Path | str, text: str, what: str) -> None:
-    """Create ``path`` with mode 0600 (O_CREAT|O_EXCL); UsageError if it already exists."""
+    """Create ``path`` with mode 0600 (O_CREAT|O_EXCL); UsageError if it already exists.
+    Missing parent directories are created with mode 0700."""
     try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise UsageError(f"{what} {path} already exists; refusing to overwrite") from None

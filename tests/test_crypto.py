@@ -30,6 +30,12 @@ def test_keygen_writes_0600_file_with_comments_and_one_key_line(tmp_path):
     assert crypto.recipient_of(identity) == recipient
 
 
+def test_keygen_creates_missing_directories_private(tmp_path):
+    path = tmp_path / "a" / "b" / "id.txt"
+    crypto.write_identity_file(path)
+    assert mode_of(path) == 0o600 and mode_of(path.parent) == 0o700
+
+
 def test_keygen_refuses_to_overwrite(tmp_path):
     path = tmp_path / "id.txt"
     crypto.write_identity_file(path)

@@ -219,6 +219,26 @@ async def test_writer_only_session_data_is_readable_with_the_passphrase(storage,
     assert await reader.get_data(stored.id) == DOCS
 
 
+async def test_data_key_not_wrapped_to_this_identity(storage, repo, ident):
+    assert repo.can_read_data
+    _, stranger = crypto.generate_identity()
+    # A later session whose policy lists only another recipient: it still opens W through the
+    # config (via ident), but its data key is not wrapped to ident.
+    other = await Repository.open(storage, KeySources(recipients=(stranger,), identity_file=ident))
+    stored = await other.put_data(DOCS)
+    reader = await Repository.open(storage, KeySources(identity_file=ident))
+    with pytest.raises(EncryptionKeyError, match=f"is not wrapped to {ident}: cannot read data object {stored.id}"):
+        await reader.get_data(stored.id)
+
+
+async def test_recipients_only_creator_cannot_read_but_reads_its_own_session(storage):
+    _, recipient = crypto.generate_identity()
+    r = await Repository.create(storage, KeySources(recipients=(recipient,)))
+    assert not r.can_read_data
+    stored = await r.put_data(DOCS)
+    assert await r.get_data(stored.id) == DOCS
+
+
 async def test_dedup_same_plaintext_is_not_uploaded_again(storage, repo, ident):
     a = await repo.put_data(DOCS)
     puts = list(storage.puts)
