@@ -1,0 +1,97 @@
+"""Everything drawn for a person: rich progress bars on stderr and tables on stdout.
+
+Only the CLI imports this module; the core reports progress through drtool.core.progress.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from drtool.units import format_bytes
+
+stdout = Console(soft_wrap=True, highlight=False)
+stderr = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+class RichProgress:
+    """drtool.core.progress.Progress drawn as one rich bar per task on stderr.
+
+    Quiet (draws nothing) when ``quiet`` or when stderr is not a terminal."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self._bars = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("docs"),
+            TextColumn("{task.fields[nbytes]}"),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=stderr,
+            transient=True,
+            disable=quiet or not stderr.is_terminal,
+        )
+        self._tasks: dict[str, TaskID] = {}
+        self._bytes: dict[str, int] = {}
+
+    def __enter__(self) -> "RichProgress":
+        self._bars.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._bars.stop()
+
+    def start(self, task: str, total: int | None) -> None:
+        self._bytes[task] = 0
+        self._tasks[task] = self._bars.add_task(task, total=total or None, nbytes="")
+
+    def advance(self, task: str, docs: int, nbytes: int) -> None:
+        self._bytes[task] += nbytes
+        self._bars.update(self._tasks[task], advance=docs,
+                          nbytes=format_bytes(self._bytes[task]))
+
+    def note(self, task: str, message: str) -> None:
+        self._bars.console.print(f"{task}: {message}")
+
+    def finish(self, task: str) -> None:
+        if task in self._tasks:
+            self._bars.remove_task(self._tasks.pop(task))
+
+
+def print_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="right" if i and col.lower() in NUMERIC else "left")
+    for row in rows:
+        table.add_row(*(str(v) for v in row))
+    stdout.print(table)
+
+
+NUMERIC = {"documents", "stored", "new", "docs", "written", "conflicts", "bytes", "tables"}
+
+
+def info(message: str) -> None:
+    """A human message on stderr (stdout stays machine-readable)."""
+    stderr.print(message)
+
+
+def error(message: str) -> None:
+    stderr.print(f"drtool: error: {message}", markup=False)

@@ -1,0 +1,112 @@
+"""Commands that work on the repository only: keygen, init, snapshots, verify."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from drtool.cli import render
+from drtool.cli.app import JsonOpt, PolicyOpt, QuietOpt, app, policy_from, quiet, reports_errors, run
+from drtool.core import catalog, keys
+from drtool.core.session import open_repository
+from drtool.core.verify import verify as verify_snapshots
+from drtool.errors import CheckFailed
+from drtool.units import format_bytes
+
+
+@app.command()
+@reports_errors
+def keygen(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Identity file to create (mode 0600).")],
+    policy: PolicyOpt = None,
+) -> None:
+    """Create an identity (private key) and print its public recipient string."""
+    recipient = keys.keygen(out)
+    render.info(f"wrote identity {out} (mode 0600); keep it secret and keep a copy offline.")
+    render.info("Public key (put it in encryption.recipients of the policy):")
+    print(recipient)
+
+
+@app.command()
+@reports_errors
+def init(ctx: typer.Context, policy: PolicyOpt = None, json: JsonOpt = False) -> None:
+    """Create the repository named by the policy (refuses an existing one)."""
+    pol = policy_from(ctx, policy)
+
+    async def go():
+        repo = await open_repository(pol, create=True)
+        await repo.close()
+        return repo
+
+    repo = run(go())
+    if json:
+        render.print_json({"repository": repo.id, "location": repo.storage.location})
+    else:
+        print(f"created repository {repo.id} at {repo.storage.location}")
+
+
+@app.command()
+@reports_errors
+def snapshots(ctx: typer.Context, policy: PolicyOpt = None, json: JsonOpt = False) -> None:
+    """List the snapshots in the repository."""
+    pol = policy_from(ctx, policy)
+
+    async def go():
+        repo = await open_repository(pol)
+        try:
+            return await catalog.list_snapshots(repo)
+        finally:
+            await repo.close()
+
+    summaries = run(go())
+    if json:
+        render.print_json([s.to_json() for s in summaries])
+        return
+    if not summaries:
+        render.info("no snapshots yet (run drtool snapshot)")
+        return
+    render.print_table(None, ["id", "time", "policy", "tables", "documents", "stored", "new"], [
+        (s.id, s.time[:19].replace("T", " "), s.policy, len(s.tables), s.documents,
+         format_bytes(s.bytes_stored), format_bytes(s.bytes_new))
+        for s in summaries
+    ])
+
+
+@app.command()
+@reports_errors
+def verify(
+    ctx: typer.Context,
+    snapshot: Annotated[str | None, typer.Argument(help="Snapshot id, prefix or 'latest' (default: all).")] = None,
+    read_data: Annotated[bool, typer.Option("--read-data", help="Decrypt and check every object.")] = False,
+    policy: PolicyOpt = None,
+    json: JsonOpt = False,
+    quiet_: QuietOpt = False,
+) -> None:
+    """Check that every object of the snapshots exists (and, with --read-data, is intact)."""
+    pol = policy_from(ctx, policy)
+
+    async def go():
+        repo = await open_repository(pol)
+        try:
+            with render.RichProgress(quiet(ctx, quiet_)) as progress:
+                return await verify_snapshots(repo, snapshot, read_data=read_data, progress=progress)
+        finally:
+            await repo.close()
+
+    report = run(go())
+    if json:
+        render.print_json({
+            "snapshots": report.snapshots, "objects": report.objects, "read_data": read_data,
+            "bytes_read": report.bytes_read,
+            "problems": [p.__dict__ for p in report.problems],
+        })
+    else:
+        for problem in report.problems:
+            print(f"PROBLEM {problem}")
+        what = "read and checked" if read_data else "present with the expected size"
+        print(f"{report.snapshots} snapshots, {report.objects} objects {what}: "
+              f"{len(report.problems)} problems")
+    if report.problems:
+        raise typer.Exit(CheckFailed.exit_code)

@@ -1,0 +1,92 @@
+"""Reading a table robustly: resumable scans and a changefeed collector."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from drtool.cluster.base import Cluster, Row
+from drtool.core.segments import PendingChanges
+from drtool.errors import ClusterError, ClusterUnreachable
+from drtool.model import FeedChange, FeedOverflow, FeedReady, KeyText, TableName
+
+RESUME_ATTEMPTS = 5
+RESUME_BASE_DELAY = 0.2
+
+
+async def resumable_scan(
+    cluster: Cluster, table: TableName, *, after: KeyText | None = None,
+    upto: KeyText | None = None, batch_size: int = 1000, attempts: int = RESUME_ATTEMPTS,
+) -> AsyncIterator[list[Row]]:
+    """``cluster.scan`` that survives dropped connections: after a retryable failure it waits
+    (exponential backoff) and resumes after the last key received, never starting over.
+    Gives up after ``attempts`` consecutive failures without progress."""
+    failures = 0
+    while True:
+        try:
+            async for rows in cluster.scan(table, after=after, upto=upto, batch_size=batch_size):
+                if rows:
+                    after = rows[-1][0]
+                    failures = 0
+                    yield rows
+            return
+        except ClusterUnreachable as err:
+            failures += 1
+            if failures >= attempts:
+                raise ClusterUnreachable(
+                    f"reading {table} from {cluster.description}: gave up after {failures} "
+                    f"failed attempts to resume ({err})"
+                ) from None
+            await asyncio.sleep(RESUME_BASE_DELAY * 2 ** (failures - 1))
+
+
+class FeedCollector:
+    """Consumes a table's changefeed in a background task into a PendingChanges."""
+
+    def __init__(self, cluster: Cluster, table: TableName, pending: PendingChanges) -> None:
+        self.table = table
+        self.pending = pending
+        self.overflows = 0
+        self.changes_seen = 0
+        self._feed = cluster.changes(table)
+        self._ready = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        async for event in self._feed:
+            if isinstance(event, FeedReady):
+                self._ready.set()
+            elif isinstance(event, FeedChange):
+                self.changes_seen += 1
+                self.pending.record(event.key, event.doc)
+            elif isinstance(event, FeedOverflow):
+                self.overflows += 1
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        """Return once the feed is ready; raise the feed's error or a timeout error."""
+        ready = asyncio.create_task(self._ready.wait())
+        done, _ = await asyncio.wait({ready, self._task}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if ready in done:
+            return
+        ready.cancel()
+        if self._task in done:
+            self._task.result()  # raises the feed's error
+            raise ClusterError(f"changefeed on {self.table} ended before it was ready")
+        raise ClusterError(f"changefeed on {self.table} not ready after {timeout:.0f} s")
+
+    def check(self) -> None:
+        """Raise the feed's error if it failed (a dropped feed loses changes)."""
+        if self._task.done() and not self._task.cancelled():
+            err = self._task.exception()
+            if err is not None:
+                raise err
+            raise ClusterUnreachable(f"changefeed on {self.table} ended unexpectedly")
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+        with contextlib.suppress(Exception):
+            await self._feed.aclose()

@@ -1,0 +1,209 @@
+"""Cutting a key-ordered stream of documents into content-defined segments.
+
+A segment ends after a document whose keyed hash of its primary key falls below a threshold
+proportional to the document's size (so segments average ``target`` bytes past ``min_bytes``
+whatever the document size), never before ``min_bytes`` and always at ``max_bytes``. The
+boundary depends on the key, not on the position in the table, so one changed document only
+disturbs its own segment and an unchanged range produces byte-identical segments (stored once).
+
+Changes received from the changefeed while a table is scanned (``PendingChanges``) are folded
+into the segment whose key range they fall in when that segment is sealed; a change for a
+range that was already sealed is *late* and its range is re-read afterwards (core.snapshot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from drtool.cluster.base import Row
+from drtool.core.progress import NullProgress, Progress
+from drtool.digest import fold
+from drtool.manifest import SegmentRef
+from drtool.model import DocText, KeyText
+from drtool.ordering import key_order
+from drtool.repo.repository import Repository
+
+_HASH_SPACE = 1 << 64
+
+
+@dataclass(frozen=True)
+class ChunkParams:
+    min_bytes: int = 256 * 1024
+    target: int = 768 * 1024  # mean bytes past min_bytes
+    max_bytes: int = 4 * 1024 * 1024
+
+
+def encode_segment(texts: list[DocText]) -> bytes:
+    """Segment plaintext: each canonical text followed by a newline."""
+    if not texts:
+        return b""
+    return ("\n".join(texts) + "\n").encode()
+
+
+def decode_segment(data: bytes) -> list[DocText]:
+    if not data:
+        return []
+    return data.decode().split("\n")[:-1]
+
+
+def _encode_and_fold(texts: list[DocText]) -> tuple[bytes, str]:
+    return encode_segment(texts), fold(texts)
+
+
+class Chunker:
+    def __init__(self, boundary_hash: Callable[[str], int], params: ChunkParams = ChunkParams()):
+        self._hash = boundary_hash
+        self.params = params
+
+    def cut_after(self, key: KeyText, doc_len: int, seg_bytes: int) -> bool:
+        p = self.params
+        if seg_bytes >= p.max_bytes:
+            return True
+        if seg_bytes < p.min_bytes:
+            return False
+        return self._hash(key) < (doc_len + 1) * _HASH_SPACE // p.target
+
+
+class PendingChanges:
+    """Feed changes not yet folded into a segment, and the keys that arrived too late."""
+
+    def __init__(self) -> None:
+        self.changes: dict[KeyText, DocText | None] = {}
+        self.late: set[KeyText] = set()
+        self._frontier = None  # key_order of the highest sealed upper bound
+        self._all_sealed = False
+
+    def record(self, key: KeyText, doc: DocText | None) -> None:
+        if self._all_sealed or (self._frontier is not None and key_order(key) <= self._frontier):
+            self.late.add(key)
+        else:
+            self.changes[key] = doc
+
+    def take_upto(self, upto: KeyText | None) -> list[tuple[KeyText, DocText | None]]:
+        """Remove and return (sorted) the changes with key <= upto (all when None); from now
+        on changes at or below ``upto`` are late."""
+        if upto is None:
+            taken = list(self.changes.items())
+            self.changes.clear()
+            self._all_sealed = True
+        else:
+            bound = key_order(upto)
+            taken = [(k, d) for k, d in self.changes.items() if key_order(k) <= bound]
+            for k, _ in taken:
+                del self.changes[k]
+            self._frontier = bound
+        taken.sort(key=lambda kd: key_order(kd[0]))
+        return taken
+
+
+def merge_changes(rows: list[Row], changes: list[tuple[KeyText, DocText | None]]) -> list[Row]:
+    """Apply sorted changes (doc None = delete) to sorted rows; the change wins per key."""
+    if not changes:
+        return rows
+    merged: dict[KeyText, DocText | None] = dict(rows)
+    merged.update(changes)
+    out = [(k, d) for k, d in merged.items() if d is not None]
+    out.sort(key=lambda kd: key_order(kd[0]))
+    return out
+
+
+class SegmentWriter:
+    """Accepts rows of one key range in order and stores them as segments.
+
+    Up to ``in_flight`` segments are compressed, encrypted and uploaded concurrently while the
+    scan goes on; memory is bounded by ``in_flight * max_bytes`` plus the pending changes.
+    """
+
+    def __init__(
+        self, repo: Repository, chunker: Chunker, *, pending: PendingChanges | None = None,
+        progress: Progress = NullProgress(), task: str = "", in_flight: int = 4,
+    ) -> None:
+        self._repo = repo
+        self._chunker = chunker
+        self._pending = pending or PendingChanges()
+        self._progress = progress
+        self._task = task
+        self._rows: list[Row] = []
+        self._bytes = 0
+        self._slots = asyncio.Semaphore(in_flight)
+        self._jobs: list[asyncio.Task[SegmentRef]] = []
+        self.bytes_new = 0
+
+    async def add(self, rows: list[Row]) -> None:
+        cut_after = self._chunker.cut_after
+        nbytes = 0
+        for key, doc in rows:
+            self._rows.append((key, doc))
+            n = len(doc) + 1
+            self._bytes += n
+            nbytes += n
+            if cut_after(key, n, self._bytes):
+                await self._seal(key)
+        self._progress.advance(self._task, len(rows), nbytes)
+
+    async def finish(self, upto: KeyText | None = None) -> list[SegmentRef]:
+        """Seal the rest as the range ending at ``upto`` (None: the open end); return every
+        segment in key order. An empty range with no changes yields no segment."""
+        try:
+            await self._seal(upto)
+            refs = list(await asyncio.gather(*self._jobs))
+            if not refs:  # an empty range is still one (empty) segment: ranges must tile
+                await self._slots.acquire()
+                refs = [await self._store([], upto)]
+            elif refs[-1].upto != upto:  # the range's tail had no documents
+                refs[-1] = replace(refs[-1], upto=upto)
+            return refs
+        except BaseException:
+            await self.abort()
+            raise
+
+    async def abort(self) -> None:
+        """Cancel uploads in flight (objects already stored stay: they are reused later)."""
+        for job in self._jobs:
+            job.cancel()
+        await asyncio.gather(*self._jobs, return_exceptions=True)
+        self._jobs.clear()
+
+    async def _seal(self, upto: KeyText | None) -> None:
+        rows, self._rows, self._bytes = self._rows, [], 0
+        changes = self._pending.take_upto(upto)
+        if changes:
+            rows = merge_changes(rows, changes)
+            pieces = self._rechunk(rows, upto)
+        else:
+            pieces = [(rows, upto)]
+        for piece, piece_upto in pieces:
+            if not piece:
+                continue  # its range joins the next segment's (lower bounds are implicit)
+            await self._slots.acquire()
+            self._jobs.append(asyncio.create_task(self._store(piece, piece_upto)))
+
+    def _rechunk(self, rows: list[Row], upto: KeyText | None) -> list[tuple[list[Row], KeyText | None]]:
+        pieces: list[tuple[list[Row], KeyText | None]] = []
+        current: list[Row] = []
+        size = 0
+        for key, doc in rows:
+            current.append((key, doc))
+            size += len(doc) + 1
+            if self._chunker.cut_after(key, len(doc) + 1, size):
+                pieces.append((current, key))
+                current, size = [], 0
+        if current or not pieces:
+            pieces.append((current, upto))
+        else:
+            last_rows, _ = pieces[-1]
+            pieces[-1] = (last_rows, upto)
+        return pieces
+
+    async def _store(self, rows: list[Row], upto: KeyText | None) -> SegmentRef:
+        try:
+            texts = [doc for _, doc in rows]
+            plaintext, digest = await asyncio.to_thread(_encode_and_fold, texts)
+            stored = await self._repo.put_data(plaintext)
+            if stored.new:
+                self.bytes_new += stored.stored_size
+            return SegmentRef(stored.id, upto, len(texts), digest, len(plaintext), stored.stored_size)
+        finally:
+            self._slots.release()

@@ -1,0 +1,58 @@
+"""Opening what a policy names: the repository and the clusters, and choosing tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from drtool import cluster as cluster_access
+from drtool.cluster.base import Cluster
+from drtool.errors import NotFound, UsageError
+from drtool.model import TableName
+from drtool.policy import Policy
+from drtool.repo.repository import Repository
+from drtool.storage import open_storage
+
+
+async def open_repository(policy: Policy, *, create: bool = False) -> Repository:
+    """Open (or with ``create`` initialise) the policy's repository.
+
+    Raises RepositoryError, StorageError, StorageUnreachable, AuthError, EncryptionKeyError."""
+    storage = open_storage(policy.repository, create=create)
+    keys = policy.encryption.key_sources()
+    try:
+        if create:
+            return await Repository.create(storage, keys)
+        return await Repository.open(storage, keys)
+    except BaseException:
+        await storage.close()
+        raise
+
+
+async def connect_role(policy: Policy, role: str) -> Cluster:
+    """Connect to the policy's ``primary`` or ``standby`` cluster."""
+    if role == "primary":
+        section = policy.primary
+    elif role == "standby":
+        if policy.standby is None:
+            raise UsageError(f"{policy.path}: no [standby] section: cannot use the standby cluster")
+        section = policy.standby
+    else:
+        raise UsageError(f"unknown cluster {role!r}: expected primary or standby")
+    return await cluster_access.connect(section.config(role))
+
+
+def parse_tables(names: Iterable[str]) -> list[TableName]:
+    return [TableName.parse(n, what="--table") for n in names]
+
+
+def select_tables(
+    policy: Policy, available: list[TableName], requested: list[TableName], *, where: str
+) -> list[TableName]:
+    """Tables to work on: the ``requested`` ones (each must exist), else the policy's selection."""
+    if requested:
+        present = set(available)
+        for name in requested:
+            if name not in present:
+                raise NotFound(f"table {name} does not exist on {where}")
+        return sorted(set(requested))
+    return [t for t in available if policy.tables.selects(t)]

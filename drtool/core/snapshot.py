@@ -1,0 +1,162 @@
+"""Taking a snapshot: each selected table copied into the repository, consistent in itself.
+
+Per table: a changefeed is opened and ready before the scan starts; the scan streams in key
+order into content-defined segments; feed changes received during the scan are folded into the
+segment of their key range when it is sealed. A change that arrives after its range was sealed
+is "late": once the scan has ended and the feed has been drained for ``settle`` seconds, the
+ranges holding late changes are read again and their segments replaced. So every write
+acknowledged before the table's scan ended is in the snapshot. If the feed overflows (the
+server dropped changes) the table is read again from the start; unchanged segments are not
+uploaded twice. Tables are not consistent with each other (RethinkDB has no cross-table
+snapshot). The manifest is written last: until then the snapshot does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from drtool.cluster.base import Cluster
+from drtool.core.progress import NullProgress, Progress
+from drtool.core.scanning import FeedCollector, resumable_scan
+from drtool.core.segments import Chunker, ChunkParams, PendingChanges, SegmentWriter
+from drtool.digest import fold
+from drtool.errors import ClusterError
+from drtool.manifest import Layer, Manifest, Range, SegmentRef, TableEntry
+from drtool.model import KeyText, TableName
+from drtool.ordering import key_order
+from drtool.repo.objects import new_snapshot_id
+from drtool.repo.repository import Repository
+
+
+@dataclass(frozen=True)
+class SnapshotOptions:
+    table_concurrency: int = 2
+    settle: float = 0.5  # seconds the feed is drained after the scan ends
+    max_rereads: int = 3  # full re-reads after feed overflows before giving up
+    batch_size: int = 1000
+    chunks: ChunkParams = ChunkParams()
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def take_snapshot(
+    repo: Repository, cluster: Cluster, tables: list[TableName], *, policy_name: str,
+    source: str, progress: Progress = NullProgress(), options: SnapshotOptions = SnapshotOptions(),
+) -> Manifest:
+    """Snapshot ``tables`` and write the manifest; return it."""
+    slots = asyncio.Semaphore(options.table_concurrency)
+
+    async def one(table: TableName) -> tuple[TableEntry, int]:
+        async with slots:
+            return await snapshot_table(repo, cluster, table, progress=progress, options=options)
+
+    results = await _gather_or_cancel([one(t) for t in tables])
+    manifest = Manifest(
+        id=new_snapshot_id(),
+        time=utcnow(),
+        policy=policy_name,
+        source=f"{source} ({cluster.description})",
+        tables=tuple(entry for entry, _ in results),
+        bytes_new=sum(new for _, new in results),
+    )
+    await repo.put_manifest(manifest)
+    return manifest
+
+
+async def _gather_or_cancel(coros: list) -> list:
+    tasks = [asyncio.create_task(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def snapshot_table(
+    repo: Repository, cluster: Cluster, table: TableName, *, progress: Progress = NullProgress(),
+    options: SnapshotOptions = SnapshotOptions(),
+) -> tuple[TableEntry, int]:
+    """Copy one table; return its manifest entry and the stored bytes it uploaded."""
+    task = str(table)
+    chunker = Chunker(repo.boundary_hash, options.chunks)
+    progress.start(task, await cluster.doc_count_estimate(table))
+    bytes_new = 0
+    try:
+        for attempt in range(options.max_rereads + 1):
+            pending = PendingChanges()
+            writer = SegmentWriter(repo, chunker, pending=pending, progress=progress, task=task)
+            collector = FeedCollector(cluster, table, pending)
+            try:
+                await collector.wait_ready()
+                started = utcnow()
+                meta = await cluster.table_meta(table)
+                async for rows in resumable_scan(cluster, table, batch_size=options.batch_size):
+                    collector.check()
+                    if collector.overflows:
+                        break
+                    await writer.add(rows)
+                if not collector.overflows:
+                    segments = await writer.finish()
+                    await asyncio.sleep(options.settle)
+                    collector.check()
+            finally:
+                await writer.abort()
+                await collector.close()
+                bytes_new += writer.bytes_new
+            if collector.overflows:
+                progress.note(task, "changefeed overflowed during the scan: reading the table again")
+                continue
+            if pending.late:
+                segments, extra = await _reread_ranges(
+                    repo, cluster, table, chunker, segments, pending.late, options
+                )
+                bytes_new += extra
+            entry = TableEntry(
+                meta=meta,
+                doc_count=sum(s.count for s in segments),
+                digest=fold(s.digest for s in segments),
+                ranges=tuple(Range(s.upto, s.count, s.digest) for s in segments),
+                layers=(Layer(segments=tuple(segments)),),
+                started=started,
+                finished=utcnow(),
+                rescans=attempt,
+            )
+            return entry, bytes_new
+        raise ClusterError(
+            f"changefeed on {table} overflowed {options.max_rereads + 1} times during the scan; "
+            "snapshot from the standby or raise the server's changefeed_queue_size"
+        )
+    finally:
+        progress.finish(task)
+
+
+async def _reread_ranges(
+    repo: Repository, cluster: Cluster, table: TableName, chunker: Chunker,
+    segments: list[SegmentRef], late: set[KeyText], options: SnapshotOptions,
+) -> tuple[list[SegmentRef], int]:
+    """Replace the segments whose ranges received late changes by a fresh read of the range."""
+    bounds = [key_order(s.upto) for s in segments[:-1]]  # the last segment is open-ended
+    affected = sorted({bisect.bisect_left(bounds, key_order(k)) for k in late})
+    result: list[SegmentRef] = []
+    bytes_new = 0
+    previous = 0
+    for index in affected:
+        result.extend(segments[previous:index])
+        after = segments[index - 1].upto if index else None
+        writer = SegmentWriter(repo, chunker)
+        async for rows in resumable_scan(
+            cluster, table, after=after, upto=segments[index].upto, batch_size=options.batch_size
+        ):
+            await writer.add(rows)
+        result.extend(await writer.finish(segments[index].upto))
+        bytes_new += writer.bytes_new
+        previous = index + 1
+    result.extend(segments[previous:])
+    return result, bytes_new
