@@ -1,0 +1,245 @@
+"""The Cluster contract: one suite run unchanged against the fake and a real RethinkDB.
+
+Use it by subclassing ``ClusterContract`` in a test module and defining a ``cluster`` fixture
+that yields a ``ContractTarget``: a connected Cluster, a fresh uniquely named database the
+fixture created (and drops afterwards), and two blob makers. Only the Cluster interface is
+used here; blobs for indexes and write hooks come from the fixture because only a real
+server can compile a ReQL function (the real fixture makes them with the driver on a scratch
+table, the fake one with ``FakeServer.index_blob``/``hook_blob``). Expected values come from
+shared/reql-golden.json, recorded on RethinkDB 2.4.4.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from drtool.cluster.base import Cluster
+from drtool.digest import r_uuid
+from drtool.errors import ClusterError, NotFound
+from drtool.model import FeedChange, FeedOverflow, FeedReady, IndexDef, TableName
+
+_P = Path(__file__).resolve().parents[2] / "shared" / "reql-golden.json"
+GOLDEN = json.loads((_P if _P.exists() else Path("/work/shared/reql-golden.json")).read_text())
+FEED_TIMEOUT = 10.0
+
+
+@dataclass
+class ContractTarget:
+    cluster: Cluster
+    db: str
+    make_index_blob: Callable[[str], Awaitable[bytes]]  # blob of an index on that field
+    make_hook_blob: Callable[[], Awaitable[bytes]]  # blob of an identity write hook
+    fake: object | None = None  # the FakeServer, for fake-only tests
+
+    async def new_table(self, primary_key: str = "id") -> TableName:
+        name = TableName(self.db, "t_" + uuid.uuid4().hex[:10])
+        await self.cluster.create_table(name, primary_key=primary_key, shards=1, replicas=1)
+        return name
+
+
+async def collect(aiter) -> list:
+    return [row for batch in [b async for b in aiter] for row in batch]
+
+
+async def next_event(feed):
+    return await asyncio.wait_for(feed.__anext__(), FEED_TIMEOUT)
+
+
+class ClusterContract:
+    """Every test takes the ``cluster`` fixture (a ContractTarget)."""
+
+    # --- golden data ------------------------------------------------------------------
+    async def test_golden_documents_round_trip(self, cluster: ContractTarget):
+        t = await cluster.new_table()
+        inputs = [d["input"] for d in GOLDEN["documents"]]
+        res = await cluster.cluster.insert_texts(t, inputs)
+        assert (res.inserted, res.errors, res.first_error) == (len(inputs), 0, None)
+        rows = await collect(cluster.cluster.scan(t))
+        assert [doc for _, doc in rows] == GOLDEN["table_in_key_order"]
+        assert [k for k, _ in rows] == [json.dumps(json.loads(d)["id"]) for d in GOLDEN["table_in_key_order"]]
+        golden_uuid = {json.loads(d["canonical"])["id"]: d["uuid"] for d in GOLDEN["documents"]}
+        pairs = await collect(cluster.cluster.hash_scan(t, batch_size=7))
+        assert [h for _, h in pairs] == [golden_uuid[json.loads(k)] for k, _ in pairs]
+        assert [k for k, _ in pairs] == [k for k, _ in rows]
+
+    async def test_golden_range_digests(self, cluster: ContractTarget):
+        t = await cluster.new_table()
+        await cluster.cluster.insert_texts(t, [d["input"] for d in GOLDEN["documents"]])
+        assert await cluster.cluster.range_digest(t) == GOLDEN["fold_digest_whole_table"]
+        between = GOLDEN["fold_digest_between"]  # [lo, hi): after the key before lo, upto the last key
+        ids = [json.loads(d)["id"] for d in GOLDEN["table_in_key_order"]]
+        before = ids[ids.index(between["lower"]) - 1]
+        got = await cluster.cluster.range_digest(t, after=json.dumps(before), upto=json.dumps(between["keys"][-1]))
+        assert got == between["digest"]
+        assert await cluster.cluster.range_digest(t, after='"n05"', upto='"n05"') == ""
+        assert await cluster.cluster.range_digest(t, after='"zzz"') == ""
+
+    async def test_mixed_key_types_in_server_order(self, cluster: ContractTarget):
+        t = await cluster.new_table()
+        order = GOLDEN["primary_key_order"]
+        docs = ['{"id":%s}' % k for k in order["inserted"]]
+        res = await cluster.cluster.insert_texts(t, docs)
+        assert (res.inserted, res.errors) == (len(docs), 0)
+        assert [k for k, _ in await collect(cluster.cluster.scan(t))] == order["order_by_index_id"]
+
+    @pytest.mark.parametrize("case", GOLDEN["primary_key_rejected"], ids=lambda c: c["key"])
+    async def test_rejected_keys_come_back_in_the_result(self, cluster: ContractTarget, case):
+        key = {"null": "null", "object": '{"a":1}'}.get(case["key"])
+        if key is None:
+            n = int(case["key"].split()[2])
+            sample = case["insert_result"].get("first_error", "")
+            key = '"%s"' % (("x" if '"x' in sample else "z") * n if sample else "y" * n)
+        t = await cluster.new_table()
+        res = await cluster.cluster.insert_texts(t, ['{"id":%s,"v":1}' % key])
+        expected = case["insert_result"]
+        assert (res.inserted, res.errors) == (expected["inserted"], expected["errors"])
+        assert res.first_error == expected.get("first_error")
+
+    # --- conflicts, deletes, reads --------------------------------------------------------
+    async def test_conflict_modes(self, cluster: ContractTarget):
+        t = await cluster.new_table()
+        c = cluster.cluster
+        assert (await c.insert_texts(t, ['{"id":"a"}'])).inserted == 1
+        dup = await c.insert_texts(t, ['{"id":"a"}'])
+        expected = GOLDEN["insert_duplicate_conflict_error"]
+        assert (dup.inserted, dup.errors, dup.first_error) == (0, 1, expected["first_error"])
+        rep = await c.insert_texts(t, ['{"id":"a","v":2}', '{"id":"b","v":1}'], conflict="replace")
+        assert (rep.replaced, rep.inserted, rep.errors) == (1, 1, 0)
+        same = await c.insert_texts(t, ['{"v":2,"id":"a"}'], conflict="replace")
+        assert (same.unchanged, same.replaced) == (1, 0)
+        skip = await c.insert_texts(t, ['{"id":"a","v":3}'], conflict="skip")
+        assert (skip.unchanged, skip.replaced, skip.errors) == (1, 0, 0)
+        assert await c.get_docs(t, ['"a"']) == [('"a"', '{"id":"a","v":2}')]
+
+    async def test_delete_and_get_docs(self, cluster: ContractTarget):
+        t = await cluster.new_table()
+        c = cluster.cluster
+        await c.insert_texts(t, ['{"id":%d,"n":%d}' % (i, i * i) for i in range(10)])
+        got = await c.get_docs(t, ["7", "3", "42", '"3"', "5"])
+        assert got == [("3", '{"id":3,"n":9}'), ("5", '{"id":5,"n":25}'), ("7", '{"id":7,"n":49}')]
+        res = await c.delete_keys(t, ["3", "99"])
+        assert (res.deleted, res.errors) == (1, 0)
+        assert [k for k, _ in await collect(c.scan(t))] == [str(i) for i in range(10) if i != 3]
+        assert await c.get_docs(t, ["3"]) == []
+
+    async def test_scan_bounds_batches_and_resume(self, cluster: ContractTarget):
+        t = await cluster.new_table()
+        c = cluster.cluster
+        keys = list(range(25))
+        random.Random(1).shuffle(keys)
+        await c.insert_texts(t, ['{"id":%d}' % i for i in keys])
+        batches = [b async for b in c.scan(t, batch_size=7)]
+        assert all(1 <= len(b) <= 7 for b in batches)
+        assert [k for b in batches for k, _ in b] == [str(i) for i in range(25)]
+        assert [k for k, _ in await collect(c.scan(t, after="9"))] == [str(i) for i in range(10, 25)]
+        assert [k for k, _ in await collect(c.scan(t, after="3", upto="7"))] == ["4", "5", "6", "7"]
+        assert [k for k, _ in await collect(c.scan(t, upto="2"))] == ["0", "1", "2"]
+        assert [k for k, _ in await collect(c.scan(t, after="3.5", upto="5.5"))] == ["4", "5"]
+        assert await collect(c.scan(t, after="24")) == []
+        pairs = await collect(c.hash_scan(t, after="20"))
+        assert pairs == [(str(i), r_uuid('{"id":%d}' % i)) for i in range(21, 25)]
+
+    # --- schema -------------------------------------------------------------------------
+    async def test_schema_operations(self, cluster: ContractTarget):
+        c = cluster.cluster
+        assert await c.ensure_db(cluster.db) is False
+        t = TableName(cluster.db, "shape")
+        await c.create_table(t, primary_key="pk", shards=1, replicas=1)
+        with pytest.raises(ClusterError):
+            await c.create_table(t, primary_key="pk", shards=1, replicas=1)
+        meta = await c.table_meta(t)
+        assert (meta.name, meta.primary_key, meta.shards, meta.replicas) == (t, "pk", 1, 1)
+        assert (meta.indexes, meta.write_hook) == ((), None)
+        res = await c.insert_texts(t, ['{"pk":"k","id":1}'])
+        assert res.inserted == 1
+        assert await collect(c.scan(t)) == [('"k"', '{"id":1,"pk":"k"}')]
+        tables = await c.list_tables()
+        assert t in tables and tables == sorted(tables)
+        assert all(name.db != "rethinkdb" for name in tables)
+        await c.drop_table(t)
+        assert t not in await c.list_tables()
+        await c.drop_table(t)  # missing: not an error
+
+    async def test_missing_things(self, cluster: ContractTarget):
+        c = cluster.cluster
+        missing = TableName(cluster.db, "no_such_table")
+        with pytest.raises(NotFound):
+            await c.table_meta(missing)
+        with pytest.raises(NotFound):
+            await collect(c.scan(missing))
+        with pytest.raises(NotFound):
+            await c.insert_texts(missing, ['{"id":1}'])
+        with pytest.raises(NotFound):
+            await c.create_table(TableName("drtool_missing_" + uuid.uuid4().hex[:8], "t"),
+                                 primary_key="id", shards=1, replicas=1)
+        other = "drtool_tmp_" + uuid.uuid4().hex[:8]
+        try:
+            assert await c.ensure_db(other) is True
+            assert await c.ensure_db(other) is False
+        finally:
+            await c.drop_db(other)
+        await c.drop_db(other)  # missing: not an error
+
+    async def test_index_and_write_hook_blobs_round_trip(self, cluster: ContractTarget):
+        c = cluster.cluster
+        t = await cluster.new_table()
+        blob = await cluster.make_index_blob("v")
+        assert blob.startswith(b"$reql_index_function$")
+        await c.create_index(t, IndexDef("by_v", blob))
+        await c.wait_indexes(t)
+        assert (await c.table_meta(t)).indexes == (IndexDef("by_v", blob),)
+        await c.drop_index(t, "by_v")
+        assert (await c.table_meta(t)).indexes == ()
+        hook = await cluster.make_hook_blob()
+        await c.set_write_hook(t, hook)
+        assert (await c.table_meta(t)).write_hook == hook
+        await c.set_write_hook(t, None)
+        assert (await c.table_meta(t)).write_hook is None
+
+    async def test_doc_count_estimate_of_empty_table(self, cluster: ContractTarget):
+        t = await cluster.new_table()
+        assert await cluster.cluster.doc_count_estimate(t) == 0
+
+    # --- changefeeds --------------------------------------------------------------------
+    async def test_changefeed_ready_then_changes(self, cluster: ContractTarget):
+        c = cluster.cluster
+        t = await cluster.new_table()
+        await c.insert_texts(t, ['{"id":1,"v":"before"}'])
+        feed = c.changes(t)
+        try:
+            assert await next_event(feed) == FeedReady()
+            await c.insert_texts(t, ['{"v":"x","id":5}'])
+            assert await next_event(feed) == FeedChange("5", '{"id":5,"v":"x"}')
+            await c.insert_texts(t, ['{"id":5,"v":"y"}'], conflict="replace")
+            assert await next_event(feed) == FeedChange("5", '{"id":5,"v":"y"}')
+            await c.delete_keys(t, ["1"])
+            assert await next_event(feed) == FeedChange("1", None)
+        finally:
+            await feed.aclose()
+
+    async def test_changefeed_overflow_is_reported_and_feed_continues(self, cluster: ContractTarget):
+        if cluster.fake is None:
+            pytest.skip("fake only: filling a real server's 100,000-change queue is too slow for a test")
+        c = cluster.cluster
+        t = await cluster.new_table()
+        cluster.fake.changefeed_queue_size = 3
+        feed = c.changes(t)
+        try:
+            assert await next_event(feed) == FeedReady()
+            await c.insert_texts(t, ['{"id":%d}' % i for i in range(10)])
+            got = [await next_event(feed) for _ in range(4)]
+            assert got[:3] == [FeedChange(str(i), '{"id":%d}' % i) for i in range(3)]
+            assert got[3] == FeedOverflow(
+                "Changefeed cache over array size limit, skipped 7 elements.", 7)
+            await c.insert_texts(t, ['{"id":99}'])
+            assert await next_event(feed) == FeedChange("99", '{"id":99}')
+        finally:
+            await feed.aclose()
