@@ -1,0 +1,245 @@
+"""``Cluster`` on a real RethinkDB server: the ReQL of every operation.
+
+Queries are built with the driver's ReQL builder ``r`` (handed in by drtool.cluster.rethink,
+the only module that imports ``rethinkdb``) and run through its ``RethinkSession``, which owns
+the connections and translates driver errors. Obtain an instance with
+``drtool.cluster.connect`` (or ``drtool.cluster.rethink.connect_rethinkdb``).
+
+Keys travel as canonical text and become values on the server with ``r.json(text)``; ranges
+``(after, upto]`` are ``between(lo, hi, left_bound='open', right_bound='closed')`` with
+``r.minval``/``r.maxval`` for open ends, read in primary-key order with ``order_by(index=pk)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
+from typing import Any
+
+from drtool.cluster import rethink_util as util
+from drtool.cluster.base import Cluster, ConflictMode, Row
+from drtool.cluster.rethink_util import PermissionDenied
+from drtool.errors import ClusterError, NotFound, UsageError
+from drtool.model import FeedEvent, IndexDef, KeyText, TableMeta, TableName, WriteResult
+
+
+class RethinkCluster(Cluster):
+    """A connected RethinkDB cluster (see drtool.cluster.base for every method's contract).
+
+    ``session`` is a drtool.cluster.rethink.RethinkSession; ``r`` the driver's ReQL builder."""
+
+    def __init__(self, session: Any, r: Any) -> None:
+        self._session, self._r = session, r
+        self._pks: dict[TableName, str] = {}  # primary key per table
+        self._no_bypass: set[TableName] = set()  # ignore_write_hook refused, table has no hook
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        return self._session.description
+
+    def __repr__(self) -> str:
+        return f"<RethinkCluster {self.description}>"
+
+    def _table(self, table: TableName) -> Any:
+        return self._r.db(table.db).table(table.table)
+
+    async def _primary_key(self, table: TableName) -> str:
+        if table not in self._pks:
+            query = self._table(table).config()["primary_key"]
+            self._pks[table] = await self._session.fetch(query, table)
+        return self._pks[table]
+
+    def _range(self, table: TableName, pk: str, after: KeyText | None, upto: KeyText | None) -> Any:
+        r = self._r
+        lo = r.minval if after is None else r.json(after)
+        hi = r.maxval if upto is None else r.json(upto)
+        return (self._table(table)
+                .between(lo, hi, left_bound="open", right_bound="closed", index=pk)
+                .order_by(index=pk))
+
+    # --- catalogue ----------------------------------------------------------------------
+    async def list_tables(self) -> list[TableName]:
+        names = []
+        for db in await self._session.fetch(self._r.db_list()):
+            if db == "rethinkdb":
+                continue
+            try:
+                tables = await self._session.fetch(self._r.db(db).table_list())
+            except NotFound:  # dropped meanwhile
+                continue
+            names.extend(TableName(db, t) for t in tables)
+        return sorted(names)
+
+    async def table_meta(self, table: TableName) -> TableMeta:
+        t = self._table(table)
+        config = await self._session.fetch(t.config(), table)
+        indexes = await self._session.fetch(t.index_status(), table, binary_format="raw")
+        hook = await self._session.fetch(t.get_write_hook(), table, binary_format="raw")
+        self._pks[table] = config["primary_key"]
+        where = f"{self.description} table {table}"
+        return util.table_meta(table, config, list(indexes), hook, where)
+
+    async def doc_count_estimate(self, table: TableName) -> int:
+        query = self._table(table).info()["doc_count_estimates"]
+        return int(sum(await self._session.fetch(query, table)))
+
+    # --- reading ------------------------------------------------------------------------
+    async def scan(self, table: TableName, *, after: KeyText | None = None,
+                   upto: KeyText | None = None, batch_size: int = 1000) -> AsyncIterator[list[Row]]:
+        pk = await self._primary_key(table)
+        query = self._range(table, pk, after, upto).map(
+            lambda d: [d[pk].to_json_string(), d.to_json_string()])
+        async with aclosing(self._session.stream(query, table, batch_size, tuple)) as batches:
+            async for batch in batches:
+                yield batch
+
+    async def range_digest(self, table: TableName, *, after: KeyText | None = None,
+                           upto: KeyText | None = None) -> str:
+        pk, r = await self._primary_key(table), self._r
+        query = self._range(table, pk, after, upto).fold(
+            "", lambda acc, d: r.uuid(acc.add(d.to_json_string())))
+        return str(await self._session.fetch(query, table))
+
+    async def hash_scan(self, table: TableName, *, after: KeyText | None = None,
+                        upto: KeyText | None = None,
+                        batch_size: int = 5000) -> AsyncIterator[list[tuple[KeyText, str]]]:
+        pk, r = await self._primary_key(table), self._r
+        query = self._range(table, pk, after, upto).map(
+            lambda d: [d[pk].to_json_string(), r.uuid(d.to_json_string())])
+        async with aclosing(self._session.stream(query, table, batch_size, tuple)) as batches:
+            async for batch in batches:
+                yield batch
+
+    async def get_docs(self, table: TableName, keys: Sequence[KeyText]) -> list[Row]:
+        from drtool.ordering import key_order
+
+        keys = util.unique(keys)
+        if not keys:
+            return []
+        pk, r = await self._primary_key(table), self._r
+        query = self._table(table).get_all(r.args(r.json(util.json_array(keys)))).map(
+            lambda d: [d[pk].to_json_string(), d.to_json_string()])
+        rows = [tuple(row) for row in await self._session.fetch(query, table)]
+        return sorted(rows, key=lambda row: key_order(row[0]))
+
+    # --- writing ------------------------------------------------------------------------
+    async def _write(self, table: TableName, build: Callable[[dict], Any],
+                     ignore_write_hook: bool) -> WriteResult:
+        where = f"{self.description} table {table}"
+        fetch = self._session.fetch
+        if ignore_write_hook and table not in self._no_bypass:
+            try:
+                bypassing = build({"ignore_write_hook": True})
+                return util.write_result(await fetch(bypassing, table), where)
+            except PermissionDenied as refused:
+                # ignore_write_hook needs the config permission: without it, writing is only
+                # equivalent when the table has no write hook.
+                hook = await fetch(self._table(table).get_write_hook(), table, binary_format="raw")
+                if hook is not None:
+                    raise ClusterError(
+                        f"{where}: the table has a write hook that user "
+                        f"{self._session.config.user!r} may not bypass (ignore_write_hook needs "
+                        f"the config permission): {refused}"
+                    ) from None
+            result = util.write_result(await fetch(build({}), table), where)
+            self._no_bypass.add(table)
+            return result
+        return util.write_result(await fetch(build({}), table), where)
+
+    async def insert_texts(self, table: TableName, docs: Sequence[str], *,
+                           conflict: ConflictMode = "error",
+                           ignore_write_hook: bool = False) -> WriteResult:
+        if not docs:
+            return WriteResult()
+        if conflict not in ("error", "replace", "skip"):
+            raise UsageError(f"conflict mode must be error, replace or skip, got {conflict!r}")
+        r, text = self._r, util.json_array(docs)
+        how: Any = (lambda _id, old, new: old) if conflict == "skip" else conflict
+        return await self._write(table, lambda extra: self._table(table).insert(
+            r.json(text), conflict=how, durability="soft", **extra), ignore_write_hook)
+
+    async def delete_keys(self, table: TableName, keys: Sequence[KeyText], *,
+                          ignore_write_hook: bool = False) -> WriteResult:
+        keys = util.unique(keys)
+        if not keys:
+            return WriteResult()
+        r, text = self._r, util.json_array(keys)
+        return await self._write(table, lambda extra: self._table(table).get_all(
+            r.args(r.json(text))).delete(durability="soft", **extra), ignore_write_hook)
+
+    async def sync(self, table: TableName) -> None:
+        await self._session.fetch(self._table(table).sync(), table)
+
+    # --- schema -------------------------------------------------------------------------
+    async def ensure_db(self, db: str) -> bool:
+        if db in await self._session.fetch(self._r.db_list()):
+            return False
+        try:
+            await self._session.fetch(self._r.db_create(db))
+        except ClusterError as err:
+            if "already exists" in str(err):  # created concurrently
+                return False
+            raise
+        return True
+
+    async def create_table(self, table: TableName, *, primary_key: str, shards: int,
+                           replicas: int, durability: str = "hard") -> None:
+        await self._session.fetch(self._r.db(table.db).table_create(
+            table.table, primary_key=primary_key, shards=shards, replicas=replicas,
+            durability=durability), table)
+        self._pks[table] = primary_key
+
+    async def drop_table(self, table: TableName) -> None:
+        self._pks.pop(table, None)
+        self._no_bypass.discard(table)
+        try:
+            await self._session.fetch(self._r.db(table.db).table_drop(table.table), table)
+        except NotFound:
+            pass
+
+    async def drop_db(self, db: str) -> None:
+        for table in [t for t in self._pks if t.db == db]:
+            self._pks.pop(table, None)
+        self._no_bypass = {t for t in self._no_bypass if t.db != db}
+        try:
+            await self._session.fetch(self._r.db_drop(db))
+        except NotFound:
+            pass
+
+    async def create_index(self, table: TableName, index: IndexDef) -> None:
+        query = self._table(table).index_create(index.name, self._r.binary(index.blob))
+        await self._session.fetch(query, table)
+
+    async def drop_index(self, table: TableName, name: str) -> None:
+        await self._session.fetch(self._table(table).index_drop(name), table)
+
+    async def wait_indexes(self, table: TableName) -> None:
+        await self._session.fetch(self._table(table).index_wait(), table, binary_format="raw")
+
+    async def set_write_hook(self, table: TableName, blob: bytes | None) -> None:
+        hook = None if blob is None else self._r.binary(blob)
+        await self._session.fetch(self._table(table).set_write_hook(hook), table)
+        self._no_bypass.discard(table)
+
+    # --- changefeeds --------------------------------------------------------------------
+    async def changes(self, table: TableName) -> AsyncIterator[FeedEvent]:
+        pk, r = await self._primary_key(table), self._r
+
+        def shape(ch: Any) -> Any:
+            deleted = ch["new_val"].eq(None)
+            return r.branch(
+                ch.has_fields("state"), ch,
+                ch.has_fields("error"), ch,
+                {"key": r.branch(deleted, ch["old_val"][pk], ch["new_val"][pk]).to_json_string(),
+                 "doc": r.branch(deleted, None, ch["new_val"].to_json_string())})
+
+        query = self._table(table).changes(include_states=True, squash=False).map(shape)
+        async with aclosing(self._session.feed(query, table)) as items:
+            async for item in items:
+                event = util.feed_event(item)
+                if event is not None:
+                    yield event
+
+    # --- lifecycle ----------------------------------------------------------------------
+    async def close(self) -> None:
+        await self._session.close()

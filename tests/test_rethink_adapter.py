@@ -1,0 +1,399 @@
+"""The real-server adapter without a server: connection failures against loopback sockets,
+a scripted server speaking the RethinkDB wire protocol (handshake with SCRAM-SHA-256, then
+canned responses) to exercise the driver interplay (pool, cancellation, batching, feeds),
+and the pure result/error translation. Behaviour of real queries is covered by integration/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import socket
+import struct
+
+import pytest
+from rethinkdb import errors as rerr
+
+from drtool.cluster import rethink_util as util
+from drtool.cluster.rethink import connect_rethinkdb, translate_error
+from drtool.cluster.rethink_util import PermissionDenied
+from drtool.errors import (
+    EXIT_AUTH,
+    EXIT_CLUSTER,
+    EXIT_UNREACHABLE,
+    AuthError,
+    ClusterError,
+    ClusterUnreachable,
+    NotFound,
+    UsageError,
+)
+from drtool.model import ClusterConfig, FeedChange, FeedOverflow, FeedReady, TableName
+
+SECRET = "s3cret-Passw0rd"
+T = TableName("d", "t")
+ATOM, SEQUENCE, PARTIAL, RUNTIME_ERROR = 1, 2, 3, 18
+START, CONTINUE, STOP = 1, 2, 3
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def config(*hosts: str, timeout: float = 2.0, password: str = SECRET) -> ClusterConfig:
+    return ClusterConfig(role="primary", hosts=hosts, password=password, connect_timeout=timeout)
+
+
+async def listener(handle) -> tuple[asyncio.AbstractServer, str]:
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+# --- connecting ---------------------------------------------------------------------------
+async def test_closed_port_is_unreachable_and_names_the_host():
+    host = f"127.0.0.1:{closed_port()}"
+    with pytest.raises(ClusterUnreachable) as info:
+        await connect_rethinkdb(config(host))
+    assert host in str(info.value) and str(info.value).startswith("primary:")
+    assert info.value.exit_code == EXIT_UNREACHABLE and info.value.retryable
+
+
+async def test_every_host_tried_is_named():
+    a, b = f"127.0.0.1:{closed_port()}", f"127.0.0.1:{closed_port()}"
+    with pytest.raises(ClusterUnreachable) as info:
+        await connect_rethinkdb(config(a, b))
+    assert a in str(info.value) and b in str(info.value)
+
+
+async def test_silent_listener_times_out_as_unreachable():
+    async def silent(reader, writer):
+        await reader.read()  # accept, never answer
+        writer.close()
+
+    server, host = await listener(silent)
+    async with server:
+        with pytest.raises(ClusterUnreachable) as info:
+            await connect_rethinkdb(config(host, timeout=0.5))
+    assert host in str(info.value)
+
+
+@pytest.mark.parametrize("garbage", [b"HTTP/1.1 400 Bad Request\r\n\r\n", b"\xff\xfenot json\0", b""])
+async def test_garbage_answer_is_unreachable_not_a_driver_error(garbage):
+    async def rude(reader, writer):
+        writer.write(garbage)
+        await writer.drain()
+        writer.close()
+
+    server, host = await listener(rude)
+    async with server:
+        with pytest.raises(ClusterUnreachable) as info:
+            await connect_rethinkdb(config(host, timeout=2))
+    assert host in str(info.value) and "\n" not in str(info.value)
+
+
+async def test_refused_password_is_auth_error_without_the_password():
+    async def refuse(reader, writer):
+        await reader.readuntil(b"\0")
+        writer.write(b'{"success":true,"min_protocol_version":0,"max_protocol_version":0}\0')
+        writer.write(b'{"success":false,"error_code":12,"error":"Wrong password"}\0')
+        await writer.drain()
+        writer.close()
+
+    server, host = await listener(refuse)
+    cfg = config(f"127.0.0.1:{closed_port()}", host)
+    async with server:
+        with pytest.raises(AuthError) as info:
+            await connect_rethinkdb(cfg)
+    text = str(info.value)
+    assert host in text and "'admin'" in text and "wrong user or password" in text
+    assert info.value.exit_code == EXIT_AUTH and not info.value.retryable
+    for shown in (text, repr(info.value), repr(cfg), str(cfg)):
+        assert SECRET not in shown
+
+
+async def test_missing_tls_ca_file_is_a_usage_error(tmp_path):
+    cfg = ClusterConfig("standby", ("127.0.0.1:1",), tls_ca=str(tmp_path / "nope.pem"))
+    with pytest.raises(UsageError, match="tls_ca"):
+        await connect_rethinkdb(cfg)
+
+
+def self_signed(tmp_path, name: str) -> tuple[str, str]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
+
+
+@pytest.mark.filterwarnings("ignore:ssl.PROTOCOL_TLS is deprecated:DeprecationWarning")
+async def test_untrusted_tls_certificate_is_refused_clearly(tmp_path):
+    import ssl
+
+    server_cert, server_key = self_signed(tmp_path, "server")
+    other_ca, _ = self_signed(tmp_path, "other")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(server_cert, server_key)
+
+    async def tls(reader, writer):
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(tls, "127.0.0.1", 0, ssl=context)
+    host = f"localhost:{server.sockets[0].getsockname()[1]}"
+    async with server:
+        cfg = ClusterConfig("standby", (host,), tls_ca=other_ca, connect_timeout=5)
+        with pytest.raises(AuthError) as info:
+            await connect_rethinkdb(cfg)
+    assert "TLS certificate not trusted" in str(info.value) and other_ca in str(info.value)
+
+
+def test_split_host_forms_and_errors():
+    assert util.split_host("db1") == ("db1", 28015)
+    assert util.split_host("db1:29015") == ("db1", 29015)
+    assert util.split_host("[::1]:29015") == ("::1", 29015)
+    assert util.split_host("::1") == ("::1", 28015)
+    assert util.host_label("::1", 1) == "[::1]:1"
+    for bad in ("", "db1:", "db1:x", "db1:70000", "[::1", "[::1]x"):
+        with pytest.raises(UsageError):
+            util.split_host(bad)
+
+
+# --- a scripted server speaking the wire protocol -----------------------------------------
+class WireServer:
+    """Answers the handshake (SCRAM-SHA-256 with the empty password), then hands every
+    query ``[type, term?, optargs?]`` to ``script(query)``: a list of (type, data, error_type)
+    responses, or None to drop the connection."""
+
+    def __init__(self, script):
+        self.script, self.opened, self.ended = script, 0, asyncio.Event()
+        self.starts: list = []
+
+    @staticmethod
+    def _send(writer, obj) -> None:
+        writer.write(json.dumps(obj).encode() + b"\0")
+
+    async def handle(self, reader, writer):
+        self.opened += 1
+        try:
+            await reader.readexactly(4)
+            first = json.loads((await reader.readuntil(b"\0"))[:-1])["authentication"][3:]
+            self._send(writer, {"success": True, "min_protocol_version": 0, "max_protocol_version": 0})
+            nonce = dict(p.split("=", 1) for p in first.split(","))["r"] + "srv"
+            server_first = f"r={nonce},s={base64.b64encode(b'salt').decode()},i=1"
+            self._send(writer, {"success": True, "authentication": server_first})
+            final = json.loads((await reader.readuntil(b"\0"))[:-1])["authentication"]
+            salted = hashlib.pbkdf2_hmac("sha256", b"", b"salt", 1)
+            message = ",".join([first, server_first, final.rsplit(",p=", 1)[0]]).encode()
+            key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+            signature = base64.b64encode(hmac.new(key, message, hashlib.sha256).digest()).decode()
+            self._send(writer, {"success": True, "authentication": "v=" + signature})
+            while True:
+                token, size = struct.unpack("<qL", await reader.readexactly(12))
+                query = json.loads(await reader.readexactly(size))
+                if query[0] == START:
+                    self.starts.append(query[1])
+                replies = [(SEQUENCE, [], None)] if query[0] == STOP else self.script(query)
+                if asyncio.iscoroutine(replies):
+                    replies = await replies
+                if replies is None:
+                    break
+                for kind, data, error in replies:
+                    body = {"t": kind, "r": data, **({"e": error} if error else {})}
+                    raw = json.dumps(body).encode()
+                    writer.write(struct.pack("<qL", token, len(raw)) + raw)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            self.ended.set()
+
+
+async def wire(script):
+    ws = WireServer(script)
+    server, host = await listener(ws.handle)
+    return ws, server, host
+
+
+async def test_cancelled_query_does_not_kill_the_shared_connection():
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def script(query):  # the first query is answered only after its caller gave up
+        if not release.is_set():
+            arrived.set()
+            await release.wait()
+        return [(ATOM, [[2, 3]], None)]
+
+    ws, server, host = await wire(script)
+    async with server:
+        cluster = await connect_rethinkdb(config(host, password=""))
+        task = asyncio.create_task(cluster.doc_count_estimate(T))
+        await asyncio.wait_for(arrived.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        assert await cluster.doc_count_estimate(T) == 5
+        assert ws.opened == 1  # still the first connection: cancelling did not close it
+        await cluster.close()
+        await cluster.close()  # idempotent
+
+
+async def test_scan_yields_buffered_batches_and_reports_a_dropped_connection():
+    rows = [[str(i), json.dumps({"id": i})] for i in range(5)]
+    answers = iter([
+        [(ATOM, ["id"], None)],  # primary key
+        [(PARTIAL, rows[:3], None)], [(SEQUENCE, rows[3:], None)],  # first scan
+        [(PARTIAL, rows[:1], None)], None,  # second scan: the server goes away
+        [(ATOM, [[7]], None)],  # after reconnecting
+    ])
+    ws, server, host = await wire(lambda query: next(answers))
+    async with server:
+        async with await connect_rethinkdb(config(host, password="")) as cluster:
+            batches = [b async for b in cluster.scan(T, batch_size=2)]
+            assert all(1 <= len(b) <= 2 for b in batches)
+            assert [row for b in batches for row in b] == [tuple(r) for r in rows]
+            with pytest.raises(ClusterUnreachable) as info:
+                async for _ in cluster.scan(T, after="0"):
+                    pass
+            assert host in str(info.value) and "d.t" in str(info.value)
+            assert await cluster.doc_count_estimate(T) == 7
+            assert ws.opened == 2  # the dead connection was replaced
+
+
+async def test_server_errors_are_translated_through_the_driver():
+    answers = iter([
+        [(RUNTIME_ERROR, ["Table `d.t` does not exist."], 4100000)],
+        [(RUNTIME_ERROR, ["User `app` does not have the required `write` permission"], 6000000)],
+    ])
+    ws, server, host = await wire(lambda query: next(answers))
+    async with server:
+        async with await connect_rethinkdb(config(host, password="")) as cluster:
+            with pytest.raises(NotFound, match="d.t"):
+                await cluster.doc_count_estimate(T)
+            with pytest.raises(ClusterError, match="permission") as info:
+                await cluster.doc_count_estimate(T)
+            assert not info.value.retryable and info.value.exit_code == EXIT_CLUSTER
+
+
+async def test_feed_has_its_own_connection_closed_with_the_feed():
+    answers = iter([
+        [(ATOM, ["id"], None)],
+        [(PARTIAL, [{"state": "ready"}, {"key": "1", "doc": '{"id":1}'}], None)],
+        [(PARTIAL, [{"error": "Changefeed cache over array size limit, skipped 44 elements."},
+                    {"key": "2", "doc": None}], None)],
+    ])
+    ws, server, host = await wire(lambda query: next(answers, []))
+    async with server:
+        async with await connect_rethinkdb(config(host, password="")) as cluster:
+            feed = cluster.changes(T)
+            events = [await feed.__anext__() for _ in range(4)]
+            assert events == [FeedReady(), FeedChange("1", '{"id":1}'),
+                              FeedOverflow("Changefeed cache over array size limit, skipped 44 "
+                                           "elements.", 44), FeedChange("2", None)]
+            assert ws.opened == 2
+            ws.ended.clear()
+            await feed.aclose()
+            await asyncio.wait_for(ws.ended.wait(), 10)  # the feed's connection is gone
+
+
+# --- translation --------------------------------------------------------------------------
+@pytest.mark.parametrize("err, expected, retryable", [
+    (rerr.ReqlDriverError("Connection is closed."), ClusterUnreachable, True),
+    (rerr.ReqlTimeoutError(), ClusterUnreachable, True),
+    (rerr.ReqlRuntimeError("Connection is closed (boom)."), ClusterUnreachable, True),
+    (rerr.ReqlOpFailedError("Cannot perform read: primary replica for shard not available"),
+     ClusterUnreachable, True),
+    (rerr.ReqlOpIndeterminateError("Cannot perform write: lost contact"), ClusterUnreachable, True),
+    (ConnectionResetError("reset"), ClusterUnreachable, True),
+    (rerr.ReqlAuthError("Wrong password"), AuthError, False),
+    (rerr.ReqlPermissionError("User `app` does not have the required `config` permission"),
+     PermissionDenied, False),
+    (rerr.ReqlOpFailedError("Table `d.t` does not exist."), NotFound, False),
+    (rerr.ReqlOpFailedError("Database `d` does not exist."), NotFound, False),
+    (rerr.ReqlOpFailedError("Table `d.t` already exists."), ClusterError, False),
+    (rerr.ReqlOpFailedError("Index `ix` already exists on table `d.t`."), ClusterError, False),
+    (rerr.ReqlRuntimeError("Changefeed aborted (table unavailable)."), ClusterUnreachable, True),
+    (rerr.ReqlQueryLogicError("Expected type STRING but found NUMBER."), ClusterError, False),
+    (rerr.ReqlServerCompileError("Unrecognized optional argument `x`."), ClusterError, False),
+])
+def test_translate_error(err, expected, retryable):
+    out = translate_error(err, "standby 10.0.0.5:28015", T)
+    assert type(out) is expected and out.retryable is retryable
+    assert "standby 10.0.0.5:28015" in str(out)
+    if expected is not AuthError:
+        assert "d.t" in str(out)
+
+
+def test_translated_message_is_one_line_without_the_query_or_secret():
+    from rethinkdb import RethinkDB
+
+    query = RethinkDB().expr({"card": "4111-1111"})
+    err = rerr.ReqlQueryLogicError(f"bad {SECRET}", query, [])
+    assert "4111" in str(err)  # the driver prints the query...
+    out = str(translate_error(err, "primary h:1", T, secret=SECRET))
+    assert "4111" not in out and SECRET not in out and "\n" not in out  # ...we do not
+
+
+def test_write_result_keeps_per_document_errors():
+    res = util.write_result({"deleted": 0, "errors": 1, "first_error": "Duplicate primary key `id`",
+                             "inserted": 3, "replaced": 1, "skipped": 0, "unchanged": 2}, "w")
+    assert (res.inserted, res.replaced, res.unchanged, res.errors) == (3, 1, 2, 1)
+    assert res.first_error.startswith("Duplicate") and res.written == 6
+    with pytest.raises(ClusterError):
+        util.write_result(None, "w")
+
+
+def test_blob_with_line_breaks_decodes_and_damage_is_refused():
+    blob = b"$reql_write_hook_function$" + bytes(range(256)) * 3
+    text = base64.encodebytes(blob).decode().replace("\n", "\r\n")
+    assert "\r\n" in text
+    assert util.decode_blob({"$reql_type$": "BINARY", "data": text}, "hook") == blob
+    assert util.decode_blob(blob, "hook") == blob
+    for bad in ({"$reql_type$": "BINARY", "data": "!!!"}, {"data": text}, None):
+        with pytest.raises(ClusterError):
+            util.decode_blob(bad, "hook")
+
+
+def test_table_meta_records_counts_not_names():
+    config = {"db": "p", "durability": "soft", "indexes": ["by_b"], "name": "t", "primary_key": "k",
+              "shards": [{"primary_replica": "a", "replicas": ["a", "b", "c"]},
+                         {"primary_replica": "b", "replicas": ["b", "c", "a"]}],
+              "write_acks": "single", "write_hook": None}
+    fn = {"$reql_type$": "BINARY", "data": base64.b64encode(b"$reql_index_function$x").decode()}
+    rows = [{"index": "z", "function": fn}, {"index": "by_b", "function": fn}]
+    meta = util.table_meta(TableName("p", "t"), config, rows, None, "w")
+    assert (meta.primary_key, meta.shards, meta.replicas) == ("k", 2, 3)
+    assert (meta.write_acks, meta.durability, meta.write_hook) == ("single", "soft", None)
+    assert [i.name for i in meta.indexes] == ["by_b", "z"]
+    assert meta.indexes[0].blob == b"$reql_index_function$x"
+
+
+def test_feed_events():
+    assert util.feed_event({"state": "ready"}) == FeedReady()
+    assert util.feed_event({"state": "initializing"}) is None
+    assert util.feed_event({"key": "[1,2]", "doc": None}) == FeedChange("[1,2]", None)
+    assert util.feed_event({"error": "something else"}) == FeedOverflow("something else", 0)
+    with pytest.raises(ClusterError):
+        util.feed_event(["not", "a", "dict"])
