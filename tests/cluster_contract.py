@@ -82,6 +82,33 @@ class ClusterContract:
         assert await cluster.cluster.range_digest(t, after='"n05"', upto='"n05"') == ""
         assert await cluster.cluster.range_digest(t, after='"zzz"') == ""
 
+    async def test_chunk_digests(self, cluster: ContractTarget):
+        t = await cluster.new_table()
+        c = cluster.cluster
+        await c.insert_texts(t, [d["input"] for d in GOLDEN["documents"]])
+        rows = await collect(c.scan(t))
+        keys = [k for k, _ in rows]
+        mid = keys[len(keys) // 2]
+        whole, low, high, empty = await c.chunk_digests(
+            t, [(None, None), (None, mid), (mid, None), (mid, mid)], threshold="")
+        assert whole == [(None, len(rows), GOLDEN["fold_digest_whole_table"])]
+        assert low == [(mid, len(keys) // 2 + 1, await c.range_digest(t, upto=mid))]
+        assert high == [(None, len(keys) - len(keys) // 2 - 1, await c.range_digest(t, after=mid))]
+        assert empty == [(mid, 0, "")]
+        (per_doc,) = await c.chunk_digests(t, [(None, None)], threshold="g")
+        assert per_doc[:-1] == [(k, 1, h) for k, h in await collect(c.hash_scan(t))]
+        assert per_doc[-1] == (None, 0, "")
+        # Content-defined: a chunk ends after each key whose r.uuid is below the threshold.
+        threshold = "%08x" % (2**32 // 4)
+        (chunks,) = await c.chunk_digests(t, [(keys[0], None)], threshold=threshold)
+        cuts = [k for k in keys[1:] if r_uuid(k) < threshold]
+        assert 1 < len(cuts) < len(keys) - 1
+        assert [u for u, _, _ in chunks] == cuts + [None]
+        assert sum(n for _, n, _ in chunks) == len(keys) - 1
+        bounds = [keys[0]] + cuts
+        for (upto, n, digest), after in zip(chunks, bounds):
+            assert digest == await c.range_digest(t, after=after, upto=upto)
+
     async def test_mixed_key_types_in_server_order(self, cluster: ContractTarget):
         t = await cluster.new_table()
         order = GOLDEN["primary_key_order"]

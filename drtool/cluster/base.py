@@ -26,6 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from typing import Literal
 
+from drtool.digest import r_uuid
 from drtool.model import (
     DocText,
     FeedEvent,
@@ -38,6 +39,8 @@ from drtool.model import (
 
 ConflictMode = Literal["error", "replace", "skip"]
 Row = tuple[KeyText, DocText]
+KeyRange = tuple[KeyText | None, KeyText | None]  # (after, upto]
+ChunkDigest = tuple[KeyText | None, int, str]  # (upto, document count, fold digest)
 
 
 class Cluster(ABC):
@@ -86,6 +89,40 @@ class Cluster(ABC):
         batch_size: int = 5000,
     ) -> AsyncIterator[list[tuple[KeyText, str]]]:
         """Stream ``(key, r.uuid(doc.to_json_string()))`` pairs of the range in key order."""
+
+    async def chunk_digests(
+        self, table: TableName, ranges: Sequence[KeyRange], *, threshold: str
+    ) -> list[list[ChunkDigest]]:
+        """For each range ``(after, upto]``, the digests of its consecutive chunks, all ranges
+        in ONE server-side query; only keys, counts and digests cross the network.
+
+        A chunk ends after every document whose key hash ``r.uuid(key text)`` is less than
+        ``threshold`` (plain string comparison of the 36-character hash), and the range's last
+        chunk ends at the range's ``upto``. Each chunk is ``(upto, count, digest)``: its
+        inclusive upper bound (the cutting document's key, or the range's own ``upto`` for the
+        last chunk), its number of documents and the ``range_digest`` fold over them. The last
+        chunk is always present (count 0, digest ``''`` when the range is empty or its last
+        document cuts). So the chunks tile the range and cut points depend only on keys: two
+        tables holding the same key cut there both. ``threshold=''`` gives one chunk per range
+        (its ``range_digest`` and count); ``threshold='g'`` cuts after every document, whose
+        digest is then ``r.uuid(doc text)`` (``hash_scan``). An expected chunk size of ``m``
+        documents is ``threshold = '%08x' % (2**32 // m)``.
+
+        This default computes the same result client-side from ``scan`` (it moves every
+        document); adapters override it with a server-side fold."""
+        out: list[list[ChunkDigest]] = []
+        for after, upto in ranges:
+            chunks: list[ChunkDigest] = []
+            acc, count = "", 0
+            async for rows in self.scan(table, after=after, upto=upto):
+                for key, doc in rows:
+                    acc, count = r_uuid(acc + doc), count + 1
+                    if r_uuid(key) < threshold:
+                        chunks.append((key, count, acc))
+                        acc, count = "", 0
+            chunks.append((upto, count, acc))
+            out.append(chunks)
+        return out
 
     @abstractmethod
     async def get_docs(self, table: TableName, keys: Sequence[KeyText]) -> list[Row]:

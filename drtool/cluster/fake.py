@@ -41,7 +41,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 
 from drtool.cluster import canonical
-from drtool.cluster.base import Cluster, ConflictMode, Row
+from drtool.cluster.base import ChunkDigest, Cluster, ConflictMode, KeyRange, Row
 from drtool.cluster.fake_schema import HOOK_PREFIX, INDEX_PREFIX, FakeSchemaMixin
 from drtool.cluster.fake_store import OVERFLOW_MESSAGE, FeedQueue, Table  # noqa: F401 (re-export)
 from drtool.digest import fold, r_uuid
@@ -335,6 +335,23 @@ class FakeCluster(FakeSchemaMixin, Cluster):
         tbl = self._table(table)
         lo, hi = self._bounds(after, upto)
         return fold(doc for _, _, doc in tbl.range(lo, hi, len(tbl.docs)))
+
+    async def chunk_digests(self, table: TableName, ranges: Sequence[KeyRange], *,
+                            threshold: str) -> list[list[ChunkDigest]]:
+        self._check("chunk_digests")
+        tbl = self._table(table)
+        out = []
+        for after, upto in ranges:
+            lo, hi = self._bounds(after, upto)
+            chunks, acc, count = [], "", 0
+            for _, key, doc in tbl.range(lo, hi, len(tbl.docs)):
+                acc, count = r_uuid(acc + doc), count + 1
+                if threshold and r_uuid(key) < threshold:
+                    chunks.append((key, count, acc))
+                    acc, count = "", 0
+            chunks.append((upto, count, acc))
+            out.append(chunks)
+        return out
 
     async def get_docs(self, table: TableName, keys: Sequence[KeyText]) -> list[Row]:
         self._check("get_docs")

@@ -17,7 +17,7 @@ from contextlib import aclosing
 from typing import Any
 
 from drtool.cluster import rethink_util as util
-from drtool.cluster.base import Cluster, ConflictMode, Row
+from drtool.cluster.base import ChunkDigest, Cluster, ConflictMode, KeyRange, Row
 from drtool.cluster.rethink_util import PermissionDenied
 from drtool.errors import ClusterError, NotFound, UsageError
 from drtool.model import FeedEvent, IndexDef, KeyText, TableMeta, TableName, WriteResult
@@ -109,6 +109,33 @@ class RethinkCluster(Cluster):
         async with aclosing(self._session.stream(query, table, batch_size, tuple)) as batches:
             async for batch in batches:
                 yield batch
+
+    async def chunk_digests(self, table: TableName, ranges: Sequence[KeyRange], *,
+                            threshold: str) -> list[list[ChunkDigest]]:
+        if not ranges:
+            return []
+        pk, r, tbl = await self._primary_key(table), self._r, self._table(table)
+        spec = util.json_array(f"[{i},{a or 'null'},{u or 'null'}]" for i, (a, u) in enumerate(ranges))
+
+        def fold_range(p: Any) -> Any:  # p = [index, after or null, upto or null]
+            i = p.nth(0)
+            rows = tbl.between(r.branch(p.nth(1).eq(None), r.minval, p.nth(1)),
+                               r.branch(p.nth(2).eq(None), r.maxval, p.nth(2)),
+                               left_bound="open", right_bound="closed", index=pk).order_by(index=pk)
+            return rows.fold(  # acc = [count, digest, this document cuts]
+                [0, "", False],
+                lambda acc, d: r.branch(acc.nth(2), r.expr([0, ""]), acc).do(lambda b: [
+                    b.nth(0).add(1), r.uuid(b.nth(1).add(d.to_json_string())),
+                    r.uuid(d[pk].to_json_string()).lt(threshold)]),
+                emit=lambda old, d, new: r.branch(
+                    new.nth(2), [[i, d[pk].to_json_string(), new.nth(0), new.nth(1)]], []),
+                final_emit=lambda acc: r.branch(
+                    acc.nth(2), [[i, None, 0, ""]], [[i, None, acc.nth(0), acc.nth(1)]]))
+
+        out: list[list[ChunkDigest]] = [[] for _ in ranges]
+        for i, key, count, digest in await self._session.fetch(r.json(spec).concat_map(fold_range), table):
+            out[int(i)].append((ranges[int(i)][1] if key is None else key, int(count), str(digest)))
+        return out
 
     async def get_docs(self, table: TableName, keys: Sequence[KeyText]) -> list[Row]:
         from drtool.ordering import key_order

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from drtool.cluster.base import Cluster, ConflictMode
 from drtool.core.progress import NullProgress, Progress
 from drtool.core.segments import decode_segment
+from drtool.core.shape import apply_shape, create_table_like, plan_shape
 from drtool.digest import fold
 from drtool.errors import (
     ClusterError,
@@ -131,14 +132,11 @@ async def _prepare_table(
     cluster: Cluster, meta: TableMeta, target: TableName, options: RestoreOptions,
     report: TableRestore,
 ) -> TableMeta | None:
-    await cluster.ensure_db(target.db)
     try:
         existing = await cluster.table_meta(target)
     except NotFound:
-        await cluster.create_table(
-            target, primary_key=meta.primary_key, shards=options.shards or meta.shards,
-            replicas=options.replicas or meta.replicas, durability=meta.durability,
-        )
+        await create_table_like(cluster, meta, target, shards=options.shards,
+                                replicas=options.replicas)
         report.created = True
         return None
     if existing.primary_key != meta.primary_key:
@@ -241,19 +239,10 @@ async def _build_indexes_and_hook(
     cluster: Cluster, meta: TableMeta, existing: TableMeta | None, target: TableName,
     report: TableRestore,
 ) -> None:
-    have = {i.name: i.blob for i in existing.indexes} if existing else {}
-    for index in meta.indexes:
-        if index.name not in have:
-            await cluster.create_index(target, index)
-            report.indexes_created.append(index.name)
-        elif have[index.name] != index.blob:
-            report.notes.append(f"index {index.name} exists with another function: left unchanged")
-    await cluster.wait_indexes(target)
-    current_hook = existing.write_hook if existing else None
-    if meta.write_hook is not None and meta.write_hook != current_hook:
-        if current_hook is not None:
-            report.notes.append("write hook replaced by the snapshot's")
-        await cluster.set_write_hook(target, meta.write_hook)
+    plan = plan_shape(meta, existing, mirror=False)
+    await apply_shape(cluster, target, plan.actions)
+    report.indexes_created.extend(a.name for a in plan.actions if a.kind == "create index")
+    report.notes.extend(plan.notes)
 
 
 async def _check_digest(cluster: Cluster, entry: TableEntry, target: TableName,
