@@ -25,6 +25,7 @@ from drtool.storage import open_storage
 from drtool.storage.local import STALE_TMP_SECONDS, LocalStorage
 from drtool.storage.memory import MemoryStorage
 from drtool.storage.retry import RetryingStorage
+from tests.sshd import sftp_dir, sshd_server, tiny_filesystem  # noqa: F401 (fixtures)
 from tests.storage_contract import StorageContract, names
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +41,27 @@ class TestLocalStorage(StorageContract):
     @pytest.fixture
     def storage(self, tmp_path):
         return LocalStorage(tmp_path)
+
+
+class TestSFTPStorage(StorageContract):
+    @pytest.fixture
+    async def storage(self, sshd_server, sftp_dir):
+        from drtool.storage.sftp import SFTPStorage
+
+        storage = SFTPStorage(**sshd_server.storage_args(sftp_dir))
+        yield storage
+        await storage.close()
+
+
+class TestOpenedSFTPStorage(StorageContract):
+    """What open_storage builds for sftp:// (retry around SFTP), against a real sshd."""
+
+    @pytest.fixture
+    async def storage(self, sshd_server, sftp_dir):
+        storage = open_storage(sshd_server.policy(sftp_dir))
+        assert isinstance(storage, RetryingStorage)
+        yield storage
+        await storage.close()
 
 
 class TestRetryingStorage(StorageContract):
@@ -156,23 +178,6 @@ def test_local_permission_denied_is_a_clear_permanent_error():
         assert str(readonly) in message and "owner and mode" in message
     finally:
         shutil.rmtree(base)
-
-
-@pytest.fixture
-def tiny_filesystem(tmp_path):
-    """A 256 KiB tmpfs, to run out of space for real; skipped where mounting is not allowed."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command to make a small filesystem")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs CAP_SYS_ADMIN): {done.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 async def test_local_disk_full_leaves_no_partial_object(tiny_filesystem):

@@ -1,0 +1,439 @@
+"""SFTP storage (``sftp://user@host:port/path``) over paramiko, the only module importing it.
+
+Security: key authentication only, from ``identity_file`` (refused if group/other can read it)
+or else the SSH agent. The host key must already be in ``known_hosts`` (~/.ssh/known_hosts by
+default): unknown or changed keys are AuthErrors showing fingerprints, never added.
+
+Write-once ``put``: a name that exists with the same size is a no-op, with another size
+ObjectExists. Else the bytes go to ``.tmp-<random>`` (pipelined 1 MiB writes, each one
+acknowledged), then a plain SFTP ``rename`` publishes them. SFTP v3 rename refuses an existing
+target and OpenSSH does it race-free with link()+unlink() (posix-rename@openssh.com would
+overwrite): of two racing writers the loser's rename fails, and equal size then counts as
+success. Caveats: on a server filesystem without hard links OpenSSH falls back to stat+rename
+(a tiny race); "different content" is judged by size; the server does not fsync on close.
+
+Concurrency: one SSH connection, up to ``connections`` SFTP channels, each used by one worker
+thread at a time. A drop fails the operations in flight with StorageUnreachable (retryable,
+see RetryingStorage); the next operation reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import getpass
+import posixpath
+import secrets
+import stat as stat_mod
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import paramiko
+
+from drtool.errors import AuthError, DrtoolError, ObjectExists, ObjectNotFound
+from drtool.errors import StorageError, StorageUnreachable
+from drtool.storage.base import ObjectInfo, Storage, check_name
+from drtool.storage.local import STALE_TMP_SECONDS, TMP_PREFIX
+
+T = TypeVar("T")
+_CHUNK = 1 << 20
+_WINDOW = 16 << 20  # bytes in flight per channel: throughput ~ window / round-trip time
+#: What a lost connection raises (socket.timeout is TimeoutError; SFTP status errors are plain
+#: OSError and are classified by errno or by whether the transport is still alive).
+_CONNECTION_LOST = (EOFError, TimeoutError, ConnectionError, paramiko.SSHException)
+_ANY_FAILURE = (OSError, EOFError, paramiko.SSHException)
+
+
+def _close_quietly(thing: paramiko.SFTPClient | paramiko.SSHClient) -> None:
+    try:
+        thing.close()
+    except _ANY_FAILURE:
+        pass  # the connection is already gone
+
+
+def _confirm_writes(f: paramiko.SFTPFile) -> None:
+    """Raise the first failed status of the pipelined writes. paramiko 5.1 drops them (close()
+    succeeds on a short file when the disk is full); internal API, hence getattr: the size
+    check after close is the public-API backstop."""
+    for request in list(getattr(f, "_reqs", ())):
+        f.sftp._read_response(request)
+    if hasattr(f, "_reqs"):
+        f._reqs.clear()
+
+
+class _UnknownHostKey(Exception):
+    def __init__(self, key: paramiko.PKey) -> None:
+        self.key = key
+
+
+class _RejectUnknown(paramiko.RejectPolicy):
+    """RejectPolicy that keeps the offered key, so the error can show its fingerprint."""
+
+    def missing_host_key(self, client, hostname, key):
+        raise _UnknownHostKey(key)
+
+
+class SFTPStorage(Storage):
+    """Objects as files below ``path`` on an SFTP server (see the module docstring).
+
+    Nothing is contacted until the first operation. With ``create=True`` the directory
+    ``path`` is made then (its parent must exist); otherwise it must exist. Errors: AuthError
+    (key, host key), StorageUnreachable (network; retryable), StorageError (permission
+    denied, disk full, missing directory), ObjectNotFound, ObjectExists.
+    """
+
+    def __init__(self, host: str, path: str, user: str | None = None, port: int = 22,
+                 identity_file: Path | str | None = None, known_hosts: Path | str | None = None,
+                 *, create: bool = False, connections: int = 4, timeout: float = 30.0) -> None:
+        self.host, self.port = host, port
+        self.user = user or getpass.getuser()
+        self.root = posixpath.normpath(str(path) or ".")  # relative: below the login directory
+        self.identity_file = Path(identity_file).expanduser() if identity_file else None
+        self.known_hosts = Path(known_hosts or "~/.ssh/known_hosts").expanduser()
+        self.create, self.timeout = create, timeout
+        shown_host = f"[{host}]" if ":" in host else host
+        shown_path = self.root if self.root.startswith("/") else f"/~/{self.root}"
+        shown_path = "/~" if self.root == "." else shown_path
+        self.location = f"sftp://{self.user}@{shown_host}:{port}{shown_path}"
+        self._slots = asyncio.Semaphore(connections)
+        self._lock = threading.Lock()
+        self._ssh: paramiko.SSHClient | None = None
+        self._idle: list[paramiko.SFTPClient] = []
+        self._dirs: set[str] = set()  # remote directories known to exist
+
+    # --- connection -------------------------------------------------------------------
+    def _alive(self) -> bool:
+        transport = self._ssh.get_transport() if self._ssh else None
+        return bool(transport and transport.is_active())
+
+    def _checkout(self) -> paramiko.SFTPClient:
+        with self._lock:
+            if not self._alive():
+                self._disconnect()
+                self._connect()
+            if self._idle:
+                return self._idle.pop()
+            transport = self._ssh.get_transport()
+        sftp = paramiko.SFTPClient.from_transport(transport, window_size=_WINDOW)
+        sftp.get_channel().settimeout(self.timeout)
+        return sftp
+
+    def _checkin(self, sftp: paramiko.SFTPClient, healthy: bool) -> None:
+        """Return a channel to the pool; after a connection error drop the whole connection
+        (its transport may not have noticed yet) so that the next operation reconnects."""
+        with self._lock:
+            current = self._ssh is not None and (
+                self._ssh.get_transport() is sftp.get_channel().get_transport())
+            if healthy and current and self._alive():
+                self._idle.append(sftp)
+                return
+            if not healthy and current:
+                self._disconnect()
+        _close_quietly(sftp)
+
+    def _disconnect(self) -> None:
+        idle, self._idle, ssh, self._ssh = self._idle, [], self._ssh, None
+        for sftp in idle:
+            _close_quietly(sftp)
+        if ssh is not None:
+            _close_quietly(ssh)
+
+    def _connect(self) -> None:
+        ssh = paramiko.SSHClient()
+        ssh.set_missing_host_key_policy(_RejectUnknown())
+        if self.known_hosts.exists():
+            try:
+                ssh.load_system_host_keys(str(self.known_hosts))
+            except (OSError, paramiko.SSHException) as exc:
+                raise AuthError(f"{self.location}: cannot read {self.known_hosts}: {exc}") from None
+        key = self._load_identity()
+        agent = paramiko.Agent() if key is None else None
+        if agent is not None and not agent.get_keys():
+            agent.close()
+            raise AuthError(
+                f"{self.location}: no identity_file set and no key in the SSH agent: "
+                "set repository.identity_file or run ssh-add"
+            )
+        try:
+            ssh.connect(self.host, port=self.port, username=self.user, pkey=key,
+                        allow_agent=agent is not None, look_for_keys=False, timeout=self.timeout,
+                        banner_timeout=self.timeout, auth_timeout=self.timeout)
+        except Exception as exc:
+            ssh.close()
+            raise self._connect_error(exc) from None
+        finally:
+            if agent is not None:
+                agent.close()
+        ssh.get_transport().set_keepalive(15)
+        self._ssh = ssh
+
+    def _check_root(self, sftp: paramiko.SFTPClient) -> None:
+        if self.create:
+            try:
+                sftp.mkdir(self.root)
+            except OSError:
+                pass  # exists already, or the parent is missing: the stat below tells
+        try:
+            is_dir = stat_mod.S_ISDIR(sftp.stat(self.root).st_mode)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            missing = "its parent directory" if self.create else "directory"
+            raise StorageError(f"{self.location}: {missing} does not exist") from None
+        if not is_dir:
+            raise StorageError(f"{self.location}: not a directory")
+        self._dirs.add(self.root)
+
+    def _load_identity(self) -> paramiko.PKey | None:
+        path = self.identity_file
+        if path is None:
+            return None
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            raise AuthError(f"{self.location}: identity file {path} does not exist") from None
+        if mode & 0o077:
+            raise AuthError(
+                f"identity file {path} is readable by others (mode {mode & 0o777:04o}): "
+                f"run chmod 600 {path}"
+            )
+        try:
+            return paramiko.PKey.from_path(path)
+        except paramiko.PasswordRequiredException:
+            raise AuthError(
+                f"identity file {path} is passphrase-protected: load it with ssh-add and "
+                "leave identity_file unset to use the agent"
+            ) from None
+        except (OSError, ValueError, paramiko.SSHException) as exc:
+            raise AuthError(f"identity file {path} is not a usable private key: {exc}") from None
+
+    def _connect_error(self, exc: Exception) -> DrtoolError:
+        hostport = f"[{self.host}]:{self.port}" if self.port != 22 else self.host
+        if isinstance(exc, _UnknownHostKey):
+            return AuthError(
+                f"{self.location}: host key of {hostport} is not in {self.known_hosts} "
+                f"({exc.key.get_name()} {exc.key.fingerprint}): check that fingerprint out of "
+                f"band, then run: ssh-keyscan -p {self.port} {self.host} >> {self.known_hosts}"
+            )
+        if isinstance(exc, paramiko.BadHostKeyException):
+            return AuthError(
+                f"{self.location}: HOST KEY CHANGED for {hostport}: {self.known_hosts} has "
+                f"{exc.expected_key.fingerprint}, the server offered {exc.key.fingerprint}; "
+                "this may be an attack: if the key was really replaced, run "
+                f"ssh-keygen -R '{hostport}' -f {self.known_hosts} and add the new key"
+            )
+        if isinstance(exc, paramiko.AuthenticationException):
+            key = f"key {self.identity_file}" if self.identity_file else "the SSH agent's keys"
+            return AuthError(
+                f"{self.location}: the server refused {key} for user {self.user}: "
+                "add the public key to the server's authorized_keys"
+            )
+        return self._unreachable(exc)
+
+    def _unreachable(self, exc: BaseException, doing: str = "", name: str = "") -> DrtoolError:
+        reason = str(exc) or type(exc).__name__
+        what = f"connection lost {doing} {name}" if doing else "cannot connect"
+        return StorageUnreachable(
+            f"{self.location}: {what} ({reason}): check the server and network, then try again"
+        )
+
+    def _error(self, exc: Exception, doing: str, name: str) -> DrtoolError:
+        """Translate an exception raised while ``doing`` object ``name`` with a channel."""
+        code = getattr(exc, "errno", None)
+        if code == errno.ENOENT and doing == "reading":
+            return ObjectNotFound(name, self.location)
+        if code == errno.EACCES:
+            return StorageError(
+                f"{self.location}: permission denied {doing} {name}: "
+                "check the remote directory's owner and mode"
+            )
+        if isinstance(exc, _CONNECTION_LOST) or not self._alive():
+            return self._unreachable(exc, doing, name)
+        return StorageError(
+            f"{self.location}: {doing} {name} failed on the server ({exc}): "
+            "check free space and the server's log"
+        )
+
+    async def _run(self, doing: str, name: str, op: Callable[[paramiko.SFTPClient], T]) -> T:
+        async with self._slots:
+            return await asyncio.to_thread(self._call, doing, name, op)
+
+    def _call(self, doing: str, name: str, op: Callable[[paramiko.SFTPClient], T]) -> T:
+        sftp, healthy = None, True
+        try:
+            sftp = self._checkout()
+            if self.root not in self._dirs:
+                self._check_root(sftp)
+            return op(sftp)
+        except _ANY_FAILURE as exc:
+            error = self._error(exc, doing, name)
+            healthy = not isinstance(error, StorageUnreachable)
+            raise error from None
+        finally:
+            if sftp is not None:
+                self._checkin(sftp, healthy)
+
+    def _remote(self, name: str) -> str:
+        return posixpath.join(self.root, *check_name(name).split("/"))
+
+    # --- put --------------------------------------------------------------------------
+    async def put(self, name: str, data: bytes) -> None:
+        """Atomic, write-once; an existing name of equal size is a no-op (module docstring)."""
+        path = self._remote(name)
+        await self._run("writing", name, lambda sftp: self._put(sftp, name, path, data))
+
+    def _same_or_exists(self, sftp: paramiko.SFTPClient, name: str, path: str, size: int) -> bool:
+        """True if ``path`` holds an object of ``size`` bytes; ObjectExists if another size."""
+        try:
+            st = sftp.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return False
+            raise
+        if st.st_size != size or not stat_mod.S_ISREG(st.st_mode):
+            raise ObjectExists(name, self.location)
+        return True
+
+    def _put(self, sftp: paramiko.SFTPClient, name: str, path: str, data: bytes) -> None:
+        if self._same_or_exists(sftp, name, path, len(data)):
+            return
+        parent = posixpath.dirname(path)
+        tmp = posixpath.join(parent, f"{TMP_PREFIX}{secrets.token_hex(8)}")
+        try:
+            f = sftp.open(tmp, "wb")
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            self._makedirs(sftp, parent)
+            f = sftp.open(tmp, "wb")
+        published = False
+        try:
+            with f:
+                f.set_pipelined(True)
+                view = memoryview(data)
+                for start in range(0, len(data), _CHUNK):
+                    f.write(view[start:start + _CHUNK])
+                _confirm_writes(f)
+            if sftp.stat(tmp).st_size != len(data):
+                raise OSError(f"short write: {tmp} is not {len(data)} bytes")
+            try:
+                sftp.rename(tmp, path)  # SFTP v3 rename: refuses an existing target
+                published = True
+            except OSError:
+                if not self._same_or_exists(sftp, name, path, len(data)):
+                    raise
+        finally:
+            if not published and self._alive():
+                try:
+                    sftp.remove(tmp)
+                except _ANY_FAILURE:
+                    pass  # left behind: list() removes it after an hour
+
+    def _makedirs(self, sftp: paramiko.SFTPClient, directory: str) -> None:
+        missing = []
+        while directory not in self._dirs and directory not in ("", "/", "."):
+            missing.append(directory)
+            directory = posixpath.dirname(directory)
+        for d in reversed(missing):
+            try:
+                sftp.mkdir(d)
+            except OSError:
+                if not stat_mod.S_ISDIR(sftp.stat(d).st_mode):  # raced with another writer?
+                    raise
+            self._dirs.add(d)
+
+    # --- reads ------------------------------------------------------------------------
+    async def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Whole object (prefetched) or a byte range. Raises ObjectNotFound."""
+        path = self._remote(name)
+        return await self._run("reading", name, lambda sftp: self._get(sftp, path, offset, length))
+
+    @staticmethod
+    def _get(sftp: paramiko.SFTPClient, path: str, offset: int, length: int | None) -> bytes:
+        with sftp.open(path, "rb") as f:
+            st = f.stat()
+            if stat_mod.S_ISDIR(st.st_mode):
+                raise OSError(errno.ENOENT, "is a directory")
+            end = st.st_size if length is None else min(st.st_size, offset + length)
+            if end <= offset:
+                return b""
+            if offset == 0 and end == st.st_size:
+                f.prefetch(end)
+                data = f.read(end)
+            else:
+                data = b"".join(f.readv([(offset, end - offset)]))
+        if len(data) != end - offset:
+            raise EOFError(f"short read: {len(data)} of {end - offset} bytes")
+        return data
+
+    async def stat(self, name: str) -> ObjectInfo:
+        """Return the object's size. Raises ObjectNotFound."""
+        path = self._remote(name)
+        st = await self._run("reading", name, lambda sftp: sftp.stat(path))
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise ObjectNotFound(name, self.location)
+        return ObjectInfo(name, st.st_size)
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        """Every complete object under ``prefix``, one directory listing at a time.
+
+        Also removes ``.tmp-*`` leftovers older than an hour (server clock)."""
+        head = prefix.rpartition("/")[0]
+        try:
+            start = self._remote(head) if head else self.root
+        except DrtoolError:
+            return  # not a valid name: nothing can match below it
+        pending = [(start, head + "/" if head else "")]
+        while pending:
+            directory, rel = pending.pop()
+            entries = await self._run("listing", rel or "/", lambda s: self._listdir(s, directory))
+            for entry in entries:
+                name = rel + entry.filename
+                if stat_mod.S_ISDIR(entry.st_mode):
+                    if name.startswith(prefix) or prefix.startswith(name + "/"):
+                        pending.append((posixpath.join(directory, entry.filename), name + "/"))
+                elif stat_mod.S_ISREG(entry.st_mode) and name.startswith(prefix):
+                    yield ObjectInfo(name, entry.st_size)
+
+    @staticmethod
+    def _listdir(sftp: paramiko.SFTPClient, directory: str) -> list[paramiko.SFTPAttributes]:
+        try:
+            entries = sftp.listdir_attr(directory)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return []
+            raise
+        stale_before = time.time() - STALE_TMP_SECONDS
+        for entry in entries:
+            if entry.filename.startswith(TMP_PREFIX) and (entry.st_mtime or 0) < stale_before:
+                try:
+                    sftp.remove(posixpath.join(directory, entry.filename))
+                except OSError:
+                    pass  # best effort
+        return [e for e in entries if not e.filename.startswith(".")]
+
+    # --- delete -----------------------------------------------------------------------
+    async def delete(self, name: str) -> None:
+        """Remove the object; a missing one is not an error (idempotent)."""
+        path = self._remote(name)
+        await self._run("deleting", name, lambda sftp: self._delete(sftp, path))
+
+    @staticmethod
+    def _delete(sftp: paramiko.SFTPClient, path: str) -> None:
+        try:
+            sftp.remove(path)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+
+    async def close(self) -> None:
+        """Close every channel and the connection. Idempotent; a later call reconnects."""
+        await asyncio.to_thread(self._close_all)
+
+    def _close_all(self) -> None:
+        with self._lock:
+            self._disconnect()
+
