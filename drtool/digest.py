@@ -55,3 +55,10 @@ def fold_digests(digests: Iterable[str]) -> str:
     whole range is NOT the fold of its sub-range digests. Use it to summarise a list of range
     digests into one value (empty digests included as they are)."""
     return fold(digests)
+
+
+def short_hash(text: str) -> str:
+    """The first 16 hex digits of ``r.uuid(text)`` without dashes: the per-document hash kept
+    in index objects (64 bits: collisions between two versions of one document are not a
+    practical concern). Derivable from the server's ``hash_scan`` output."""
+    return r_uuid(text).replace("-", "")[:16]

@@ -29,7 +29,13 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class SegmentRef:
-    """A data object holding documents of one key range."""
+    """A data object holding documents of one key range, and its index object.
+
+    The index object (sealed with the metadata key, readable by a writer) holds one line per
+    document, ``<key text>\t<first 16 hex digits of r.uuid(text)>``, in the segment's order:
+    what an incremental snapshot compares with the live table, and where a restore of layered
+    snapshots takes the keys from. In a layer's ``deletions`` the ref points at an index
+    object of ``<key text>`` lines and has no index of its own."""
 
     id: str  # object id (HMAC of plaintext, hex)
     upto: KeyText | None  # inclusive upper bound of the range; None = open end
@@ -37,13 +43,20 @@ class SegmentRef:
     digest: str  # fold over the segment's texts
     plain_size: int  # bytes of NDJSON plaintext
     stored_size: int  # bytes of the stored (compressed, encrypted) object
+    index: str | None = None  # index object id
+    index_size: int = 0  # its stored size
 
     def to_json(self) -> list:
-        return [self.id, self.upto, self.count, self.digest, self.plain_size, self.stored_size]
+        return [self.id, self.upto, self.count, self.digest, self.plain_size, self.stored_size,
+                self.index, self.index_size]
 
     @classmethod
     def from_json(cls, data: list) -> "SegmentRef":
         return cls(*data)
+
+    @property
+    def total_stored(self) -> int:
+        return self.stored_size + self.index_size
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,10 @@ class Layer:
     def objects(self) -> tuple[SegmentRef, ...]:
         return self.segments + self.deletions
 
+    @property
+    def stored_size(self) -> int:
+        return sum(s.total_stored for s in self.objects())
+
 
 @dataclass(frozen=True)
 class TableEntry:
@@ -100,7 +117,14 @@ class TableEntry:
         return self.meta.name
 
     def objects(self) -> list[SegmentRef]:
-        return [o for layer in self.layers for o in layer.objects()]
+        """Every data segment of every layer (deletion refs excluded: they are index objects)."""
+        return [s for layer in self.layers for s in layer.segments]
+
+    def index_objects(self) -> list[tuple[str, int]]:
+        """Every index object (id, stored size): segment indexes and deletion lists."""
+        out = [(s.index, s.index_size) for layer in self.layers for s in layer.segments if s.index]
+        out += [(d.id, d.stored_size) for layer in self.layers for d in layer.deletions]
+        return out
 
     def to_json(self) -> dict:
         return {
@@ -145,7 +169,7 @@ class Manifest:
 
     @property
     def bytes_referenced(self) -> int:
-        return sum(o.stored_size for t in self.tables for o in t.objects())
+        return sum(layer.stored_size for t in self.tables for layer in t.layers)
 
     def table(self, name: TableName) -> TableEntry | None:
         return next((t for t in self.tables if t.name == name), None)

@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from drtool.errors import UsageError
+
+def utcnow() -> str:
+    """The current time as ISO 8601 UTC with microseconds, as recorded in manifests."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
 
 KeyText = str  # canonical JSON text of a primary key value
 DocText = str  # canonical JSON text of a whole document (to_json_string)

@@ -15,7 +15,7 @@ from drtool.core.restore import (
     restore_snapshot,
 )
 from drtool.core.session import connect_role, open_repository, parse_tables, select_tables
-from drtool.core.snapshot import take_snapshot
+from drtool.core.snapshot import SnapshotOptions, take_snapshot
 from drtool.errors import CheckFailed, UsageError
 from drtool.units import format_bytes
 
@@ -39,6 +39,7 @@ def snapshot(
     ctx: typer.Context,
     table: TableOpt = None,
     from_: Annotated[str | None, typer.Option("--from", help="Read from primary or standby (default: schedule.snapshot_from).")] = None,
+    full: Annotated[bool, typer.Option("--full", help="Copy every table in full instead of storing only what changed.")] = False,
     policy: PolicyOpt = None,
     json: JsonOpt = False,
     quiet_: QuietOpt = False,
@@ -58,7 +59,8 @@ def snapshot(
                     raise UsageError(f"no table of the {role} matches [tables] in {pol.path}")
                 with render.RichProgress(quiet(ctx, quiet_)) as progress:
                     return await take_snapshot(repo, cluster, tables, policy_name=pol.name,
-                                               source=role, progress=progress)
+                                               source=role, progress=progress,
+                                               options=SnapshotOptions(full=full))
             finally:
                 await cluster.close()
         finally:
@@ -70,8 +72,10 @@ def snapshot(
             "id": manifest.id, "time": manifest.time, "source": manifest.source,
             "documents": manifest.doc_count, "bytes_new": manifest.bytes_new,
             "bytes_stored": manifest.bytes_referenced,
+            "parent": manifest.parent,
             "tables": [{"table": str(t.name), "documents": t.doc_count, "digest": t.digest,
-                        "segments": len(t.objects()), "rescans": t.rescans}
+                        "segments": len(t.objects()), "layers": len(t.layers),
+                        "rescans": t.rescans}
                        for t in manifest.tables],
         })
         return

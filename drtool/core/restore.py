@@ -10,12 +10,11 @@ every recorded key range with the snapshot's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from drtool.cluster.base import Cluster, ConflictMode
 from drtool.core.progress import NullProgress, Progress
-from drtool.core.segments import decode_segment
+from drtool.core.layers import final_texts
 from drtool.core.shape import apply_shape, create_table_like, plan_shape
 from drtool.digest import fold
 from drtool.errors import (
@@ -24,7 +23,6 @@ from drtool.errors import (
     EncryptionKeyError,
     IntegrityError,
     NotFound,
-    RepositoryError,
     SchemaMismatch,
     UsageError,
 )
@@ -155,30 +153,6 @@ async def _prepare_table(
     return existing
 
 
-async def _segments(repo: Repository, entry: TableEntry) -> AsyncIterator[tuple[str, list[DocText]]]:
-    """Each segment's id and texts in key order, authenticated, fetched one ahead."""
-    if len(entry.layers) != 1 or entry.layers[0].deletions:
-        raise RepositoryError(
-            f"table {entry.name} is stored as delta layers, which this drtool version cannot "
-            "restore yet; upgrade drtool"
-        )
-    segments = entry.layers[0].segments
-
-    async def fetch(object_id: str) -> list[DocText]:
-        return decode_segment(await repo.get_data(object_id))
-
-    ahead = asyncio.create_task(fetch(segments[0].id)) if segments else None
-    try:
-        for i, seg in enumerate(segments):
-            texts = await ahead
-            ahead = asyncio.create_task(fetch(segments[i + 1].id)) if i + 1 < len(segments) else None
-            yield seg.id, texts
-    finally:
-        if ahead is not None:
-            ahead.cancel()
-            await asyncio.gather(ahead, return_exceptions=True)
-
-
 async def _load(
     repo: Repository, cluster: Cluster, entry: TableEntry, target: TableName,
     conflict: ConflictMode, options: RestoreOptions, report: TableRestore,
@@ -198,7 +172,7 @@ async def _load(
             slots.release()
 
     try:
-        async for object_id, texts in _segments(repo, entry):
+        async for _object_id, texts in final_texts(repo, entry):
             for start in range(0, len(texts), options.batch_size):
                 await slots.acquire()
                 job = asyncio.create_task(write(texts[start:start + options.batch_size]))

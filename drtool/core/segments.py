@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 from drtool.cluster.base import Row
 from drtool.core.progress import NullProgress, Progress
-from drtool.digest import fold
+from drtool.digest import fold, short_hash
 from drtool.manifest import SegmentRef
 from drtool.model import DocText, KeyText
 from drtool.ordering import key_order
@@ -48,8 +48,26 @@ def decode_segment(data: bytes) -> list[DocText]:
     return data.decode().split("\n")[:-1]
 
 
-def _encode_and_fold(texts: list[DocText]) -> tuple[bytes, str]:
-    return encode_segment(texts), fold(texts)
+def encode_index(rows: list[Row]) -> bytes:
+    """Index object plaintext: ``<key>\t<short hash of the text>`` per document, in order."""
+    return "".join(f"{key}\t{short_hash(doc)}\n" for key, doc in rows).encode()
+
+
+def decode_index(data: bytes) -> list[tuple[KeyText, str]]:
+    """Index lines -> (key, short hash); a deletion list has no hashes (empty strings)."""
+    if not data:
+        return []
+    return [tuple(line.split("\t", 1)) if "\t" in line else (line, "")  # type: ignore[misc]
+            for line in data.decode().split("\n")[:-1]]
+
+
+def encode_deletions(keys: list[KeyText]) -> bytes:
+    return "".join(f"{key}\n" for key in keys).encode()
+
+
+def _encode_segment(rows: list[Row]) -> tuple[bytes, str, bytes]:
+    texts = [doc for _, doc in rows]
+    return encode_segment(texts), fold(texts), encode_index(rows)
 
 
 class Chunker:
@@ -199,11 +217,12 @@ class SegmentWriter:
 
     async def _store(self, rows: list[Row], upto: KeyText | None) -> SegmentRef:
         try:
-            texts = [doc for _, doc in rows]
-            plaintext, digest = await asyncio.to_thread(_encode_and_fold, texts)
-            stored = await self._repo.put_data(plaintext)
-            if stored.new:
-                self.bytes_new += stored.stored_size
-            return SegmentRef(stored.id, upto, len(texts), digest, len(plaintext), stored.stored_size)
+            plaintext, digest, index = await asyncio.to_thread(_encode_segment, rows)
+            stored, stored_index = await asyncio.gather(
+                self._repo.put_data(plaintext), self._repo.put_index(index)
+            )
+            self.bytes_new += sum(o.stored_size for o in (stored, stored_index) if o.new)
+            return SegmentRef(stored.id, upto, len(rows), digest, len(plaintext),
+                              stored.stored_size, stored_index.id, stored_index.stored_size)
         finally:
             self._slots.release()

@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 
 from drtool.cluster.base import Cluster
 from drtool.core.progress import NullProgress, Progress
+from drtool.core.incremental import incremental_table, needs_full
 from drtool.core.scanning import FeedCollector, resumable_scan
 from drtool.core.segments import Chunker, ChunkParams, PendingChanges, SegmentWriter
-from drtool.digest import fold
+from drtool.digest import fold_digests
 from drtool.errors import ClusterError
 from drtool.manifest import Layer, Manifest, Range, SegmentRef, TableEntry
-from drtool.model import KeyText, TableName
+from drtool.model import KeyText, TableName, utcnow
 from drtool.ordering import key_order
 from drtool.repo.objects import new_snapshot_id
 from drtool.repo.repository import Repository
@@ -38,10 +38,9 @@ class SnapshotOptions:
     max_rereads: int = 3  # full re-reads after feed overflows before giving up
     batch_size: int = 1000
     chunks: ChunkParams = ChunkParams()
-
-
-def utcnow() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    full: bool = False  # never build on an earlier snapshot
+    max_layers: int = 7  # a table whose chain of delta layers is this deep is copied in full
+    max_delta_ratio: float = 0.3  # ... or whose deltas exceed this share of its base
 
 
 async def take_snapshot(
@@ -50,22 +49,44 @@ async def take_snapshot(
 ) -> Manifest:
     """Snapshot ``tables`` and write the manifest; return it."""
     slots = asyncio.Semaphore(options.table_concurrency)
+    parents = {} if options.full else await latest_entries(repo, tables)
 
     async def one(table: TableName) -> tuple[TableEntry, int]:
         async with slots:
-            return await snapshot_table(repo, cluster, table, progress=progress, options=options)
+            parent = parents.get(table, (None, None))[1]
+            return await snapshot_table(repo, cluster, table, parent=parent, progress=progress,
+                                        options=options)
 
     results = await _gather_or_cancel([one(t) for t in tables])
+    existing = await repo.list_snapshots()
+    built_on = sorted({parents[e.name][0] for e, _ in results
+                       if e.name in parents and len(e.layers) > 1})
     manifest = Manifest(
-        id=new_snapshot_id(),
+        id=new_snapshot_id(after=existing[-1] if existing else None),
         time=utcnow(),
         policy=policy_name,
         source=f"{source} ({cluster.description})",
         tables=tuple(entry for entry, _ in results),
+        parent=built_on[-1] if built_on else None,
         bytes_new=sum(new for _, new in results),
     )
     await repo.put_manifest(manifest)
     return manifest
+
+
+async def latest_entries(repo: Repository, tables: list[TableName]) -> dict[TableName, tuple[str, TableEntry]]:
+    """For each table, the newest snapshot holding it and its entry (manifests are read newest
+    first until every table is found)."""
+    wanted, found = set(tables), {}
+    for sid in reversed(await repo.list_snapshots()):
+        if not wanted:
+            break
+        manifest = await repo.load_manifest(sid)
+        for entry in manifest.tables:
+            if entry.name in wanted:
+                found[entry.name] = (sid, entry)
+                wanted.discard(entry.name)
+    return found
 
 
 async def _gather_or_cancel(coros: list) -> list:
@@ -80,10 +101,12 @@ async def _gather_or_cancel(coros: list) -> list:
 
 
 async def snapshot_table(
-    repo: Repository, cluster: Cluster, table: TableName, *, progress: Progress = NullProgress(),
-    options: SnapshotOptions = SnapshotOptions(),
+    repo: Repository, cluster: Cluster, table: TableName, *, parent: TableEntry | None = None,
+    progress: Progress = NullProgress(), options: SnapshotOptions = SnapshotOptions(),
 ) -> tuple[TableEntry, int]:
-    """Copy one table; return its manifest entry and the stored bytes it uploaded."""
+    """Copy one table; return its manifest entry and the stored bytes it uploaded. With a
+    ``parent`` (the table in an earlier snapshot) only what changed is stored, unless the
+    chain is too deep or the deltas too big (then the table is copied in full)."""
     task = str(table)
     chunker = Chunker(repo.boundary_hash, options.chunks)
     progress.start(task, await cluster.doc_count_estimate(table))
@@ -97,6 +120,21 @@ async def snapshot_table(
                 await collector.wait_ready()
                 started = utcnow()
                 meta = await cluster.table_meta(table)
+                why_full = parent and needs_full(parent, meta, max_layers=options.max_layers,
+                                                 max_delta_ratio=options.max_delta_ratio)
+                if parent is not None and not why_full:
+                    result = await incremental_table(
+                        repo, cluster, table, parent, collector, pending, meta, chunker,
+                        started=started, batch_size=options.batch_size, settle=options.settle,
+                        progress=progress, task=task,
+                    )
+                    if result is None:
+                        progress.note(task, "changefeed overflowed: reading the table again")
+                        continue
+                    entry, uploaded = result
+                    return replace(entry, rescans=attempt), bytes_new + uploaded
+                if why_full:
+                    progress.note(task, f"copied in full: {why_full}")
                 async for rows in resumable_scan(cluster, table, batch_size=options.batch_size):
                     collector.check()
                     if collector.overflows:
@@ -121,7 +159,7 @@ async def snapshot_table(
             entry = TableEntry(
                 meta=meta,
                 doc_count=sum(s.count for s in segments),
-                digest=fold(s.digest for s in segments),
+                digest=fold_digests(s.digest for s in segments),
                 ranges=tuple(Range(s.upto, s.count, s.digest) for s in segments),
                 layers=(Layer(segments=tuple(segments)),),
                 started=started,

@@ -11,10 +11,10 @@ import asyncio
 from dataclasses import dataclass
 
 from drtool.core.progress import NullProgress, Progress
-from drtool.core.segments import decode_segment
-from drtool.digest import fold
+from drtool.core.segments import decode_index, decode_segment
+from drtool.digest import fold, fold_digests
 from drtool.errors import DrtoolError, EncryptionKeyError
-from drtool.manifest import Manifest, SegmentRef, TableEntry
+from drtool.manifest import Manifest, TableEntry
 from drtool.repo.repository import Repository
 
 
@@ -65,38 +65,41 @@ async def verify(
             except DrtoolError as err:
                 report.problems.append(Problem(sid, "", "", str(err)))
     report.snapshots = len(manifests)
-    stored = await repo.list_data()
-    checked: dict[str, asyncio.Task[str | None]] = {}  # object id -> its check
+    stored = {"data": await repo.list_data(), "index": await repo.list_index()}
+    checked: dict[tuple[str, str], asyncio.Task[str | None]] = {}  # (kind, id) -> its check
     slots = asyncio.Semaphore(concurrency)
     task = "verify"
     progress.start(task, sum(m.doc_count for m in manifests) if read_data else None)
 
-    async def check(ref: SegmentRef) -> str | None:
-        if ref.id not in stored:
-            return "missing"
-        if stored[ref.id] != ref.stored_size:
-            return f"size {stored[ref.id]} bytes, expected {ref.stored_size}"
+    async def check(kind: str, object_id: str, size: int, count: int, digest: str | None) -> str | None:
+        found = stored[kind].get(object_id)
+        if found is None:
+            return "missing" if kind == "data" else "index object missing"
+        if found != size:
+            return f"{'' if kind == 'data' else 'index object '}size {found} bytes, expected {size}"
         if not read_data:
             return None
         async with slots:
             try:
-                plaintext = await repo.get_data(ref.id)
+                if kind == "data":
+                    lines = decode_segment(await repo.get_data(object_id))
+                else:
+                    lines = decode_index(await repo.get_index(object_id))
             except DrtoolError as err:
                 return str(err)
-        report.bytes_read += ref.stored_size
-        progress.advance(task, ref.count, len(plaintext))
-        lines = decode_segment(plaintext)
-        if len(plaintext) != ref.plain_size or len(lines) != ref.count:
-            return f"holds {len(lines)} documents in {len(plaintext)} bytes, expected " \
-                   f"{ref.count} in {ref.plain_size}"
-        if fold(lines) != ref.digest:
-            return "digest does not match the manifest"
+        report.bytes_read += size
+        if len(lines) != count:
+            return f"holds {len(lines)} entries, expected {count}"
+        if kind == "data":
+            progress.advance(task, count, 0)
+            if fold(lines) != digest:
+                return "digest does not match the manifest"
         return None
 
-    async def check_once(ref: SegmentRef) -> str | None:
-        if ref.id not in checked:
-            checked[ref.id] = asyncio.ensure_future(check(ref))
-        return await checked[ref.id]
+    def check_once(kind: str, object_id: str, size: int, count: int, digest: str | None = None):
+        if (kind, object_id) not in checked:
+            checked[(kind, object_id)] = asyncio.ensure_future(check(kind, object_id, size, count, digest))
+        return checked[(kind, object_id)]
 
     try:
         for manifest in manifests:
@@ -109,12 +112,19 @@ async def verify(
 
 
 async def _verify_table(manifest: Manifest, entry: TableEntry, check_once, report: VerifyReport) -> None:
-    refs = entry.objects()
-    results = await asyncio.gather(*(check_once(ref) for ref in refs))
-    for ref, message in zip(refs, results):
+    checks = []
+    for layer in entry.layers:
+        for ref in layer.segments:
+            checks.append((ref.id, check_once("data", ref.id, ref.stored_size, ref.count, ref.digest)))
+            if ref.index is not None:
+                checks.append((ref.index, check_once("index", ref.index, ref.index_size, ref.count)))
+        for ref in layer.deletions:
+            checks.append((ref.id, check_once("index", ref.id, ref.stored_size, ref.count)))
+    results = await asyncio.gather(*(job for _, job in checks))
+    for (object_id, _), message in zip(checks, results):
         if message:
-            report.problems.append(Problem(manifest.id, str(entry.name), ref.id, message))
-    if fold(r.digest for r in entry.ranges) != entry.digest:
+            report.problems.append(Problem(manifest.id, str(entry.name), object_id, message))
+    if fold_digests(r.digest for r in entry.ranges) != entry.digest:
         report.problems.append(Problem(manifest.id, str(entry.name), "",
                                        "table digest does not match its range digests"))
     if sum(r.count for r in entry.ranges) != entry.doc_count:

@@ -5,6 +5,8 @@ sealed object is ``header || AES-256-GCM(key, nonce, zstd(plaintext), aad = head
 
 * data object ``data/<id[:2]>/<id>``: header ``b"DRTD" || 0x01 || keyid (16) || nonce (12)``
 * manifest ``snapshots/<snapshot id>``: header ``b"DRTM" || 0x01 || nonce (12)``
+* index object ``index/<id[:2]>/<id>``: header ``b"DRTI" || 0x01 || nonce (12)``, sealed like a
+  manifest with the metadata key (a writer can read it back: it holds keys and hashes only)
 
 Binding the object name into the associated data makes a copy of one object's bytes under
 another name fail authentication.
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from drtool import crypto
 from drtool.errors import IntegrityError, UsageError
@@ -23,6 +25,7 @@ from drtool.repo.compression import DecompressionError, compress, decompress
 OBJECT_VERSION = 1
 DATA_MAGIC = b"DRTD"
 MANIFEST_MAGIC = b"DRTM"
+INDEX_MAGIC = b"DRTI"
 KEYID_SIZE = 16
 DATA_HEADER_SIZE = 4 + 1 + KEYID_SIZE + crypto.NONCE_SIZE  # 33
 MANIFEST_HEADER_SIZE = 4 + 1 + crypto.NONCE_SIZE  # 17
@@ -32,6 +35,7 @@ CONFIG_NAME = "config"
 DATA_PREFIX = "data/"
 KEYS_PREFIX = "keys/"
 SNAPSHOTS_PREFIX = "snapshots/"
+INDEX_PREFIX = "index/"
 LOCKS_PREFIX = "locks/"
 
 _OBJECT_ID = re.compile(r"^[0-9a-f]{64}$")
@@ -64,6 +68,11 @@ def data_name(object_id: str) -> str:
     return f"{DATA_PREFIX}{object_id[:2]}/{object_id}"
 
 
+def index_name(object_id: str) -> str:
+    """``index/<first 2 hex>/<id>``; UsageError for anything but 64 lowercase hex digits."""
+    return INDEX_PREFIX + data_name(object_id)[len(DATA_PREFIX):]
+
+
 def key_name(keyid: str) -> str:
     return f"{KEYS_PREFIX}{keyid}"
 
@@ -72,11 +81,22 @@ def snapshot_name(snapshot_id: str) -> str:
     return f"{SNAPSHOTS_PREFIX}{snapshot_id}"
 
 
-def new_snapshot_id(now: datetime | None = None) -> str:
+def new_snapshot_id(now: datetime | None = None, *, after: str | None = None) -> str:
     """``YYYYMMDDTHHMMSSZ-<8 random hex>`` for ``now`` (default: the current UTC time).
-    Lexicographic order of ids is time order (to the second)."""
+
+    Lexicographic order of ids is time order. ``after`` (the newest existing id) makes the new
+    id sort after it even within the same second (the suffix is drawn above its suffix, or
+    the time moves on a second), so "latest" is always the snapshot written last."""
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    return f"{now:%Y%m%dT%H%M%SZ}-{os.urandom(4).hex()}"
+    stamp = f"{now:%Y%m%dT%H%M%SZ}"
+    if after is None or stamp > after[:16]:
+        return f"{stamp}-{os.urandom(4).hex()}"
+    floor = int(after[17:], 16) if stamp == after[:16] else 0xFFFFFFFF
+    if floor >= 0xFFFFFFFF:
+        return new_snapshot_id(datetime.strptime(after[:16], "%Y%m%dT%H%M%SZ").replace(
+            tzinfo=timezone.utc) + timedelta(seconds=1))
+    suffix = floor + 1 + int.from_bytes(os.urandom(4), "big") % (0xFFFFFFFF - floor)
+    return f"{after[:16]}-{suffix:08x}"
 
 
 # --- sealing -------------------------------------------------------------------------------------
@@ -121,17 +141,19 @@ def open_data(key: bytes, name: str, blob: bytes) -> bytes:
     return _open(header, key, header[5 + KEYID_SIZE:], name, blob)
 
 
-def seal_manifest(key: bytes, name: str, plaintext: bytes) -> bytes:
+def seal_manifest(key: bytes, name: str, plaintext: bytes, magic: bytes = MANIFEST_MAGIC) -> bytes:
+    """A manifest (or, with ``magic=INDEX_MAGIC``, an index object) under the metadata key."""
     nonce = os.urandom(crypto.NONCE_SIZE)
-    header = MANIFEST_MAGIC + bytes([OBJECT_VERSION]) + nonce
+    header = magic + bytes([OBJECT_VERSION]) + nonce
     return _seal(header, key, nonce, name, plaintext)
 
 
-def open_manifest(key: bytes, name: str, blob: bytes) -> bytes:
-    """Authenticate, decrypt and decompress a manifest. Raises SealedObjectError."""
+def open_manifest(key: bytes, name: str, blob: bytes, magic: bytes = MANIFEST_MAGIC) -> bytes:
+    """Authenticate, decrypt and decompress a manifest (or index object). Raises
+    SealedObjectError."""
     if (
         len(blob) < MANIFEST_HEADER_SIZE + TAG_SIZE
-        or blob[:4] != MANIFEST_MAGIC
+        or blob[:4] != magic
         or blob[4] != OBJECT_VERSION
     ):
         raise SealedObjectError("bad header")

@@ -31,9 +31,11 @@ from drtool.manifest import FORMAT_VERSION, Manifest
 from drtool.repo import keys as K
 from drtool.repo import objects as O
 from drtool.repo.config import build_config, parse_config
+from drtool.repo.locks import HeldLock, LockStore
 from drtool.storage.base import Storage
 
 THREAD_THRESHOLD = 64 * 1024  # seal/open objects at least this big in a worker thread
+INDEX_DOMAIN = b"drtool index\x00"  # index ids never collide with data ids of equal plaintext
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ class Repository:
         self._data_keys: dict[str, bytes] = {}
         self._key_lock = asyncio.Lock()
         self._pending: dict[str, asyncio.Future] = {}
+        self.locks = LockStore(storage, writer.meta)  # docs/FORMAT.md §8
+        self._held_locks: set[HeldLock] = set()
 
     @classmethod
     async def create(cls, storage: Storage, keys: KeySources) -> "Repository":
@@ -205,10 +209,53 @@ class Repository:
         finally:
             del self._pending[oid]
 
+    async def put_index(self, plaintext: bytes) -> StoredObject:
+        """Store an index object (primary keys and document hashes of a segment, or deleted
+        keys), sealed with the metadata key so that a writer can read it back to make
+        incremental snapshots. Content-addressed and deduplicated like data objects."""
+        oid = self._keys.object_id(INDEX_DOMAIN + plaintext)
+        name = O.index_name(oid)
+        try:
+            return StoredObject(oid, (await self.storage.stat(name)).size, False)
+        except ObjectNotFound:
+            pass
+        blob = await _run(O.seal_manifest, self._keys.meta, name, plaintext, O.INDEX_MAGIC)
+        try:
+            await self.storage.put(name, blob)
+        except ObjectExists:
+            return StoredObject(oid, (await self.storage.stat(name)).size, False)
+        return StoredObject(oid, len(blob), True)
+
+    async def get_index(self, object_id: str) -> bytes:
+        """Fetch, authenticate and check an index object. Raises ObjectNotFound,
+        IntegrityError naming the object. Needs only the writer key."""
+        name = O.index_name(object_id)
+        blob = await self.storage.get(name)
+        try:
+            plaintext = await _run(O.open_manifest, self._keys.meta, name, blob, O.INDEX_MAGIC)
+        except O.SealedObjectError:
+            raise IntegrityError(
+                f"index object {object_id} failed authentication (truncated, corrupted or swapped)"
+            ) from None
+        if self._keys.object_id(INDEX_DOMAIN + plaintext) != object_id:
+            raise IntegrityError(f"index object {object_id} does not match its id (forged)")
+        return plaintext
+
+    async def list_index(self) -> dict[str, int]:
+        """Every stored index object id with its stored size."""
+        found = {}
+        async for info in self.storage.list(O.INDEX_PREFIX):
+            oid = info.name.rpartition("/")[2]
+            if O.is_object_id(oid) and info.name == O.index_name(oid):
+                found[oid] = info.size
+        return found
+
     async def put_manifest(self, manifest: Manifest) -> None:
         """Seal and store a manifest under its id. Written last: this makes a snapshot exist."""
         if not O.is_snapshot_id(manifest.id):
             raise UsageError(f"invalid snapshot id {manifest.id!r}: expected YYYYMMDDTHHMMSSZ-xxxxxxxx")
+        for held in list(self._held_locks):  # a lost lock means prune may have run meanwhile
+            held.check()
         name = O.snapshot_name(manifest.id)
         text = json.dumps(manifest.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         blob = await _run(O.seal_manifest, self._keys.meta, name, text.encode("utf-8"))
@@ -346,6 +393,19 @@ class Repository:
         if not O.is_snapshot_id(snapshot_id):
             raise NotFound(f"snapshot {snapshot_id} does not exist")
         await self.storage.delete(O.snapshot_name(snapshot_id))
+
+    async def delete_data(self, object_id: str) -> None:
+        """Remove a data object. Idempotent. Only prune calls this, holding the exclusive lock
+        after proving no snapshot references the object (docs/FORMAT.md §8)."""
+        await self.storage.delete(O.data_name(object_id))
+
+    # --- locks (docs/FORMAT.md §8, drtool/repo/locks.py) ------------------------------------
+    def lock(self, kind: str, purpose: str, **options) -> HeldLock:
+        """``async with repo.lock("shared", "snapshot"):`` holds a repository lock for the
+        block (see HeldLock: RepositoryError when a conflicting live lock exists). While a lock
+        is held, ``put_manifest`` first checks it was not lost. ``options`` (clock, sleep,
+        refresh_every) are for tests."""
+        return HeldLock(self.locks, kind, purpose, registry=self._held_locks, **options)
 
     async def close(self) -> None:
         await self.storage.close()

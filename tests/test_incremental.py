@@ -1,0 +1,128 @@
+"""Incremental snapshots: only what changed is stored, as delta layers; every snapshot of a
+chain restores exactly its own state."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from drtool.model import TableName
+from tests.conftest import Cli, load_table, sample_docs, table_texts, write_policy
+
+TABLE = TableName("app", "t")
+
+
+def _change(server, *, updates=(), inserts=(), deletes=()):
+    server.put_texts(TABLE, [json.dumps({"id": f"k{i:07d}", "updated": True, "i": i}) for i in updates]
+                     + [json.dumps({"id": f"new{i:07d}", "fresh": i}) for i in inserts])
+    server.delete(TABLE, [json.dumps(f"k{i:07d}") for i in deletes])
+
+
+def _snapshot(cli, *args):
+    result = cli("snapshot", "--json", *args)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _restore_equals(cli, snapshot_id, expected, standby_server, name="check.t"):
+    result = cli("restore", snapshot_id, "--to", "standby", "--rename", f"app.t={name}", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["tables"][0]["digest_ok"] is True
+    assert table_texts(standby_server, name) == expected
+
+
+def test_incremental_stores_only_changes_and_restores_each_state(
+        deployment, cli, primary_server, standby_server):
+    load_table(primary_server, "app.t", sample_docs(6000))
+    first = _snapshot(cli)
+    state1 = table_texts(primary_server, "app.t")
+
+    rng = random.Random(7)
+    _change(primary_server, updates=rng.sample(range(6000), 60), inserts=range(60),
+            deletes=rng.sample(range(6000), 20))
+    second = _snapshot(cli)
+    state2 = table_texts(primary_server, "app.t")
+    assert second["tables"][0]["layers"] == 2
+    assert second["parent"] == first["id"]
+    assert second["documents"] == 6000 + 60 - 20
+    assert 0 < second["bytes_new"] < 0.1 * first["bytes_new"], (second["bytes_new"], first["bytes_new"])
+
+    _change(primary_server, updates=[1, 2, 3], deletes=[4])
+    third = _snapshot(cli)
+    state3 = table_texts(primary_server, "app.t")
+    assert third["tables"][0]["layers"] == 3
+
+    assert cli("verify", "--read-data").exit_code == 0
+    _restore_equals(cli, first["id"], state1, standby_server, "check.one")
+    _restore_equals(cli, second["id"], state2, standby_server, "check.two")
+    _restore_equals(cli, third["id"], state3, standby_server, "check.three")
+
+
+def test_unchanged_table_adds_no_layer(deployment, cli, primary_server):
+    load_table(primary_server, "app.t", sample_docs(500))
+    first = _snapshot(cli)
+    again = _snapshot(cli)
+    assert again["bytes_new"] == 0 and again["tables"][0]["layers"] == 1
+    assert again["tables"][0]["digest"] == first["tables"][0]["digest"]
+
+
+def test_chain_depth_and_full_flag_force_full_copies(deployment, cli, primary_server, standby_server):
+    load_table(primary_server, "app.t", sample_docs(300))
+    _snapshot(cli)
+    for i in range(6):
+        _change(primary_server, updates=[i])
+        assert _snapshot(cli)["tables"][0]["layers"] == i + 2
+    _change(primary_server, updates=[100])
+    seventh = _snapshot(cli)
+    assert seventh["tables"][0]["layers"] == 1  # the chain was 7 layers deep: copied in full
+    _change(primary_server, updates=[101])
+    assert _snapshot(cli, "--full")["tables"][0]["layers"] == 1
+    _restore_equals(cli, "latest", table_texts(primary_server, "app.t"), standby_server)
+
+
+def test_large_delta_triggers_full_copy_next_time(deployment, cli, primary_server):
+    load_table(primary_server, "app.t", sample_docs(1000))
+    _snapshot(cli)
+    _change(primary_server, updates=range(500))  # half the table
+    assert _snapshot(cli)["tables"][0]["layers"] == 2
+    _change(primary_server, updates=[600])
+    assert _snapshot(cli)["tables"][0]["layers"] == 1  # deltas exceeded 30% of the base
+
+
+def test_writer_only_host_makes_incrementals(tmp_path, primary_server, standby_server):
+    reader = Cli()
+    keyfile = tmp_path / "reader.txt"
+    recipient = reader("keygen", "--out", str(keyfile)).stdout.strip()
+    dep = write_policy(tmp_path, recipients=[recipient], identity=False, writer_key=True)
+    writer = Cli(dep.path)
+    assert writer("init").exit_code == 0
+    load_table(primary_server, "app.t", sample_docs(800))
+    _snapshot(writer)
+    _change(primary_server, updates=[5, 6], inserts=[1], deletes=[7])
+    second = _snapshot(writer)
+    assert second["tables"][0]["layers"] == 2
+
+    # The restore host has the identity instead of the writer key.
+    restorer = tmp_path / "restore.toml"
+    restorer.write_text(dep.path.read_text().replace(
+        f'writer_key_file = "{dep.writer_key}"', f'identity_file = "{keyfile}"'))
+    _restore_equals(Cli(restorer), "latest", table_texts(primary_server, "app.t"), standby_server)
+
+
+def test_writes_during_incremental_are_included(deployment, cli, primary_server, standby_server):
+    load_table(primary_server, "app.t", sample_docs(3000))
+    _snapshot(cli)
+    _change(primary_server, updates=[2500])
+    seen, done = [], []
+
+    def write_behind(scanned_table, key):
+        seen.append(key)
+        if len(seen) == 50 and not done:  # while the changed range is being read
+            done.append(True)
+            _change(primary_server, updates=[1], inserts=[9], deletes=[2])
+
+    primary_server.on_scan_row(write_behind)
+    second = _snapshot(cli)
+    assert done
+    assert second["tables"][0]["layers"] >= 2
+    _restore_equals(cli, "latest", table_texts(primary_server, "app.t"), standby_server)
