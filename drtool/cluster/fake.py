@@ -43,6 +43,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from drtool.cluster import canonical
 from drtool.cluster.base import ChunkDigest, Cluster, ConflictMode, KeyRange, Row
 from drtool.cluster.fake_schema import HOOK_PREFIX, INDEX_PREFIX, FakeSchemaMixin
+from drtool.cluster.rethink_util import auth_message, unreachable_message  # same wording
 from drtool.cluster.fake_store import OVERFLOW_MESSAGE, FeedQueue, Table  # noqa: F401 (re-export)
 from drtool.digest import fold, r_uuid
 from drtool.errors import AuthError, ClusterError, ClusterUnreachable, DrtoolError, NotFound
@@ -118,18 +119,13 @@ class FakeServer:
 
     # --- connections ------------------------------------------------------------------
     def connect(self, config: ClusterConfig) -> "FakeCluster":
-        hosts = ", ".join(config.hosts)
         if self._down:
             raise ClusterUnreachable(
-                f"{config.role}: cannot reach any of {hosts} (last error: fake server is down); "
-                "check the hosts and that RethinkDB is running"
+                unreachable_message(config.role, config.hosts, "fake server is down")
             )
         host = next((h for h in config.hosts if _REGISTRY.get(h) is self), config.hosts[0])
         if config.user not in self.users or self.users[config.user] != config.password:
-            raise AuthError(  # same wording as the real adapter
-                f"{config.role} {host}: user {config.user!r} was refused: wrong user or password "
-                "(the password comes from the environment variable named by the policy's password_env)"
-            )
+            raise AuthError(auth_message(config.role, host, config.user))
         return FakeCluster(self, f"{config.role} {host}", config.hosts)
 
     @property
