@@ -44,6 +44,17 @@ class StorageContract:
         assert await storage.get("data/ab/big") == data
         assert (await storage.stat("data/ab/big")).size == len(data)
 
+    async def test_ranges_of_a_large_object(self, storage: Storage) -> None:
+        # Larger than the read windows and blocks backends use (SFTP: 32 KiB blocks, 8 MiB).
+        data = os.urandom(9 * 1024 * 1024 + 3)
+        await storage.put("big", data)
+        assert await storage.get("big") == data
+        mib = 1024 * 1024
+        for offset, length in [(8 * mib - 10, 20), (12345, 8 * mib + 100), (32767, 32770),
+                               (9 * mib - 7, 100)]:
+            assert await storage.get("big", offset, length) == data[offset:offset + length]
+        assert await storage.get("big", 4 * mib + 1) == data[4 * mib + 1:]
+
     async def test_byte_ranges(self, storage: Storage) -> None:
         data = bytes(range(256)) * 4
         await storage.put("r", data)

@@ -41,6 +41,7 @@ from drtool.storage.local import STALE_TMP_SECONDS, TMP_PREFIX
 T = TypeVar("T")
 _CHUNK = 1 << 20
 _WINDOW = 16 << 20  # bytes in flight per channel: throughput ~ window / round-trip time
+_READ_WINDOW = 8 << 20
 #: What a lost connection raises (socket.timeout is TimeoutError; SFTP status errors are plain
 #: OSError and are classified by errno or by whether the transport is still alive).
 _CONNECTION_LOST = (EOFError, TimeoutError, ConnectionError, paramiko.SSHException)
@@ -347,7 +348,7 @@ class SFTPStorage(Storage):
 
     # --- reads ------------------------------------------------------------------------
     async def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
-        """Whole object (prefetched) or a byte range. Raises ObjectNotFound."""
+        """Whole object or a byte range, prefetched. Raises ObjectNotFound."""
         path = self._remote(name)
         return await self._run("reading", name, lambda sftp: self._get(sftp, path, offset, length))
 
@@ -360,11 +361,13 @@ class SFTPStorage(Storage):
             end = st.st_size if length is None else min(st.st_size, offset + length)
             if end <= offset:
                 return b""
-            if offset == 0 and end == st.st_size:
-                f.prefetch(end)
-                data = f.read(end)
-            else:
-                data = b"".join(f.readv([(offset, end - offset)]))
+            # readv prefetches; paramiko is quadratic in a large block and in many blocks, so
+            # 32 KiB blocks in 8 MiB windows (measured ~2-5x faster than one read or getfo).
+            step, parts = f.MAX_REQUEST_SIZE, []
+            for w in range(offset, end, _READ_WINDOW):
+                w_end = min(w + _READ_WINDOW, end)
+                parts += f.readv([(o, min(step, w_end - o)) for o in range(w, w_end, step)])
+            data = b"".join(parts)
         if len(data) != end - offset:
             raise EOFError(f"short read: {len(data)} of {end - offset} bytes")
         return data
