@@ -58,9 +58,10 @@ def snapshot(
                 if not tables:
                     raise UsageError(f"no table of the {role} matches [tables] in {pol.path}")
                 with render.RichProgress(quiet(ctx, quiet_)) as progress:
+                    reads = pol.throttle.primary_reads if role == "primary" else None
+                    options = SnapshotOptions(full=full, primary_reads=reads)
                     return await take_snapshot(repo, cluster, tables, policy_name=pol.name,
-                                               source=role, progress=progress,
-                                               options=SnapshotOptions(full=full))
+                                               source=role, progress=progress, options=options)
             finally:
                 await cluster.close()
         finally:

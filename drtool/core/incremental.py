@@ -34,6 +34,7 @@ from drtool.manifest import Layer, Range, SegmentRef, TableEntry
 from drtool.model import KeyText, TableMeta, TableName, utcnow
 from drtool.ordering import key_order
 from drtool.repo.repository import Repository
+from drtool.throttle import RateLimiter
 
 DELETIONS_PER_OBJECT = 50_000
 
@@ -100,7 +101,7 @@ def _compare(rows: list[Row], before: dict[KeyText, str | None]) -> tuple[list[R
 async def incremental_table(
     repo: Repository, cluster: Cluster, table: TableName, parent: TableEntry, collector: FeedCollector,
     pending: PendingChanges, meta: TableMeta, chunker: Chunker, *, started: str, batch_size: int,
-    settle: float, progress, task: str,
+    settle: float, progress, task: str, reads: RateLimiter | None = None,
 ) -> tuple[TableEntry, int] | None:
     """Write a delta over ``parent``; the feed (``collector``) must be ready. Returns the entry
     and bytes uploaded, or None when the feed overflowed (the caller starts again)."""
@@ -120,7 +121,7 @@ async def incremental_table(
     async def process(i: int, changes, delta: _Delta, base: dict[KeyText, str | None]) -> None:
         rows: list[Row] = []
         async for batch in resumable_scan(cluster, table, after=bounds[i], upto=ranges[i].upto,
-                                          batch_size=batch_size):
+                                          batch_size=batch_size, reads=reads):
             rows.extend(batch)
         rows = merge_changes(rows, changes)
         upserts, deleted = _compare(rows, base)

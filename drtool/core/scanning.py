@@ -10,6 +10,7 @@ from drtool.cluster.base import Cluster, Row
 from drtool.core.segments import PendingChanges
 from drtool.errors import ClusterError, ClusterUnreachable
 from drtool.model import FeedChange, FeedOverflow, FeedReady, KeyText, TableName
+from drtool.throttle import RateLimiter
 
 RESUME_ATTEMPTS = 5
 RESUME_BASE_DELAY = 0.2
@@ -18,15 +19,24 @@ RESUME_BASE_DELAY = 0.2
 async def resumable_scan(
     cluster: Cluster, table: TableName, *, after: KeyText | None = None,
     upto: KeyText | None = None, batch_size: int = 1000, attempts: int = RESUME_ATTEMPTS,
+    reads: RateLimiter | None = None,
 ) -> AsyncIterator[list[Row]]:
     """``cluster.scan`` that survives dropped connections: after a retryable failure it waits
     (exponential backoff) and resumes after the last key received, never starting over.
-    Gives up after ``attempts`` consecutive failures without progress."""
+    Gives up after ``attempts`` consecutive failures without progress.
+
+    ``reads`` (the ``throttle.primary_reads`` limiter, shared by every scan of one snapshot)
+    is charged for each batch before it is passed on; batches are then kept to about a tenth
+    of a second's budget so the server sees no big bursts."""
+    if reads is not None and reads.rate is not None:
+        batch_size = min(batch_size, max(1, int(reads.rate * reads.period)))
     failures = 0
     while True:
         try:
             async for rows in cluster.scan(table, after=after, upto=upto, batch_size=batch_size):
                 if rows:
+                    if reads is not None:
+                        await reads.acquire(len(rows))
                     after = rows[-1][0]
                     failures = 0
                     yield rows

@@ -17,7 +17,7 @@ async def open_repository(policy: Policy, *, create: bool = False) -> Repository
     """Open (or with ``create`` initialise) the policy's repository.
 
     Raises RepositoryError, StorageError, StorageUnreachable, AuthError, EncryptionKeyError."""
-    storage = open_storage(policy.repository, create=create)
+    storage = open_storage(policy.repository, create=create, bandwidth=policy.throttle.bandwidth)
     keys = policy.encryption.key_sources()
     try:
         if create:

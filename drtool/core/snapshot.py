@@ -29,6 +29,7 @@ from drtool.model import KeyText, TableName, utcnow
 from drtool.ordering import key_order
 from drtool.repo.objects import new_snapshot_id
 from drtool.repo.repository import Repository
+from drtool.throttle import DocRateLimiter, RateLimiter
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class SnapshotOptions:
     full: bool = False  # never build on an earlier snapshot
     max_layers: int = 7  # a table whose chain of delta layers is this deep is copied in full
     max_delta_ratio: float = 0.3  # ... or whose deltas exceed this share of its base
+    primary_reads: float | None = None  # documents per second read from the source (None: no limit)
 
 
 async def take_snapshot(
@@ -50,12 +52,13 @@ async def take_snapshot(
     """Snapshot ``tables`` and write the manifest; return it."""
     slots = asyncio.Semaphore(options.table_concurrency)
     parents = {} if options.full else await latest_entries(repo, tables)
+    reads = DocRateLimiter(options.primary_reads) if options.primary_reads else None  # shared
 
     async def one(table: TableName) -> tuple[TableEntry, int]:
         async with slots:
             parent = parents.get(table, (None, None))[1]
             return await snapshot_table(repo, cluster, table, parent=parent, progress=progress,
-                                        options=options)
+                                        options=options, reads=reads)
 
     results = await _gather_or_cancel([one(t) for t in tables])
     existing = await repo.list_snapshots()
@@ -103,6 +106,7 @@ async def _gather_or_cancel(coros: list) -> list:
 async def snapshot_table(
     repo: Repository, cluster: Cluster, table: TableName, *, parent: TableEntry | None = None,
     progress: Progress = NullProgress(), options: SnapshotOptions = SnapshotOptions(),
+    reads: RateLimiter | None = None,
 ) -> tuple[TableEntry, int]:
     """Copy one table; return its manifest entry and the stored bytes it uploaded. With a
     ``parent`` (the table in an earlier snapshot) only what changed is stored, unless the
@@ -126,7 +130,7 @@ async def snapshot_table(
                     result = await incremental_table(
                         repo, cluster, table, parent, collector, pending, meta, chunker,
                         started=started, batch_size=options.batch_size, settle=options.settle,
-                        progress=progress, task=task,
+                        progress=progress, task=task, reads=reads,
                     )
                     if result is None:
                         progress.note(task, "changefeed overflowed: reading the table again")
@@ -135,7 +139,8 @@ async def snapshot_table(
                     return replace(entry, rescans=attempt), bytes_new + uploaded
                 if why_full:
                     progress.note(task, f"copied in full: {why_full}")
-                async for rows in resumable_scan(cluster, table, batch_size=options.batch_size):
+                async for rows in resumable_scan(cluster, table, batch_size=options.batch_size,
+                                                 reads=reads):
                     collector.check()
                     if collector.overflows:
                         break
@@ -153,7 +158,7 @@ async def snapshot_table(
                 continue
             if pending.late:
                 segments, extra = await _reread_ranges(
-                    repo, cluster, table, chunker, segments, pending.late, options
+                    repo, cluster, table, chunker, segments, pending.late, options, reads
                 )
                 bytes_new += extra
             entry = TableEntry(
@@ -178,6 +183,7 @@ async def snapshot_table(
 async def _reread_ranges(
     repo: Repository, cluster: Cluster, table: TableName, chunker: Chunker,
     segments: list[SegmentRef], late: set[KeyText], options: SnapshotOptions,
+    reads: RateLimiter | None,
 ) -> tuple[list[SegmentRef], int]:
     """Replace the segments whose ranges received late changes by a fresh read of the range."""
     bounds = [key_order(s.upto) for s in segments[:-1]]  # the last segment is open-ended
@@ -190,7 +196,8 @@ async def _reread_ranges(
         after = segments[index - 1].upto if index else None
         writer = SegmentWriter(repo, chunker)
         async for rows in resumable_scan(
-            cluster, table, after=after, upto=segments[index].upto, batch_size=options.batch_size
+            cluster, table, after=after, upto=segments[index].upto, batch_size=options.batch_size,
+            reads=reads,
         ):
             await writer.add(rows)
         result.extend(await writer.finish(segments[index].upto))

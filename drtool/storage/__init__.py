@@ -11,11 +11,14 @@ from typing import Any
 
 from drtool.errors import StorageError, UsageError
 from drtool.storage.base import ObjectInfo, Storage, check_name
+from drtool.storage.limiter import limit_bandwidth
+from drtool.units import BandwidthSchedule
 
 __all__ = ["ObjectInfo", "Storage", "check_name", "open_storage"]
 
 
-def open_storage(repo: Any, *, create: bool = False) -> Storage:
+def open_storage(repo: Any, *, create: bool = False,
+                 bandwidth: BandwidthSchedule | None = None) -> Storage:
     """Build the storage for a repository policy, with its wrappers.
 
     ``repo`` has the attributes ``url``, ``scheme`` ("file" or "sftp"), ``path``, ``user``,
@@ -24,6 +27,8 @@ def open_storage(repo: Any, *, create: bool = False) -> Storage:
     file://: the directory must exist; with ``create=True`` it is made (its parent must
     exist). sftp://: nothing is contacted until the first operation; with ``create=True`` the
     remote directory is made then. Raises StorageError, or UsageError for an unknown scheme.
+    ``bandwidth`` is the policy's ``throttle.bandwidth`` (None: unlimited): upload and download
+    limits follow its timetable in local time.
     """
     scheme = getattr(repo, "scheme", None)
     if scheme == "file":
@@ -47,7 +52,7 @@ def open_storage(repo: Any, *, create: bool = False) -> Storage:
         )
 
     # --- wrappers, innermost first ---
-    # Bandwidth limit: wrap `storage` here (inside retry, so retried bytes count too).
+    storage = limit_bandwidth(storage, bandwidth)  # inside retry: retried bytes count too
 
     if scheme == "sftp":
         from drtool.storage.retry import RetryingStorage
