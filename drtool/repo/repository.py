@@ -399,6 +399,10 @@ class Repository:
         after proving no snapshot references the object (docs/FORMAT.md §8)."""
         await self.storage.delete(O.data_name(object_id))
 
+    async def delete_index(self, object_id: str) -> None:
+        """Remove an index object; idempotent; the same rules as ``delete_data``."""
+        await self.storage.delete(O.index_name(object_id))
+
     # --- locks (docs/FORMAT.md §8, drtool/repo/locks.py) ------------------------------------
     def lock(self, kind: str, purpose: str, **options) -> HeldLock:
         """``async with repo.lock("shared", "snapshot"):`` holds a repository lock for the

@@ -1,0 +1,112 @@
+"""Commands that remove what is no longer wanted: forget, prune, unlock."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from drtool.cli import render
+from drtool.cli.app import JsonOpt, PolicyOpt, app, policy_from, reports_errors, run
+from drtool.core import retention
+from drtool.core.session import open_repository
+from drtool.policy import RetentionPolicy
+from drtool.units import format_bytes
+
+
+def _keep(period: str) -> object:
+    return typer.Option(min=0, help=f"Keep the newest snapshot of each of the last N {period} "
+                                    "that have snapshots.")
+
+
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")]
+
+
+async def _with_repo(pol, action):
+    repo = await open_repository(pol)
+    try:
+        return await action(repo)
+    finally:
+        await repo.close()
+
+
+def _prune_lines(report: retention.PruneReport) -> list[str]:
+    verb = "would delete" if report.dry_run else "deleted"
+    lines = [f"prune: {report.snapshots} snapshots reference {report.objects_referenced} of "
+             f"{report.objects_stored} objects ({format_bytes(report.bytes_stored)}); {verb} "
+             f"{report.objects_deleted} objects, {format_bytes(report.bytes_deleted)} freed"]
+    if report.objects_missing:
+        lines.append(f"prune: {report.objects_missing} referenced objects are missing: "
+                     "run drtool verify")
+    return lines
+
+
+@app.command()
+@reports_errors
+def forget(
+    ctx: typer.Context,
+    keep_last: Annotated[int | None, typer.Option(min=0, help="Keep the N newest snapshots.")] = None,
+    keep_hourly: Annotated[int | None, _keep("hours")] = None,
+    keep_daily: Annotated[int | None, _keep("days")] = None,
+    keep_weekly: Annotated[int | None, _keep("ISO weeks")] = None,
+    keep_monthly: Annotated[int | None, _keep("months")] = None,
+    dry_run: DryRunOpt = False,
+    prune: Annotated[bool, typer.Option("--prune", help="Then delete data no snapshot references.")] = False,
+    policy: PolicyOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Remove snapshots outside the retention rules (any --keep-* given replaces the policy's
+    retention section); snapshots that kept ones build on are kept too. Data stays until prune."""
+    pol = policy_from(ctx, policy)
+    given = RetentionPolicy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly)
+    rules = given if given != RetentionPolicy() else pol.retention
+    report = run(_with_repo(pol, lambda repo: retention.forget(
+        repo, rules, dry_run=dry_run, prune=prune)))
+    if json:
+        render.print_json(report.to_json())
+        return
+    render.print_table("dry run: nothing changed" if dry_run else None, ["snapshot", "time", "action", "reasons"], [
+        (d.id, d.time.replace("T", " ").rstrip("Z"), "keep" if d.keep else "remove",
+         ", ".join(d.reasons)) for d in report.decisions])
+    verb = "would remove" if dry_run else "removed"
+    print(f"{len(report.kept)} snapshots kept, {verb} {len(report.removed)}")
+    for line in _prune_lines(report.prune) if report.prune else []:
+        print(line)
+
+
+@app.command("prune")
+@reports_errors
+def prune_command(ctx: typer.Context, dry_run: DryRunOpt = False, policy: PolicyOpt = None,
+                  json: JsonOpt = False) -> None:
+    """Delete the data objects that no snapshot references (under the exclusive lock)."""
+    pol = policy_from(ctx, policy)
+    report = run(_with_repo(pol, lambda repo: retention.prune(repo, dry_run=dry_run)))
+    if json:
+        render.print_json(report.to_json())
+        return
+    for line in _prune_lines(report):
+        print(line)
+
+
+@app.command()
+@reports_errors
+def unlock(
+    ctx: typer.Context,
+    force: Annotated[bool, typer.Option("--force", help="Remove live locks too (only when no drtool process uses the repository).")] = False,
+    policy: PolicyOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Remove stale repository locks (left by processes that died)."""
+    pol = policy_from(ctx, policy)
+    report = run(_with_repo(pol, lambda repo: retention.unlock(repo, force=force)))
+    if force and report.removed:
+        render.info("warning: --force removed locks that may belong to running processes; a "
+                    "snapshot or prune still running will stop when it notices")
+    if json:
+        render.print_json(report.to_json())
+        return
+    for lock in report.removed:
+        print(f"removed lock {lock.id}: {lock.describe()}")
+    for lock in report.kept:
+        print(f"kept lock {lock.id}: {lock.describe()} (--force removes it)")
+    print(f"{len(report.removed)} locks removed, {len(report.kept)} kept")
