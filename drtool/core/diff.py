@@ -28,6 +28,7 @@ from drtool.core.diff_ranges import (
     Traffic,
     find_differences,
 )
+from drtool.core.tasks import gather_bounded
 from drtool.core.progress import NullProgress, Progress
 from drtool.core.session import select_tables
 from drtool.errors import NotFound
@@ -226,25 +227,6 @@ async def diff_tables(
                                 target_role=target_role, options=options, progress=progress)
          for t in tables],
         options.table_concurrency)
-
-
-async def gather_bounded(jobs: list[Callable[[], Awaitable[T]]], concurrency: int) -> list[T]:
-    """Run the jobs at most ``concurrency`` at a time; results in order. The first error
-    cancels the others and is raised."""
-    slots = asyncio.Semaphore(concurrency)
-
-    async def one(job: Callable[[], Awaitable[T]]) -> T:
-        async with slots:
-            return await job()
-
-    tasks = [asyncio.ensure_future(one(job)) for job in jobs]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 async def tables_of_both(policy: Policy, source: Cluster, target: Cluster,

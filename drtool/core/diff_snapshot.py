@@ -16,7 +16,8 @@ import time
 
 from drtool.cluster import canonical
 from drtool.cluster.base import ChunkDigest, Cluster, KeyRange
-from drtool.core.diff import DiffOptions, TableDiff, compare_schema, gather_bounded, table_meta_or_none
+from drtool.core.tasks import gather_bounded
+from drtool.core.diff import DiffOptions, TableDiff, compare_schema, table_meta_or_none
 from drtool.core.diff_ranges import PER_DOC, WHOLE, Differences, Side, merge_docs
 from drtool.core.progress import NullProgress, Progress
 from drtool.core.segments import decode_segment

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+from functools import partial
 from dataclasses import dataclass, field
 
 from drtool.cluster.base import Cluster, Row
 from drtool.core.layers import ParentState
 from drtool.core.scanning import FeedCollector, resumable_scan
+from drtool.core.tasks import gather_bounded
 from drtool.core.segments import (
     Chunker,
     PendingChanges,
@@ -108,13 +110,10 @@ async def incremental_table(
     parent_state = ParentState(repo, parent)
     ranges = list(parent.ranges)
     bounds = [None] + [r.upto for r in ranges[:-1]]
-    slots = asyncio.Semaphore(4)
-
-    async def digest(i: int) -> str:
-        async with slots:
-            return await cluster.range_digest(table, after=bounds[i], upto=ranges[i].upto)
-
-    digests = await asyncio.gather(*(digest(i) for i in range(len(ranges))))
+    digests = await gather_bounded([
+        partial(cluster.range_digest, table, after=bounds[i], upto=ranges[i].upto)
+        for i in range(len(ranges))
+    ], 4)
     first = _Delta(SegmentWriter(repo, chunker))
     emitted: dict[int, dict[KeyText, str | None]] = {}
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from drtool.cluster.base import Cluster
-from drtool.core.diff import DiffOptions, TableDiff, diff_table, gather_bounded
+from drtool.core.tasks import gather_bounded
+from drtool.core.diff import DiffOptions, TableDiff, diff_table
 from drtool.core.diff_ranges import Side, Traffic, find_differences
 from drtool.core.progress import NullProgress, Progress
 from drtool.core.scanning import resumable_scan

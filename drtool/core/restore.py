@@ -10,9 +10,11 @@ every recorded key range with the snapshot's.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from dataclasses import dataclass, field
 
 from drtool.cluster.base import Cluster, ConflictMode
+from drtool.core.tasks import gather_bounded
 from drtool.core.progress import NullProgress, Progress
 from drtool.core.layers import final_texts
 from drtool.core.shape import apply_shape, create_table_like, plan_shape
@@ -222,14 +224,11 @@ async def _build_indexes_and_hook(
 async def _check_digest(cluster: Cluster, entry: TableEntry, target: TableName,
                         report: TableRestore) -> None:
     """Server-side digests of every recorded range, a few at a time."""
-    slots = asyncio.Semaphore(4)
     bounds = [None] + [r.upto for r in entry.ranges[:-1]]
-
-    async def one(after, upto) -> str:
-        async with slots:
-            return await cluster.range_digest(target, after=after, upto=upto)
-
-    found = await asyncio.gather(*(one(a, r.upto) for a, r in zip(bounds, entry.ranges)))
+    found = await gather_bounded([
+        partial(cluster.range_digest, target, after=after, upto=r.upto)
+        for after, r in zip(bounds, entry.ranges)
+    ], 4)
     report.ranges_differing = sum(f != r.digest for f, r in zip(found, entry.ranges))
     report.digest_found = fold(found)
     if not report.digest_ok and report.had_documents:

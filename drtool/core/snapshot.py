@@ -21,6 +21,7 @@ from drtool.cluster.base import Cluster
 from drtool.core.progress import NullProgress, Progress
 from drtool.core.incremental import incremental_table, needs_full
 from drtool.core.scanning import FeedCollector, resumable_scan
+from drtool.core.tasks import gather_bounded
 from drtool.core.segments import Chunker, ChunkParams, PendingChanges, SegmentWriter
 from drtool.digest import fold_digests
 from drtool.errors import ClusterError
@@ -50,17 +51,15 @@ async def take_snapshot(
     source: str, progress: Progress = NullProgress(), options: SnapshotOptions = SnapshotOptions(),
 ) -> Manifest:
     """Snapshot ``tables`` and write the manifest; return it."""
-    slots = asyncio.Semaphore(options.table_concurrency)
     parents = {} if options.full else await latest_entries(repo, tables)
     reads = DocRateLimiter(options.primary_reads) if options.primary_reads else None  # shared
 
-    async def one(table: TableName) -> tuple[TableEntry, int]:
-        async with slots:
-            parent = parents.get(table, (None, None))[1]
-            return await snapshot_table(repo, cluster, table, parent=parent, progress=progress,
-                                        options=options, reads=reads)
+    def job(table: TableName):
+        parent = parents.get(table, (None, None))[1]
+        return lambda: snapshot_table(repo, cluster, table, parent=parent, progress=progress,
+                                      options=options, reads=reads)
 
-    results = await _gather_or_cancel([one(t) for t in tables])
+    results = await gather_bounded([job(t) for t in tables], options.table_concurrency)
     existing = await repo.list_snapshots()
     built_on = sorted({parents[e.name][0] for e, _ in results
                        if e.name in parents and len(e.layers) > 1})
@@ -90,17 +89,6 @@ async def latest_entries(repo: Repository, tables: list[TableName]) -> dict[Tabl
                 found[entry.name] = (sid, entry)
                 wanted.discard(entry.name)
     return found
-
-
-async def _gather_or_cancel(coros: list) -> list:
-    tasks = [asyncio.create_task(c) for c in coros]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 async def snapshot_table(
