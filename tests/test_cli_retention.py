@@ -178,3 +178,21 @@ def test_bad_input_is_refused_with_exit_code_2(deployment, cli, primary_server, 
     assert result.exit_code == 2, (result.stdout, result.stderr)
     assert fragment in result.stderr and "Traceback" not in result.stdout + result.stderr
     assert repo_files(deployment) == before
+
+
+def test_snapshot_refuses_while_prune_holds_the_repository(deployment, cli, primary_server):
+    load_table(primary_server, "app.t", sample_docs(50, pad=10))
+    hold_lock(deployment, "exclusive", "prune")
+    blocked = cli("snapshot")
+    assert blocked.exit_code == 6, blocked.stderr
+    assert "locked by prune" in blocked.stderr
+    assert cli("snapshots", "--json").stdout.strip() == "[]"
+    assert cli("unlock", "--force").exit_code == 0
+    assert cli("snapshot").exit_code == 0
+
+
+def test_stale_prune_lock_does_not_block_snapshots(deployment, cli, primary_server):
+    load_table(primary_server, "app.t", sample_docs(50, pad=10))
+    hold_lock(deployment, "exclusive", "prune", age=timedelta(hours=2))
+    result = cli("snapshot")
+    assert result.exit_code == 0, result.stderr

@@ -50,30 +50,35 @@ async def take_snapshot(
     repo: Repository, cluster: Cluster, tables: list[TableName], *, policy_name: str,
     source: str, progress: Progress = NullProgress(), options: SnapshotOptions = SnapshotOptions(),
 ) -> Manifest:
-    """Snapshot ``tables`` and write the manifest; return it."""
-    parents = {} if options.full else await latest_entries(repo, tables)
-    reads = DocRateLimiter(options.primary_reads) if options.primary_reads else None  # shared
+    """Snapshot ``tables`` and write the manifest; return it.
 
-    def job(table: TableName):
-        parent = parents.get(table, (None, None))[1]
-        return lambda: snapshot_table(repo, cluster, table, parent=parent, progress=progress,
-                                      options=options, reads=reads)
+    The whole run holds a shared repository lock (docs/FORMAT.md §8): prune cannot delete an
+    object this snapshot found already stored and reuses; put_manifest refuses if the lock
+    was lost."""
+    async with repo.lock("shared", "snapshot"):
+        parents = {} if options.full else await latest_entries(repo, tables)
+        reads = DocRateLimiter(options.primary_reads) if options.primary_reads else None  # shared
 
-    results = await gather_bounded([job(t) for t in tables], options.table_concurrency)
-    existing = await repo.list_snapshots()
-    built_on = sorted({parents[e.name][0] for e, _ in results
-                       if e.name in parents and len(e.layers) > 1})
-    manifest = Manifest(
-        id=new_snapshot_id(after=existing[-1] if existing else None),
-        time=utcnow(),
-        policy=policy_name,
-        source=f"{source} ({cluster.description})",
-        tables=tuple(entry for entry, _ in results),
-        parent=built_on[-1] if built_on else None,
-        bytes_new=sum(new for _, new in results),
-    )
-    await repo.put_manifest(manifest)
-    return manifest
+        def job(table: TableName):
+            parent = parents.get(table, (None, None))[1]
+            return lambda: snapshot_table(repo, cluster, table, parent=parent, progress=progress,
+                                          options=options, reads=reads)
+
+        results = await gather_bounded([job(t) for t in tables], options.table_concurrency)
+        existing = await repo.list_snapshots()
+        built_on = sorted({parents[e.name][0] for e, _ in results
+                           if e.name in parents and len(e.layers) > 1})
+        manifest = Manifest(
+            id=new_snapshot_id(after=existing[-1] if existing else None),
+            time=utcnow(),
+            policy=policy_name,
+            source=f"{source} ({cluster.description})",
+            tables=tuple(entry for entry, _ in results),
+            parent=built_on[-1] if built_on else None,
+            bytes_new=sum(new for _, new in results),
+        )
+        await repo.put_manifest(manifest)
+        return manifest
 
 
 async def latest_entries(repo: Repository, tables: list[TableName]) -> dict[TableName, tuple[str, TableEntry]]:
