@@ -62,3 +62,18 @@ def short_hash(text: str) -> str:
     in index objects (64 bits: collisions between two versions of one document are not a
     practical concern). Derivable from the server's ``hash_scan`` output."""
     return r_uuid(text).replace("-", "")[:16]
+
+
+def fold_and_hash(encoded: list[bytes]) -> tuple[str, list[str]]:
+    """For UTF-8 encoded texts: their fold (as ``fold``) and each one's ``short_hash``, in one
+    pass over the bytes (the segment writer's hot path: each text is encoded once)."""
+    ns = _NS_BYTES
+    variant = _VARIANT
+    acc = b""
+    shorts = []
+    for tb in encoded:
+        h = sha1(ns + acc + tb).hexdigest()
+        acc = f"{h[0:8]}-{h[8:12]}-5{h[13:16]}-{variant[int(h[16], 16)]}{h[17:20]}-{h[20:32]}".encode()
+        d = sha1(ns + tb).hexdigest()
+        shorts.append(f"{d[0:12]}5{d[13:16]}")
+    return acc.decode(), shorts

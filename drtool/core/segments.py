@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 from drtool.cluster.base import Row
 from drtool.core.progress import NullProgress, Progress
-from drtool.digest import fold, short_hash
+from drtool.digest import fold_and_hash
 from drtool.manifest import SegmentRef
 from drtool.model import DocText, KeyText
 from drtool.ordering import key_order
@@ -48,11 +48,6 @@ def decode_segment(data: bytes) -> list[DocText]:
     return data.decode().split("\n")[:-1]
 
 
-def encode_index(rows: list[Row]) -> bytes:
-    """Index object plaintext: ``<key>\t<short hash of the text>`` per document, in order."""
-    return "".join(f"{key}\t{short_hash(doc)}\n" for key, doc in rows).encode()
-
-
 def decode_index(data: bytes) -> list[tuple[KeyText, str]]:
     """Index lines -> (key, short hash); a deletion list has no hashes (empty strings)."""
     if not data:
@@ -66,8 +61,13 @@ def encode_deletions(keys: list[KeyText]) -> bytes:
 
 
 def _encode_segment(rows: list[Row]) -> tuple[bytes, str, bytes]:
-    texts = [doc for _, doc in rows]
-    return encode_segment(texts), fold(texts), encode_index(rows)
+    """Segment plaintext, its digest and its index object plaintext, encoding each text once."""
+    if not rows:
+        return b"", "", b""
+    encoded = [doc.encode() for _, doc in rows]
+    digest, shorts = fold_and_hash(encoded)
+    index = "".join(f"{key}\t{h}\n" for (key, _), h in zip(rows, shorts)).encode()
+    return b"\n".join(encoded) + b"\n", digest, index
 
 
 class Chunker:
@@ -151,14 +151,17 @@ class SegmentWriter:
 
     async def add(self, rows: list[Row]) -> None:
         cut_after = self._chunker.cut_after
+        min_bytes = self._chunker.params.min_bytes
+        append = self._rows.append
         nbytes = 0
-        for key, doc in rows:
-            self._rows.append((key, doc))
-            n = len(doc) + 1
+        for row in rows:
+            append(row)
+            n = len(row[1]) + 1
             self._bytes += n
             nbytes += n
-            if cut_after(key, n, self._bytes):
-                await self._seal(key)
+            if self._bytes >= min_bytes and cut_after(row[0], n, self._bytes):
+                await self._seal(row[0])
+                append = self._rows.append
         self._progress.advance(self._task, len(rows), nbytes)
 
     async def finish(self, upto: KeyText | None = None) -> list[SegmentRef]:
