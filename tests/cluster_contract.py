@@ -17,7 +17,6 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -26,8 +25,7 @@ from drtool.digest import r_uuid
 from drtool.errors import ClusterError, NotFound
 from drtool.model import FeedChange, FeedOverflow, FeedReady, IndexDef, TableName
 
-_P = Path(__file__).resolve().parents[2] / "shared" / "reql-golden.json"
-GOLDEN = json.loads((_P if _P.exists() else Path("/work/shared/reql-golden.json")).read_text())
+from tests.golden import GOLDEN  # noqa: E402
 FEED_TIMEOUT = 10.0
 
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import random
 import struct
-from pathlib import Path
 
 import pytest
 
 from drtool.cluster import canonical
 from drtool.cluster.grisu import format_double
 
-_P = Path(__file__).resolve().parents[2] / "shared" / "reql-golden.json"
-GOLDEN = json.loads((_P if _P.exists() else Path("/work/shared/reql-golden.json")).read_text())
+from tests.golden import GOLDEN  # noqa: E402
 
 DOCS = GOLDEN["documents"]
 

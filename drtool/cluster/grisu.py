@@ -88,7 +88,7 @@ def _grisu2(value: float) -> tuple[str, int]:
     mf <<= me - pe
     # Normalise v itself.
     shift = 64 - f.bit_length()
-    wf, we = f << shift, e - shift
+    wf = f << shift  # its exponent, e - shift, is implied by the cached power chosen below
     # Cached power c = 10**-K with the product's exponent in [-60, -32].
     dk = (-61 - pe) * 0.30102999566398114 + 347
     k = int(dk)

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from drtool.cluster.base import Cluster
 from drtool.core.diff_ranges import (
@@ -35,7 +33,6 @@ from drtool.errors import NotFound
 from drtool.model import KeyText, TableMeta, TableName
 from drtool.policy import Policy
 
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
