@@ -7,7 +7,6 @@ Errors: every DrtoolError becomes one line on stderr (``drtool: error: ...``) an
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 import functools
 import os
 import sys
@@ -97,20 +96,8 @@ def quiet(ctx: typer.Context, flag: bool) -> bool:
     return flag or bool(ctx.obj and ctx.obj.quiet)
 
 
-WORKER_THREADS = 4
-
-
 def run(coro: Any) -> Any:
-    """Run a core coroutine in a fresh event loop whose worker pool (compression, encryption,
-    file and SFTP I/O) has a few threads only: every extra thread costs a glibc malloc arena,
-    which showed as resident memory creeping up with table size."""
-
-    async def main() -> Any:
-        asyncio.get_running_loop().set_default_executor(
-            ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="drtool"))
-        return await coro
-
-    return asyncio.run(main())
+    return asyncio.run(coro)
 
 
 def main() -> None:

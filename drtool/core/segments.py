@@ -24,6 +24,7 @@ from drtool.manifest import SegmentRef
 from drtool.model import DocText, KeyText
 from drtool.ordering import key_order
 from drtool.repo.repository import Repository
+from drtool.workers import run_cpu
 
 _HASH_SPACE = 1 << 64
 
@@ -220,7 +221,7 @@ class SegmentWriter:
 
     async def _store(self, rows: list[Row], upto: KeyText | None) -> SegmentRef:
         try:
-            plaintext, digest, index = await asyncio.to_thread(_encode_segment, rows)
+            plaintext, digest, index = await run_cpu(_encode_segment, rows)
             stored, stored_index = await asyncio.gather(
                 self._repo.put_data(plaintext), self._repo.put_index(index)
             )

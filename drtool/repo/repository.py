@@ -33,6 +33,7 @@ from drtool.repo import objects as O
 from drtool.repo.config import build_config, parse_config
 from drtool.repo.locks import HeldLock, LockStore
 from drtool.storage.base import Storage
+from drtool.workers import run_cpu
 
 THREAD_THRESHOLD = 64 * 1024  # seal/open objects at least this big in a worker thread
 INDEX_DOMAIN = b"drtool index\x00"  # index ids never collide with data ids of equal plaintext
@@ -56,7 +57,7 @@ class StoredObject:
 async def _run(fn, *args):
     """Call ``fn`` inline for small inputs, in a worker thread for big ones (last arg)."""
     if len(args[-1]) >= THREAD_THRESHOLD:
-        return await asyncio.to_thread(fn, *args)
+        return await run_cpu(fn, *args)
     return fn(*args)
 
 
