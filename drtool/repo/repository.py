@@ -244,12 +244,7 @@ class Repository:
 
     async def list_index(self) -> dict[str, int]:
         """Every stored index object id with its stored size."""
-        found = {}
-        async for info in self.storage.list(O.INDEX_PREFIX):
-            oid = info.name.rpartition("/")[2]
-            if O.is_object_id(oid) and info.name == O.index_name(oid):
-                found[oid] = info.size
-        return found
+        return await self._list_ids(O.INDEX_PREFIX, O.index_name)
 
     async def put_manifest(self, manifest: Manifest) -> None:
         """Seal and store a manifest under its id. Written last: this makes a snapshot exist."""
@@ -323,10 +318,14 @@ class Repository:
 
     async def list_data(self) -> dict[str, int]:
         """Every stored data object id with its stored size."""
+        return await self._list_ids(O.DATA_PREFIX, O.data_name)
+
+    async def _list_ids(self, prefix: str, name_of) -> dict[str, int]:
+        """Object ids under ``prefix`` whose names are exactly ``name_of(id)``, with sizes."""
         found = {}
-        async for info in self.storage.list(O.DATA_PREFIX):
+        async for info in self.storage.list(prefix):
             oid = info.name.rpartition("/")[2]
-            if O.is_object_id(oid) and info.name == O.data_name(oid):
+            if O.is_object_id(oid) and info.name == name_of(oid):
                 found[oid] = info.size
         return found
 
