@@ -282,3 +282,46 @@ def test_restore_without_identity(tmp_path, primary_server, standby_server):
 
     deep = cli("verify", "--read-data")
     assert deep.exit_code == 5
+
+
+def test_no_table_matches_the_policy(deployment, cli, primary_server):
+    load_table(primary_server, "other.t", sample_docs(3))
+    deployment.path.write_text(deployment.path.read_text() + '[tables]\ninclude = ["app.*"]\n')
+    result = cli("snapshot")
+    assert result.exit_code == 2
+    assert "no table of the primary matches [tables]" in result.stderr
+
+
+def test_feed_that_keeps_overflowing_gives_up(deployment, cli, primary_server):
+    table = load_table(primary_server, "app.busy", sample_docs(300, pad=10))
+
+    def overflow_always(scanned_table, key) -> None:
+        primary_server.force_feed_overflow(table)
+
+    primary_server.on_scan_row(overflow_always)
+    result = cli("snapshot")
+    assert result.exit_code == 7
+    assert "changefeed on app.busy overflowed 4 times during the scan" in result.stderr
+    assert cli("snapshots", "--json").stdout.strip() == "[]"  # no half-made snapshot
+
+
+def test_two_tables_renamed_onto_one_target(deployment, cli, primary_server):
+    load_table(primary_server, "app.a", sample_docs(3))
+    load_table(primary_server, "app.b", sample_docs(3))
+    assert cli("snapshot").exit_code == 0
+    result = cli("restore", "latest", "--rename", "app.a=x.t", "--rename", "app.b=x.t")
+    assert result.exit_code == 2
+    assert "two tables would be restored into the same target table" in result.stderr
+
+
+def test_internal_error_is_one_line_without_traceback(deployment, cli, primary_server, monkeypatch):
+    load_table(primary_server, "app.t", sample_docs(3))
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr("drtool.cli.data_commands.take_snapshot", broken)
+    result = cli("snapshot")
+    assert result.exit_code == 70
+    assert result.stderr.strip() == ("drtool: error: internal error: RuntimeError: simulated bug "
+                                     "(set DRTOOL_DEBUG=1 for a traceback and please report it)")
