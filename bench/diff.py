@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import sys
@@ -28,13 +29,12 @@ import common  # noqa: I001  (bench/common.py puts the checkout on sys.path)
 
 from drtool.cluster import connect
 from drtool.core.diff import diff_table
-from drtool.core.diff_ranges import DIGEST_BYTES, QUERY_OVERHEAD
+from drtool.core.diff_ranges import QUERY_OVERHEAD
 from drtool.core.reconcile import reconcile_table
 from drtool.model import ClusterConfig, TableName
 from drtool.ordering import key_order
 
 ENV_STANDBY = "DRTOOL_BENCH_RETHINKDB_STANDBY"
-PAIR_FRAMING = 6  # ["key","hash"], in a response array
 TARGETS = ("bytes <= 1% of the table's JSON", "time <= 3x one server-side digest",
            "identical tables: a handful of kilobytes")
 
@@ -65,7 +65,9 @@ async def naive(primary, standby, table) -> tuple[float, int, int]:
     differing = len(da.keys() ^ db.keys()) + sum(da[k] != db[k] for k in da.keys() & db.keys())
     sorted(da.keys() ^ db.keys(), key=key_order)  # the client's share of the work
     seconds = time.perf_counter() - t0
-    nbytes = 2 * QUERY_OVERHEAD + sum(len(k) + DIGEST_BYTES + PAIR_FRAMING for k, _ in a + b)
+    nbytes = 2 * QUERY_OVERHEAD + sum(  # each pair as the JSON row ["key text","hash"],
+        len(json.dumps(pair, ensure_ascii=False, separators=(",", ":")).encode()) + 1
+        for pair in a + b)
     return seconds, nbytes, differing
 
 

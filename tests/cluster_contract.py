@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pytest
 
 from drtool.cluster.base import Cluster
-from drtool.digest import r_uuid
+from drtool.digest import fold, r_uuid
 from drtool.errors import ClusterError, NotFound
 from drtool.model import FeedChange, FeedOverflow, FeedReady, IndexDef, TableName
 
@@ -45,6 +45,18 @@ class ContractTarget:
 
 async def collect(aiter) -> list:
     return [row for batch in [b async for b in aiter] for row in batch]
+
+
+def expected_chunks(rows: list, threshold: str, upto) -> list:
+    """chunk_digests of ``rows`` by the contract, computed independently: a chunk ends after
+    each key whose r.uuid is below the threshold; the next one folds from that key's hash."""
+    chunks, seed, texts = [], "", []
+    for key, text in rows:
+        texts.append(text)
+        if r_uuid(key) < threshold:
+            chunks.append((key, len(texts), fold(texts, seed)))
+            seed, texts = r_uuid(key), []
+    return chunks + [(upto, len(texts), fold(texts, seed))]
 
 
 async def next_event(feed):
@@ -103,9 +115,24 @@ class ClusterContract:
         assert 1 < len(cuts) < len(keys) - 1
         assert [u for u, _, _ in chunks] == cuts + [None]
         assert sum(n for _, n, _ in chunks) == len(keys) - 1
-        bounds = [keys[0]] + cuts
-        for (upto, n, digest), after in zip(chunks, bounds):
-            assert digest == await c.range_digest(t, after=after, upto=upto)
+        # Each chunk after a cut folds from the cutting key's hash (the first from '').
+        assert chunks == expected_chunks(rows[1:], threshold, None)
+        # Keys left out; digests cut to their last 16 characters.
+        (short,) = await c.chunk_digests(t, [(keys[0], None)], threshold=threshold, keys=False,
+                                         digest_chars=16)
+        assert short == [(None, n, d[20:]) for _, n, d in chunks]
+        # Windows: positions after `after` (upto not used), chunked the same way.
+        skip, limit = 3, len(keys) // 2
+        (windowed, _) = await c.chunk_digests(
+            t, [(keys[0], keys[1]), (keys[1], None)], threshold=threshold,
+            windows=[(skip, limit), (0, 5)], keys=False)
+        want = expected_chunks(rows[1 + skip:1 + skip + limit], threshold, None)
+        assert windowed == [(None, n, d) for _, n, d in want]
+        assert sum(n for _, n, _ in windowed) == limit
+        (docs,) = await c.chunk_digests(t, [(keys[1], None)], threshold="g", windows=[(2, 4)],
+                                        digest_chars=16)
+        text = dict(rows)
+        assert docs == [(k, 1, r_uuid(text[k])[20:]) for k in keys[4:8]] + [(None, 0, "")]
 
     async def test_mixed_key_types_in_server_order(self, cluster: ContractTarget):
         t = await cluster.new_table()

@@ -10,8 +10,16 @@ import pytest
 
 from drtool.cluster import canonical
 from drtool.cluster.base import Cluster
-from drtool.core.diff import diff_table
-from drtool.core.diff_ranges import PER_DOC, WHOLE, SearchParams, threshold_for
+from drtool.core.diff import DiffOptions, diff_table
+from drtool.core.diff_ranges import (
+    PER_DOC,
+    WHOLE,
+    Region,
+    SearchParams,
+    differing_runs,
+    split_region,
+    threshold_for,
+)
 from drtool.core.reconcile import ReconcileOptions, reconcile_table
 from drtool.model import ClusterConfig, IndexDef, TableName
 from drtool.ordering import key_order
@@ -141,8 +149,6 @@ async def test_every_key_type_in_one_table(both, primary_server, standby_server)
 
 def _tiny():
     """Search parameters that force several levels of splitting even on small tables."""
-    from drtool.core.diff import DiffOptions
-
     return DiffOptions(search=SearchParams(leaf_size=1, fanout=2, top_chunk_min=2, top_chunk_max=4))
 
 
@@ -212,6 +218,53 @@ async def test_default_chunk_digests_equal_the_fakes(both, primary_server, stand
     for threshold in (WHOLE, PER_DOC, threshold_for(16)):
         assert await plain.chunk_digests(T, ranges, threshold=threshold) == \
             await fake.chunk_digests(T, ranges, threshold=threshold)
+        options = dict(threshold=threshold, windows=[(5, 50), (0, 3), (390, 20)], keys=False,
+                       digest_chars=16)
+        windowed = await plain.chunk_digests(T, ranges, **options)
+        assert windowed == await fake.chunk_digests(T, ranges, **options)
+        assert [sum(n for _, n, _ in c) for c in windowed] == [50, 3, 9]  # 399 after k0000100
+
+
+def test_anchors_are_equal_chunks_in_order_and_never_repeated_digests():
+    s = [("a", 2, "x"), ("b", 2, "y"), ("c", 1, "d"), ("d", 1, "d"), ("e", 3, "z"), (None, 0, "w")]
+    t = [(None, 2, "x"), (None, 3, "q"), (None, 1, "d"), (None, 3, "z"), (None, 0, "w")]
+    # x, z and w anchor; y/q differ; "d" is twice on the source: never an anchor.
+    assert differing_runs(s, t) == [(1, 4, 1, 3)]
+    assert differing_runs(s, s[:1] + s[2:]) == [(1, 4, 1, 3)]  # the "d"s stay in the run
+    assert differing_runs(s[:2] + s[4:], s[:1] + s[4:]) == [(1, 2, 1, 1)]
+    # Crossing pairs: the first anchors (x), the others would go backwards on the target.
+    assert differing_runs(t, list(reversed(t))) == [(0, 0, 0, 4), (1, 5, 5, 5)]
+    region = Region('"a0"', None, (10, 9), (10, 9), 0)
+    assert split_region(region, s, t, 2, keyed=False) == [
+        Region('"a0"', None, (12, 4), (12, 4), 2)]
+    assert split_region(region, s, t, 2, keyed=True) == [Region("a", "d", (0, 4), (0, 4), 2)]
+
+
+@pytest.mark.parametrize("keyed_above", [0, 10**9])
+@pytest.mark.parametrize("seed", range(4))
+async def test_random_differences_match_brute_force(both, primary_server, standby_server,
+                                                    seed, keyed_above):
+    """Dense random differences (some at cut keys, so the sides cut differently) with small
+    chunks: the first cut by the source's keys or by windows; every differing key found."""
+    rng = random.Random(seed)
+    docs = sample_docs(1200, pad=10)
+    await load_both(primary_server, standby_server, docs)
+    keys = [key_of(d) for d in docs]
+    for server in (primary_server, standby_server):
+        chosen = rng.sample(keys, 40)
+        server.put_texts(T, ['{"id":%s,"v":%d}' % (k, rng.randrange(3)) for k in chosen[:15]])
+        server.delete(T, chosen[15:30])
+        server.put_texts(T, ['{"id":"%s%d"}' % (k[1:-1], rng.randrange(9)) for k in chosen[30:]])
+    params = SearchParams(leaf_size=3, fanout=3, top_chunk_min=4, top_chunk_max=8,
+                          keyed_above=keyed_above)
+    d = await diff_table(*both, T, options=DiffOptions(search=params))
+    assert found(d) == expected(primary_server.texts(T), standby_server.texts(T))
+    regions = d.regions
+    for (_, upto), (after, _) in zip(regions, regions[1:]):
+        assert after is not None and upto is not None and key_order(upto) <= key_order(after)
+    for key in d.missing + d.extra + d.changed:
+        assert any((a is None or key_order(a) < key_order(key))
+                   and (u is None or key_order(key) <= key_order(u)) for a, u in regions)
 
 
 # --- reconcile ------------------------------------------------------------------------------
@@ -311,3 +364,34 @@ async def test_reconcile_gives_up_when_the_source_never_settles(both, primary_se
     assert r.rounds == 2 and r.remaining == 1 and not r.equal_after
     assert "still differ after 2 rounds" in r.unresolved[0]
     assert primary_server.texts(T) != standby_server.texts(T)
+
+
+@pytest.mark.parametrize("threshold,windows,keys", [
+    (WHOLE, None, True), (threshold_for(128), None, True), (threshold_for(128), None, False),
+    (threshold_for(8), [(5, 40)], False), (PER_DOC, [(5, 6)], True)])
+async def test_query_overhead_covers_the_serialized_fold_term(threshold, windows, keys):
+    """The bytes counted per query (QUERY_OVERHEAD + the spec) cover what the real adapter
+    sends: the driver's serialized query, protocol header included (built, not run)."""
+    from rethinkdb import RethinkDB
+    from rethinkdb.net import Query
+
+    from drtool.cluster.base import chunk_spec
+    from drtool.cluster.rethink_cluster import RethinkCluster
+    from drtool.core.diff_ranges import QUERY_OVERHEAD
+
+    class Capture:
+        description = "capture"
+
+        async def fetch(self, query, table=None, **opts):
+            self.query = query
+            return []
+
+    session, table = Capture(), TableName("a_database_name", "a_table_name")
+    cluster = RethinkCluster(session, RethinkDB())
+    cluster._pks[table] = "primary_key_field"
+    ranges = [('"k0000001"', '"k0000100"')]
+    await cluster.chunk_digests(table, ranges, threshold=threshold, windows=windows, keys=keys,
+                                digest_chars=16)
+    sent = len(Query(1, 1, session.query, {"db": "a_database_name"}).serialize())
+    spec = len(chunk_spec(ranges, windows))
+    assert 600 < sent - spec < QUERY_OVERHEAD - 200  # 200: response header and batch framing

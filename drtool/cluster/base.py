@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
+from hashlib import sha1
 from typing import Literal
 
-from drtool.digest import r_uuid
+from drtool.digest import NS, fold, r_uuid
 from drtool.model import (
     DocText,
     FeedEvent,
@@ -41,6 +42,40 @@ ConflictMode = Literal["error", "replace", "skip"]
 Row = tuple[KeyText, DocText]
 KeyRange = tuple[KeyText | None, KeyText | None]  # (after, upto]
 ChunkDigest = tuple[KeyText | None, int, str]  # (upto, document count, fold digest)
+Window = tuple[int, int]  # (skip, limit): positions within a range, in key order
+PER_DOC = "g"  # chunk_digests threshold: one chunk per document (above any hex digit)
+
+
+def chunk_spec(ranges: Sequence[KeyRange], windows: Sequence[Window] | None) -> str:
+    """The JSON text a server-side ``chunk_digests`` sends (``r.json(spec)``): one
+    ``[index, after or null, upto or null]`` per range, or with windows ``[index, after or
+    null, skip, limit]``."""
+    parts = []
+    for i, (after, upto) in enumerate(ranges):
+        tail = upto or "null" if windows is None else "%d,%d" % tuple(windows[i])
+        parts.append(f"[{i},{after or 'null'},{tail}]")
+    return "[" + ",".join(parts) + "]"
+
+
+def fold_chunks(rows: Sequence[Row], upto: KeyText | None, threshold: str, keys: bool,
+                digest_chars: int) -> list[ChunkDigest]:
+    """``chunk_digests`` of one range or window from its ``(key, doc)`` rows, client-side
+    (the default implementation and the in-memory fake)."""
+    if not threshold:
+        return [(upto if keys else None, len(rows), fold(doc for _, doc in rows)[36 - digest_chars:])]
+    # r.uuid(key) < an 8-hex-digit threshold compares its first 8 digits (then comes a '-').
+    short = len(threshold) == 8
+    ns = NS.bytes
+    chunks: list[ChunkDigest] = []
+    seed, docs = "", []
+    for key, doc in rows:
+        docs.append(doc)
+        if (sha1(ns + key.encode()).hexdigest()[:8] < threshold if short
+                else r_uuid(key) < threshold):
+            chunks.append((key if keys else None, len(docs), fold(docs, seed)[36 - digest_chars:]))
+            seed, docs = r_uuid(key) if threshold != PER_DOC else "", []
+    chunks.append((upto if keys else None, len(docs), fold(docs, seed)[36 - digest_chars:]))
+    return chunks
 
 
 class Cluster(ABC):
@@ -91,37 +126,54 @@ class Cluster(ABC):
         """Stream ``(key, r.uuid(doc.to_json_string()))`` pairs of the range in key order."""
 
     async def chunk_digests(
-        self, table: TableName, ranges: Sequence[KeyRange], *, threshold: str
+        self, table: TableName, ranges: Sequence[KeyRange], *, threshold: str,
+        windows: Sequence[Window] | None = None, keys: bool = True, digest_chars: int = 36,
     ) -> list[list[ChunkDigest]]:
         """For each range ``(after, upto]``, the digests of its consecutive chunks, all ranges
         in ONE server-side query; only keys, counts and digests cross the network.
 
-        A chunk ends after every document whose key hash ``r.uuid(key text)`` is less than
-        ``threshold`` (plain string comparison of the 36-character hash), and the range's last
-        chunk ends at the range's ``upto``. Each chunk is ``(upto, count, digest)``: its
-        inclusive upper bound (the cutting document's key, or the range's own ``upto`` for the
-        last chunk), its number of documents and the ``range_digest`` fold over them. The last
-        chunk is always present (count 0, digest ``''`` when the range is empty or its last
-        document cuts). So the chunks tile the range and cut points depend only on keys: two
-        tables holding the same key cut there both. ``threshold=''`` gives one chunk per range
-        (its ``range_digest`` and count); ``threshold='g'`` cuts after every document, whose
-        digest is then ``r.uuid(doc text)`` (``hash_scan``). An expected chunk size of ``m``
-        documents is ``threshold = '%08x' % (2**32 // m)``.
+        ``windows`` (one ``(skip, limit)`` per range): only the documents at positions
+        ``skip .. skip+limit-1`` after the range's ``after`` (in key order, from 0) are
+        chunked, and the range's ``upto`` is neither used nor sent (a window is meant to lie
+        within its range); without windows, the whole range. A chunk ends after every document whose key hash ``r.uuid(key
+        text)`` is less than ``threshold`` (plain string comparison of the 36-character hash),
+        and the last chunk ends at the end of the range or window. Each chunk is ``(upto,
+        count, digest)``: its inclusive upper bound (the cutting document's key, or the
+        range's own ``upto`` for the last chunk; always None when ``keys`` is False, and then
+        no key crosses the network), its number of documents and its fold digest. The last
+        chunk is always present, possibly empty.
+
+        The fold is ``acc = r.uuid(acc + doc text)``. The first chunk starts from ``''``; a
+        chunk after a cut starts from the cutting key's hash, so equal digests mean the same
+        documents AND the same preceding key (two chunks are identical only if they start
+        after the same key). An empty chunk's digest is its starting value. Exceptions:
+        ``threshold=''`` gives one chunk per range (its ``range_digest`` and count);
+        ``threshold='g'`` (``PER_DOC``) cuts after every document and every chunk starts
+        from ``''``, so each digest is ``r.uuid(doc text)`` as in ``hash_scan`` and the empty
+        last chunk's is ``''``. Cut points depend only on keys: two tables holding the same
+        key cut there both. An expected chunk size of ``m`` documents is ``threshold =
+        '%08x' % (2**32 // m)``.
+
+        ``digest_chars < 36``: each digest is cut to its LAST ``digest_chars`` characters
+        (``r.uuid(...).slice(36 - digest_chars)``; ``''`` stays ``''``): fewer bytes, and
+        the leading hex digits, which the threshold biases for cut keys, are dropped.
 
         This default computes the same result client-side from ``scan`` (it moves every
         document); adapters override it with a server-side fold."""
         out: list[list[ChunkDigest]] = []
-        for after, upto in ranges:
-            chunks: list[ChunkDigest] = []
-            acc, count = "", 0
-            async for rows in self.scan(table, after=after, upto=upto):
-                for key, doc in rows:
-                    acc, count = r_uuid(acc + doc), count + 1
-                    if r_uuid(key) < threshold:
-                        chunks.append((key, count, acc))
-                        acc, count = "", 0
-            chunks.append((upto, count, acc))
-            out.append(chunks)
+        for n, (after, upto) in enumerate(ranges):
+            if windows is None:
+                rows = [row async for batch in self.scan(table, after=after, upto=upto)
+                        for row in batch]
+            else:
+                skip, limit = windows[n]
+                rows = []
+                async for batch in self.scan(table, after=after):
+                    rows.extend(batch)
+                    if len(rows) >= skip + limit:
+                        break
+                rows = rows[skip:skip + limit]
+            out.append(fold_chunks(rows, upto, threshold, keys, digest_chars))
         return out
 
     @abstractmethod

@@ -41,7 +41,9 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 
 from drtool.cluster import canonical
-from drtool.cluster.base import ChunkDigest, Cluster, ConflictMode, KeyRange, Row
+from drtool.cluster.base import (
+    ChunkDigest, Cluster, ConflictMode, KeyRange, Row, Window, fold_chunks,
+)
 from drtool.cluster.fake_schema import HOOK_PREFIX, INDEX_PREFIX, FakeSchemaMixin
 from drtool.cluster.rethink_util import auth_message, unreachable_message  # same wording
 from drtool.cluster.fake_store import OVERFLOW_MESSAGE, FeedQueue, Table  # noqa: F401 (re-export)
@@ -333,20 +335,16 @@ class FakeCluster(FakeSchemaMixin, Cluster):
         return fold(doc for _, _, doc in tbl.range(lo, hi, len(tbl.docs)))
 
     async def chunk_digests(self, table: TableName, ranges: Sequence[KeyRange], *,
-                            threshold: str) -> list[list[ChunkDigest]]:
+                            threshold: str, windows: Sequence[Window] | None = None,
+                            keys: bool = True, digest_chars: int = 36) -> list[list[ChunkDigest]]:
         self._check("chunk_digests")
         tbl = self._table(table)
         out = []
-        for after, upto in ranges:
-            lo, hi = self._bounds(after, upto)
-            chunks, acc, count = [], "", 0
-            for _, key, doc in tbl.range(lo, hi, len(tbl.docs)):
-                acc, count = r_uuid(acc + doc), count + 1
-                if threshold and r_uuid(key) < threshold:
-                    chunks.append((key, count, acc))
-                    acc, count = "", 0
-            chunks.append((upto, count, acc))
-            out.append(chunks)
+        for n, (after, upto) in enumerate(ranges):
+            lo, hi = self._bounds(after, upto if windows is None else None)
+            skip, limit = (0, len(tbl.docs)) if windows is None else windows[n]
+            rows = [(key, doc) for _, key, doc in tbl.range(lo, hi, skip + limit)[skip:]]
+            out.append(fold_chunks(rows, upto, threshold, keys, digest_chars))
         return out
 
     async def get_docs(self, table: TableName, keys: Sequence[KeyText]) -> list[Row]:

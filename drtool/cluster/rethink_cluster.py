@@ -17,7 +17,16 @@ from contextlib import aclosing
 from typing import Any
 
 from drtool.cluster import rethink_util as util
-from drtool.cluster.base import ChunkDigest, Cluster, ConflictMode, KeyRange, Row
+from drtool.cluster.base import (
+    PER_DOC,
+    ChunkDigest,
+    Cluster,
+    ConflictMode,
+    KeyRange,
+    Row,
+    Window,
+    chunk_spec,
+)
 from drtool.cluster.rethink_util import PermissionDenied
 from drtool.errors import ClusterError, NotFound, UsageError
 from drtool.model import FeedEvent, IndexDef, KeyText, TableMeta, TableName, WriteResult
@@ -111,31 +120,63 @@ class RethinkCluster(Cluster):
                 yield batch
 
     async def chunk_digests(self, table: TableName, ranges: Sequence[KeyRange], *,
-                            threshold: str) -> list[list[ChunkDigest]]:
+                            threshold: str, windows: Sequence[Window] | None = None,
+                            keys: bool = True, digest_chars: int = 36) -> list[list[ChunkDigest]]:
         if not ranges:
             return []
-        pk, r, tbl = await self._primary_key(table), self._r, self._table(table)
-        spec = util.json_array(f"[{i},{a or 'null'},{u or 'null'}]" for i, (a, u) in enumerate(ranges))
-
-        def fold_range(p: Any) -> Any:  # p = [index, after or null, upto or null]
-            i = p.nth(0)
-            rows = tbl.between(r.branch(p.nth(1).eq(None), r.minval, p.nth(1)),
-                               r.branch(p.nth(2).eq(None), r.maxval, p.nth(2)),
-                               left_bound="open", right_bound="closed", index=pk).order_by(index=pk)
-            return rows.fold(  # acc = [count, digest, this document cuts]
-                [0, "", False],
-                lambda acc, d: r.branch(acc.nth(2), r.expr([0, ""]), acc).do(lambda b: [
-                    b.nth(0).add(1), r.uuid(b.nth(1).add(d.to_json_string())),
-                    r.uuid(d[pk].to_json_string()).lt(threshold)]),
-                emit=lambda old, d, new: r.branch(
-                    new.nth(2), [[i, d[pk].to_json_string(), new.nth(0), new.nth(1)]], []),
-                final_emit=lambda acc: r.branch(
-                    acc.nth(2), [[i, None, 0, ""]], [[i, None, acc.nth(0), acc.nth(1)]]))
-
+        pk, r = await self._primary_key(table), self._r
+        query = r.json(chunk_spec(ranges, windows)).concat_map(
+            self._chunk_fold(table, pk, threshold, windows is not None, keys, digest_chars))
         out: list[list[ChunkDigest]] = [[] for _ in ranges]
-        for i, key, count, digest in await self._session.fetch(r.json(spec).concat_map(fold_range), table):
-            out[int(i)].append((ranges[int(i)][1] if key is None else key, int(count), str(digest)))
+        for row in await self._session.fetch(query, table):
+            i, key, count, digest = row if keys else (row[0], None, row[1], row[2])
+            upto = ranges[int(i)][1] if keys and key is None else key
+            out[int(i)].append((upto, int(count), str(digest)))
         return out
+
+    def _chunk_fold(self, table: TableName, pk: str, threshold: str, windowed: bool, keys: bool,
+                    digest_chars: int) -> Callable[[Any], Any]:
+        """The ReQL of ``chunk_digests`` for one element ``p`` of the spec (see chunk_spec):
+        a fold whose accumulator is ``[count, digest, cut]``, ``cut`` being the document's
+        key hash when that document ends a chunk, else ``''``."""
+        r, tbl = self._r, self._table(table)
+        start_after_cut = "" if threshold == PER_DOC else None  # None: the cut key's hash
+
+        def emitted(digest: Any) -> Any:  # the last digest_chars characters ('' stays '')
+            if digest_chars >= 36 or isinstance(digest, str):
+                return digest
+            return digest.slice(36 - digest_chars)
+
+        def row(i: Any, key: Any, count: Any, digest: Any) -> list:
+            return [i, key, count, emitted(digest)] if keys else [i, count, emitted(digest)]
+
+        def cut_of(d: Any) -> Any:
+            if not threshold:  # one chunk per range: no key hash needed
+                return ""
+            return r.uuid(d[pk].to_json_string()).do(lambda h: r.branch(h.lt(threshold), h, ""))
+
+        def step(acc: Any, d: Any) -> Any:
+            seed = acc.nth(2) if start_after_cut is None else start_after_cut
+            return r.branch(acc.nth(2).eq(""), acc, r.expr([0, seed])).do(lambda b: [
+                b.nth(0).add(1), r.uuid(b.nth(1).add(d.to_json_string())), cut_of(d)])
+
+        def fold_range(p: Any) -> Any:  # p = [index, after or null, upto or null | skip, limit]
+            i = p.nth(0)
+            upto = r.maxval if windowed else r.branch(p.nth(2).eq(None), r.maxval, p.nth(2))
+            rows = tbl.between(r.branch(p.nth(1).eq(None), r.minval, p.nth(1)), upto,
+                               left_bound="open", right_bound="closed", index=pk).order_by(index=pk)
+            if windowed:  # keyset pagination, then positions: reads skip + limit documents
+                rows = rows.skip(p.nth(2)).limit(p.nth(3))
+            return rows.fold(
+                [0, "", ""], step,
+                emit=lambda old, d, new: r.branch(
+                    new.nth(2).eq(""), [],
+                    [row(i, d[pk].to_json_string() if keys else None, new.nth(0), new.nth(1))]),
+                final_emit=lambda acc: r.branch(
+                    acc.nth(2).eq(""), [row(i, None, acc.nth(0), acc.nth(1))],
+                    [row(i, None, 0, acc.nth(2) if start_after_cut is None else "")]))
+
+        return fold_range
 
     async def get_docs(self, table: TableName, keys: Sequence[KeyText]) -> list[Row]:
         from drtool.ordering import key_order

@@ -1,45 +1,56 @@
 """Finding the documents that differ between two tables without moving the documents.
 
-Both sides fold key ranges on the server (``Cluster.chunk_digests``) and only keys, counts and
-36-character digests cross the network. The search:
+Both sides fold key ranges on the server (``Cluster.chunk_digests``); only counts, digests
+and a few keys cross the network. The search:
 
-1. each given range is folded whole on both sides; equal digests: done;
-2. a differing range is cut into content-defined chunks: a chunk ends after every key whose
-   ``r.uuid(key)`` is below a threshold, so both sides cut at the same keys (even where
-   documents are missing on one side) and chunk sizes are balanced however skewed the keys
-   are. The first cut of a big range is wide (about ``sqrt(n)`` chunks, bounded by
-   ``top_chunk_min``/``top_chunk_max`` documents each: one pass over the range), later cuts
-   narrow (``fanout`` chunks), which minimises bytes per differing document;
-3. the two chunk lists are merged on their common cut keys; regions whose digests differ (or
-   whose cuts differ) go back to step 2;
-4. a region of at most ``leaf_size`` documents on either side is read as ``(key, r.uuid(doc))``
-   pairs from both sides (threshold ``'g'``), merged in key order: missing on the target,
-   extra on the target, changed.
+1. each given range is folded whole on both sides; equal digests (and counts): done;
+2. a differing region is cut into content-defined chunks on both sides: a chunk ends after
+   every key whose ``r.uuid(key)`` is below a threshold, so both sides cut at the same keys
+   (even where documents are missing on one side) and chunks are balanced however skewed the
+   keys are. A chunk's digest also covers the key it starts after, so two equal digests mean
+   the same documents between the same keys: equal chunks are *anchors*, and between two
+   anchors both sides hold the same key span. Digests of these steps are cut to
+   ``DIGEST_CHARS`` (60 random bits);
+3. the first cut of a big given range (more than ``keyed_above`` documents) is wide (about
+   ``sqrt(n)`` chunks, bounded by ``top_chunk_min``/``top_chunk_max`` documents each: one
+   pass over the range) and the SOURCE alone returns its cut keys: the runs of chunks between
+   anchors become key ranges, valid on both sides (the target returns counts and digests
+   only). Every later cut is narrow (``fanout`` chunks) and returns no key at all: a run is
+   addressed on each side by its position in the key range (``(skip, limit)`` windows, from
+   the chunk counts);
+4. a region of at most ``leaf_size`` documents on either side is read as ``(key,
+   r.uuid(doc))`` pairs from both sides (threshold ``PER_DOC``), merged in key order: missing
+   on the target, extra on the target, changed.
 
-All ranges of one step go to the server together (one query per side per step, a few more for
-very many ranges), both sides in parallel.
+Exactness does not depend on which chunks get paired: only equal digests are trusted, and an
+equal digest pins both the chunk's documents and the key it starts after, so everything
+outside the anchors is compared document by document in the end.
 
-Bytes are estimated from what is sent and received (``Traffic``): per query a fixed
-``QUERY_OVERHEAD`` (ReQL term of the fold, protocol header, response framing), each key sent as
-a bound ``len(key)``, each chunk received ``len(key) + 36 + CHUNK_FRAMING``.
+All regions of one step go to the server together (one query per side per kind of step, a
+few more for very many regions), both sides in parallel.
+
+Bytes are counted as they would cross the network (``Traffic``): per query a fixed
+``QUERY_OVERHEAD`` (the serialized fold term, protocol header, response framing; a test checks
+that the driver's serialized term fits in it), plus the JSON of the spec sent
+(``chunk_spec``, as a JSON string) and of every row received (``[i, key, count, digest]``, or
+``[i, count, digest]`` without keys).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from drtool.cluster.base import ChunkDigest, Cluster, KeyRange
+from drtool.cluster.base import PER_DOC, ChunkDigest, Cluster, KeyRange, Window, chunk_spec
 from drtool.model import KeyText, TableName
 from drtool.ordering import key_order
 
-QUERY_OVERHEAD = 1000  # bytes per query: the ReQL fold term (~870 bytes), headers, response framing
-CHUNK_FRAMING = 16  # bytes per chunk besides key and digest: brackets, commas, quotes, index, count
-DIGEST_BYTES = 36
+QUERY_OVERHEAD = 1500  # bytes per query: the ReQL fold term (<= 1,300 serialized), headers, framing
+DIGEST_CHARS = 16  # digests below the first step: the last 16 of 36 characters (60 random bits)
 WHOLE = ""  # threshold: one chunk per range
-PER_DOC = "g"  # threshold: one chunk per document (greater than any hex digit)
 
 
 @dataclass
@@ -70,6 +81,7 @@ class SearchParams:
     fanout: int = 4  # chunks per region below the first cut
     top_chunk_min: int = 16  # documents per chunk of the first cut, at least ...
     top_chunk_max: int = 128  # ... and at most (so time stays ~one pass over the table)
+    keyed_above: int = 1024  # a given range bigger than this is first cut with the source's keys
     ranges_per_query: int = 2000
     queries_in_flight: int = 4  # per side
 
@@ -86,6 +98,15 @@ def _order(key: KeyText | None) -> tuple[int, bytes]:
     return (1, b"") if key is None else (0, key_order(key))
 
 
+def _row_bytes(i: int, chunks: list[ChunkDigest], keys: bool) -> int:
+    """JSON bytes of one range's rows as the server sends them (the last chunk's key is null)."""
+    last = len(chunks) - 1
+    rows = ([i, key if n < last else None, count, digest] if keys else [i, count, digest]
+            for n, (key, count, digest) in enumerate(chunks))
+    return sum(len(json.dumps(row, ensure_ascii=False, separators=(",", ":"))) + 1
+               for row in rows)
+
+
 class Side:
     """One cluster's table, with the traffic of the queries run on it."""
 
@@ -94,37 +115,53 @@ class Side:
         self.traffic = Traffic()
         self._slots = asyncio.Semaphore(params.queries_in_flight)
 
-    async def chunks(self, ranges: Sequence[KeyRange], threshold: str) -> list[list[ChunkDigest]]:
+    async def chunks(self, ranges: Sequence[KeyRange], threshold: str, *,
+                     windows: Sequence[Window] | None = None, keys: bool = True,
+                     digest_chars: int = 36) -> list[list[ChunkDigest]]:
         """``chunk_digests`` of many ranges, in groups of ``ranges_per_query`` run in parallel."""
         step = self.params.ranges_per_query
-        groups = [list(ranges[i:i + step]) for i in range(0, len(ranges), step)]
-        results = await asyncio.gather(*(self._query(g, threshold) for g in groups))
+        starts = range(0, len(ranges), step)
+        results = await asyncio.gather(*(self._query(
+            list(ranges[i:i + step]), None if windows is None else list(windows[i:i + step]),
+            threshold, keys, digest_chars) for i in starts))
         return [chunks for result in results for chunks in result]
 
-    async def _query(self, ranges: list[KeyRange], threshold: str) -> list[list[ChunkDigest]]:
+    async def _query(self, ranges: list[KeyRange], windows: list[Window] | None, threshold: str,
+                     keys: bool, digest_chars: int) -> list[list[ChunkDigest]]:
         async with self._slots:
-            result = await self.cluster.chunk_digests(self.table, ranges, threshold=threshold)
+            result = await self.cluster.chunk_digests(
+                self.table, ranges, threshold=threshold, windows=windows, keys=keys,
+                digest_chars=digest_chars)
         self.traffic.queries += 1
-        self.traffic.sent += QUERY_OVERHEAD + len(threshold) + sum(
-            len(a or "") + len(u or "") for a, u in ranges)
-        self.traffic.received += sum(
-            len(key or "") + DIGEST_BYTES + CHUNK_FRAMING for chunks in result for key, _, _ in chunks)
+        spec = chunk_spec(ranges, windows)
+        self.traffic.sent += QUERY_OVERHEAD + len(threshold) + len(
+            json.dumps(spec, ensure_ascii=False).encode())
+        self.traffic.received += sum(_row_bytes(i, c, keys) for i, c in enumerate(result))
         return result
 
 
 @dataclass(frozen=True)
 class Region:
-    """A key range ``(after, upto]`` whose documents differ, with each side's count."""
+    """Documents that differ: the key range ``(after, upto]`` (the same span on both sides)
+    and, on each side, the window ``(skip, limit)`` of it that holds them."""
 
     after: KeyText | None
     upto: KeyText | None
-    source_count: int
-    target_count: int
-    chunk_size: int = 0  # the chunk size that produced it (0: a given range)
+    source: Window
+    target: Window
+    chunk_size: int = 0  # the chunk size that produced it (0: a given range, uncut)
 
     @property
     def range(self) -> KeyRange:
         return (self.after, self.upto)
+
+    @property
+    def source_count(self) -> int:
+        return self.source[1]
+
+    @property
+    def target_count(self) -> int:
+        return self.target[1]
 
     @property
     def size(self) -> int:
@@ -133,7 +170,8 @@ class Region:
 
 @dataclass
 class Differences:
-    """Keys that differ, each list in key order, and the leaf ranges that held them."""
+    """Keys that differ, each list in key order, and the key ranges that held them (disjoint,
+    in key order)."""
 
     missing: list[KeyText] = field(default_factory=list)  # on the target
     extra: list[KeyText] = field(default_factory=list)  # on the target
@@ -147,35 +185,63 @@ class Differences:
         return len(self.missing) + len(self.extra) + len(self.changed)
 
 
-def merge_chunks(after: KeyText | None, source: list[ChunkDigest], target: list[ChunkDigest],
-                 chunk_size: int) -> list[Region]:
-    """Regions between the cut keys both sides share, where the sides differ.
+def differing_runs(source: list[ChunkDigest], target: list[ChunkDigest]
+                   ) -> list[tuple[int, int, int, int]]:
+    """Runs of chunks between anchors, as index ranges ``(s_lo, s_hi, t_lo, t_hi)``.
 
-    Both lists tile the same range ``(after, upto]`` (their last chunks end at ``upto``)."""
-    out: list[Region] = []
-    i = j = 0
-    start = after
-    while i < len(source) and j < len(target):
-        s_count = t_count = s_parts = t_parts = 0
-        s_digest = t_digest = ""
-        while True:
-            s_upto, t_upto = source[i][0], target[j][0]
-            s_key, t_key = _order(s_upto), _order(t_upto)
-            if s_key <= t_key:
-                s_count += source[i][1]
-                s_digest, s_parts = source[i][2], s_parts + 1
-                i += 1
-            if t_key <= s_key:
-                t_count += target[j][1]
-                t_digest, t_parts = target[j][2], t_parts + 1
-                j += 1
-            if s_key == t_key:
-                end = s_upto
-                break
-        if s_parts != 1 or t_parts != 1 or s_digest != t_digest:
-            if s_count or t_count:
-                out.append(Region(start, end, s_count, t_count, chunk_size))
-        start = end
+    Anchors are chunks with the same count and digest on both sides (a digest found twice on
+    one side is never an anchor), taken in order on both sides. Both lists chunk the same
+    span, starting after the same key: then each run covers the same key span on both sides,
+    whichever chunks were paired."""
+    def index(chunks: list[ChunkDigest]) -> tuple[dict, set]:
+        at, twice = {}, set()
+        for j, (_, count, digest) in enumerate(chunks):
+            if (count, digest) in at:
+                twice.add((count, digest))
+            at[count, digest] = j
+        return at, twice
+
+    t_at, t_twice = index(target)
+    s_at, s_twice = index(source)
+    anchors, last_j = [], -1
+    for i, (_, count, digest) in enumerate(source):
+        j = t_at.get((count, digest))
+        if j is not None and j > last_j and (count, digest) not in s_twice | t_twice:
+            anchors.append((i, j))
+            last_j = j
+    anchors.append((len(source), len(target)))
+    runs, prev_i, prev_j = [], -1, -1
+    for i, j in anchors:
+        if i > prev_i + 1 or j > prev_j + 1:
+            runs.append((prev_i + 1, i, prev_j + 1, j))
+        prev_i, prev_j = i, j
+    return runs
+
+
+def split_region(region: Region, source: list[ChunkDigest], target: list[ChunkDigest],
+                 chunk_size: int, keyed: bool) -> list[Region]:
+    """The regions of ``region`` still differing after a cut. ``keyed``: the source's chunks
+    carry their keys and cover the whole range (a first cut), so each run becomes a key
+    range; otherwise each run is a window of the same range on each side."""
+    out = []
+    s_before = [0]
+    for _, count, _ in source:
+        s_before.append(s_before[-1] + count)
+    t_before = [0]
+    for _, count, _ in target:
+        t_before.append(t_before[-1] + count)
+    for s_lo, s_hi, t_lo, t_hi in differing_runs(source, target):
+        s_n, t_n = s_before[s_hi] - s_before[s_lo], t_before[t_hi] - t_before[t_lo]
+        if not (s_n or t_n):
+            continue
+        if not keyed:
+            out.append(Region(region.after, region.upto, (region.source[0] + s_before[s_lo], s_n),
+                              (region.target[0] + t_before[t_lo], t_n), chunk_size))
+        elif s_hi == s_lo:  # no source chunk to take keys from (only with a digest collision)
+            return [Region(region.after, region.upto, region.source, region.target, chunk_size)]
+        else:
+            after = region.after if s_lo == 0 else source[s_lo - 1][0]
+            out.append(Region(after, source[s_hi - 1][0], (0, s_n), (0, t_n), chunk_size))
     return out
 
 
@@ -220,71 +286,72 @@ async def find_differences(source: Side, target: Side, ranges: Sequence[KeyRange
     found.source_count = sum(c[0][1] for c in whole_s)
     found.target_count = sum(c[0][1] for c in whole_t)
     pending = [
-        Region(a, u, s[0][1], t[0][1])
-        for (a, u), s, t in zip(ranges, whole_s, whole_t) if s[0][2] != t[0][2]
+        Region(a, u, (0, s[0][1]), (0, t[0][1]))
+        for (a, u), s, t in zip(ranges, whole_s, whole_t) if s[0][1:] != t[0][1:]
     ]
+    listed: set[KeyRange] = set()
     while pending:
-        leaves, one_sided, splits = [], [], []
+        listing, keyed, windowed = [], [], []
         # Few regions: the fixed cost of a query outweighs chunk bytes, so take bigger steps.
         boost = max(1, min(8, 4 * params.fanout // len(pending)))
         for region in pending:
-            if region.source_count == 0 or region.target_count == 0:
-                one_sided.append(region)
-            elif region.size <= params.leaf_size or _next_chunk_size(region, params, boost) <= 1:
-                leaves.append(region)
+            if (not region.source_count or not region.target_count
+                    or region.size <= params.leaf_size
+                    or _next_chunk_size(region, params, boost) <= 1):
+                listing.append(region)
+            elif region.chunk_size == 0 and region.size > params.keyed_above:
+                keyed.append(region)
             else:
-                splits.append(region)
-        # One chunk size per step (the median region's), so one query per side splits them all.
-        size = _next_chunk_size(sorted(splits, key=lambda r: r.size)[len(splits) // 2],
-                                params, boost) if splits else 0
+                windowed.append(region)
         pending = []
         await asyncio.gather(
-            _leaves(source, target, leaves, found),
-            _one_sided(source, target, one_sided, found),
-            _split(source, target, splits, size, pending),
+            _list(source, target, listing, found),
+            _split(source, target, keyed, params, boost, pending, keyed=True),
+            _split(source, target, windowed, params, boost, pending, keyed=False),
         )
+        listed.update(r.range for r in listing)
     for keys in (found.missing, found.extra, found.changed):
         keys.sort(key=key_order)
-    found.regions.sort(key=lambda r: _order(r[1]))
+    found.regions = sorted(listed, key=lambda r: _order(r[1]))
     return found
 
 
-async def _leaves(source: Side, target: Side, regions: list[Region], found: Differences) -> None:
-    if not regions:
-        return
-    ranges = [r.range for r in regions]
-    src, tgt = await asyncio.gather(source.chunks(ranges, PER_DOC), target.chunks(ranges, PER_DOC))
-    for region, s, t in zip(regions, src, tgt):
-        merge_docs(s, t, found)
-        found.regions.append(region.range)
+async def _list(source: Side, target: Side, regions: list[Region], found: Differences) -> None:
+    """``(key, hash)`` of every document of the regions (on the sides where there are any),
+    merged per region."""
+    async def docs(side: Side, chosen: list[Region], window) -> list:
+        if not chosen:
+            return []
+        return await side.chunks([r.range for r in chosen], PER_DOC,
+                                 windows=[window(r) for r in chosen], digest_chars=DIGEST_CHARS)
 
-
-async def _one_sided(source: Side, target: Side, regions: list[Region], found: Differences) -> None:
-    """Regions empty on one side: only the other side's keys are needed."""
     src = [r for r in regions if r.source_count]
     tgt = [r for r in regions if r.target_count]
-    s_chunks, t_chunks = await asyncio.gather(
-        source.chunks([r.range for r in src], PER_DOC) if src else _nothing(),
-        target.chunks([r.range for r in tgt], PER_DOC) if tgt else _nothing(),
-    )
-    for region, chunks in zip(src, s_chunks):
-        merge_docs(chunks, [], found)
-        found.regions.append(region.range)
-    for region, chunks in zip(tgt, t_chunks):
-        merge_docs([], chunks, found)
-        found.regions.append(region.range)
+    s_docs, t_docs = await asyncio.gather(docs(source, src, lambda r: r.source),
+                                          docs(target, tgt, lambda r: r.target))
+    by_region_s = dict(zip(map(id, src), s_docs))
+    by_region_t = dict(zip(map(id, tgt), t_docs))
+    for region in regions:
+        merge_docs(by_region_s.get(id(region), []), by_region_t.get(id(region), []), found)
 
 
-async def _nothing() -> list:
-    return []
-
-
-async def _split(source: Side, target: Side, regions: list[Region], size: int,
-                 pending: list[Region]) -> None:
+async def _split(source: Side, target: Side, regions: list[Region], params: SearchParams,
+                 boost: int, pending: list[Region], *, keyed: bool) -> None:
     if not regions:
         return
-    ranges = [r.range for r in regions]
-    threshold = threshold_for(size)
-    src, tgt = await asyncio.gather(source.chunks(ranges, threshold), target.chunks(ranges, threshold))
+    # One chunk size per step (the median region's), so one query per side splits them all.
+    size = _next_chunk_size(sorted(regions, key=lambda r: r.size)[len(regions) // 2],
+                            params, boost)
+    threshold, ranges = threshold_for(size), [r.range for r in regions]
+    if keyed:
+        src, tgt = await asyncio.gather(
+            source.chunks(ranges, threshold, digest_chars=DIGEST_CHARS),
+            target.chunks(ranges, threshold, keys=False, digest_chars=DIGEST_CHARS))
+    else:
+        src, tgt = await asyncio.gather(
+            source.chunks(ranges, threshold, windows=[r.source for r in regions], keys=False,
+                          digest_chars=DIGEST_CHARS),
+            target.chunks(ranges, threshold, windows=[r.target for r in regions], keys=False,
+                          digest_chars=DIGEST_CHARS))
     for region, s, t in zip(regions, src, tgt):
-        pending.extend(merge_chunks(region.after, s, t, size))
+        pending.extend(split_region(region, s, t, size, keyed))
