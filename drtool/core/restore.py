@@ -10,6 +10,7 @@ every recorded key range with the snapshot's.
 from __future__ import annotations
 
 import asyncio
+from contextlib import aclosing
 from functools import partial
 from dataclasses import dataclass, field
 
@@ -144,9 +145,10 @@ async def _prepare_table(
             f"table {target} has primary key {existing.primary_key!r} but {meta.name} in the "
             f"snapshot has {meta.primary_key!r}: restore into another table with --rename"
         )
-    async for rows in cluster.scan(target, batch_size=1):
-        report.had_documents = bool(rows)
-        break
+    async with aclosing(cluster.scan(target, batch_size=1)) as first:
+        async for rows in first:  # close the cursor after the first row, not at GC
+            report.had_documents = bool(rows)
+            break
     if report.had_documents and options.conflict is None:
         raise UsageError(
             f"table {target} already has documents: pass --conflict error|replace|skip to "

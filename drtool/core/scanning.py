@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from contextlib import aclosing
 from collections.abc import AsyncIterator
 
 from drtool.cluster.base import Cluster, Row
@@ -33,8 +34,11 @@ async def resumable_scan(
     failures = 0
     while True:
         try:
-            async for rows in cluster.scan(table, after=after, upto=upto, batch_size=batch_size):
-                if rows:
+            async with aclosing(cluster.scan(table, after=after, upto=upto,
+                                             batch_size=batch_size)) as batches:
+                async for rows in batches:
+                    if not rows:
+                        continue
                     if reads is not None:
                         await reads.acquire(len(rows))
                     after = rows[-1][0]

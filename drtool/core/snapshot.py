@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 
 from drtool.cluster.base import Cluster
@@ -132,12 +133,13 @@ async def snapshot_table(
                     return replace(entry, rescans=attempt), bytes_new + uploaded
                 if why_full:
                     progress.note(task, f"copied in full: {why_full}")
-                async for rows in resumable_scan(cluster, table, batch_size=options.batch_size,
-                                                 reads=reads):
-                    collector.check()
-                    if collector.overflows:
-                        break
-                    await writer.add(rows)
+                scan = resumable_scan(cluster, table, batch_size=options.batch_size, reads=reads)
+                async with aclosing(scan):
+                    async for rows in scan:
+                        collector.check()
+                        if collector.overflows:
+                            break
+                        await writer.add(rows)
                 if not collector.overflows:
                     segments = await writer.finish()
                     await asyncio.sleep(options.settle)
