@@ -1,5 +1,6 @@
-"""The facts recorded on a real RethinkDB 2.4.4: ``shared/reql-golden.json`` beside the checkout
-(CI places ``shared/`` next to the clone), or the directory named by ``DRTOOL_SHARED``."""
+"""The facts recorded on a real RethinkDB 2.4.4: ``shared/reql-golden.json`` from the directory
+named by ``DRTOOL_SHARED``, else ``shared/`` beside the checkout (where CI places it), else
+inside it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 def _golden_path() -> Path:
     candidates = [Path(os.environ["DRTOOL_SHARED"])] if os.environ.get("DRTOOL_SHARED") else []
-    candidates.append(Path(__file__).resolve().parents[2] / "shared")
+    checkout = Path(__file__).resolve().parents[1]
+    candidates += [checkout.parent / "shared", checkout / "shared"]
     for directory in candidates:
         if (directory / "reql-golden.json").exists():
             return directory / "reql-golden.json"
