@@ -196,3 +196,14 @@ def test_stale_prune_lock_does_not_block_snapshots(deployment, cli, primary_serv
     hold_lock(deployment, "exclusive", "prune", age=timedelta(hours=2))
     result = cli("snapshot")
     assert result.exit_code == 0, result.stderr
+
+
+def test_restore_and_verify_refuse_while_prune_runs(deployment, cli, primary_server):
+    load_table(primary_server, "app.t", sample_docs(20, pad=10))
+    assert cli("snapshot").exit_code == 0
+    hold_lock(deployment, "exclusive", "prune")
+    for args in (("verify",), ("restore", "latest", "--rename", "app.t=copy.t")):
+        result = cli(*args)
+        assert result.exit_code == 6, (args, result.stderr)
+        assert "locked by prune" in result.stderr
+    assert "copy" not in primary_server.dbs  # nothing was written

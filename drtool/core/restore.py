@@ -96,17 +96,19 @@ async def restore_snapshot(
     repo: Repository, cluster: Cluster, manifest: Manifest, options: RestoreOptions, *,
     progress: Progress = NullProgress(),
 ) -> list[TableRestore]:
-    """Restore the chosen tables one after another; return one report per table."""
+    """Restore the chosen tables one after another; return one report per table. Holds a
+    shared repository lock, so a concurrent prune cannot remove objects being read."""
     plan = plan_tables(manifest, options)
     if not repo.can_read_data:
         raise EncryptionKeyError(
             "restore needs a key that can decrypt document data: set encryption.identity_file "
             "or encryption.passphrase_env in the policy (recipients and writer keys cannot read)"
         )
-    return [
-        await restore_table(repo, cluster, entry, target, options, progress=progress)
-        for entry, target in plan
-    ]
+    async with repo.lock("shared", "restore"):  # prune cannot delete what is being read
+        return [
+            await restore_table(repo, cluster, entry, target, options, progress=progress)
+            for entry, target in plan
+        ]
 
 
 async def restore_table(

@@ -48,7 +48,17 @@ async def verify(
     repo: Repository, snapshot: str | None = None, *, read_data: bool = False,
     progress: Progress = NullProgress(), concurrency: int = 4,
 ) -> VerifyReport:
-    """Verify one snapshot (``latest``, an id or a prefix) or, with None, all of them."""
+    """Verify one snapshot (``latest``, an id or a prefix) or, with None, all of them. Holds a
+    shared repository lock: a concurrent prune would otherwise show up as missing objects."""
+    async with repo.lock("shared", "verify"):
+        return await _verify(repo, snapshot, read_data=read_data, progress=progress,
+                             concurrency=concurrency)
+
+
+async def _verify(
+    repo: Repository, snapshot: str | None, *, read_data: bool, progress: Progress,
+    concurrency: int,
+) -> VerifyReport:
     if read_data and not repo.can_read_data:
         raise EncryptionKeyError(
             "verify --read-data needs a key that can decrypt document data: set "
