@@ -21,13 +21,14 @@ from hashlib import sha1
 NS = uuid.UUID("91461c99-f89d-49d2-af96-d8e2e14e9b58")
 _NS_BYTES = NS.bytes
 _VARIANT = "89ab89ab89ab89ab"  # RFC 4122 variant: top two bits of byte 8 set to 10
+_VARIANT_OF = {c: _VARIANT[int(c, 16)] for c in "0123456789abcdef"}  # hex digit -> variant digit
 
 
 def r_uuid(text: str) -> str:
     """``r.uuid(text)``: UUIDv5(NS, UTF-8 of text) as the 36-character string."""
     h = sha1(_NS_BYTES + text.encode("utf-8")).hexdigest()
     return (
-        f"{h[0:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[int(h[16], 16)]}{h[17:20]}-{h[20:32]}"
+        f"{h[0:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT_OF[h[16]]}{h[17:20]}-{h[20:32]}"
     )
 
 
@@ -41,10 +42,10 @@ def fold(texts: Iterable[str], acc: str = "") -> str:
 
     Pass the previous result as ``acc`` to continue a fold across batches."""
     ns = _NS_BYTES
-    variant = _VARIANT
+    variant = _VARIANT_OF
     for text in texts:
         h = sha1(ns + (acc + text).encode("utf-8")).hexdigest()
-        acc = f"{h[0:8]}-{h[8:12]}-5{h[13:16]}-{variant[int(h[16], 16)]}{h[17:20]}-{h[20:32]}"
+        acc = f"{h[0:8]}-{h[8:12]}-5{h[13:16]}-{variant[h[16]]}{h[17:20]}-{h[20:32]}"
     return acc
 
 
@@ -68,12 +69,12 @@ def fold_and_hash(encoded: list[bytes]) -> tuple[str, list[str]]:
     """For UTF-8 encoded texts: their fold (as ``fold``) and each one's ``short_hash``, in one
     pass over the bytes (the segment writer's hot path: each text is encoded once)."""
     ns = _NS_BYTES
-    variant = _VARIANT
+    variant = _VARIANT_OF
     acc = b""
     shorts = []
     for tb in encoded:
         h = sha1(ns + acc + tb).hexdigest()
-        acc = f"{h[0:8]}-{h[8:12]}-5{h[13:16]}-{variant[int(h[16], 16)]}{h[17:20]}-{h[20:32]}".encode()
+        acc = f"{h[0:8]}-{h[8:12]}-5{h[13:16]}-{variant[h[16]]}{h[17:20]}-{h[20:32]}".encode()
         d = sha1(ns + tb).hexdigest()
         shorts.append(f"{d[0:12]}5{d[13:16]}")
     return acc.decode(), shorts

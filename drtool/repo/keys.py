@@ -55,9 +55,18 @@ class WriterKeys:
     def object_id(self, plaintext: bytes) -> str:
         return hmac.new(self.name, plaintext, hashlib.sha256).hexdigest()
 
-    def boundary_hash(self, key_text: str) -> int:
-        digest = hashlib.blake2b(key_text.encode("utf-8"), key=self.chunk, digest_size=8).digest()
-        return int.from_bytes(digest, "big")
+    def boundary_hasher(self):
+        """``key text -> int``: keyed BLAKE2b-64 under K_chunk. The keyed state is set up once
+        and copied per call (about 30% faster than keying every call: this runs per document)."""
+        base = hashlib.blake2b(key=self.chunk, digest_size=8)
+        from_bytes = int.from_bytes
+
+        def boundary_hash(key_text: str) -> int:
+            h = base.copy()
+            h.update(key_text.encode("utf-8"))
+            return from_bytes(h.digest(), "big")
+
+        return boundary_hash
 
 
 def writer_check(writer: bytes, repo_id: str) -> str:

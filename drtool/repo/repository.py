@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,7 @@ class Repository:
         self._data_keys: dict[str, bytes] = {}
         self._key_lock = asyncio.Lock()
         self._pending: dict[str, asyncio.Future] = {}
+        self._boundary_hash = writer.boundary_hasher()
         self.locks = LockStore(storage, writer.meta)  # docs/FORMAT.md §8
         self._held_locks: set[HeldLock] = set()
 
@@ -165,9 +167,11 @@ class Repository:
         return bool(self._identities)
 
     # --- writing ---------------------------------------------------------------------------
-    def boundary_hash(self, key: str) -> int:
-        """Keyed 64-bit hash of a key text, for content-defined segment boundaries."""
-        return self._keys.boundary_hash(key)
+    @property
+    def boundary_hash(self) -> Callable[[str], int]:
+        """The keyed 64-bit hash of a key text (a function: call ``repo.boundary_hash(key)``),
+        for content-defined segment boundaries."""
+        return self._boundary_hash
 
     async def _session_key(self) -> tuple[str, bytes]:
         """This session's data key, storing its key object first on first use."""
@@ -182,7 +186,7 @@ class Repository:
     async def put_data(self, plaintext: bytes) -> StoredObject:
         """Compress, encrypt and store a data object; its id is a keyed hash of ``plaintext``.
         An identical object already stored is not uploaded again (``new=False``)."""
-        oid = self._keys.object_id(plaintext)
+        oid = await _run(self._keys.object_id, plaintext)
         pending = self._pending.get(oid)
         if pending is not None:  # the same object is being uploaded by a concurrent call
             size = await asyncio.shield(pending)
@@ -214,7 +218,7 @@ class Repository:
         """Store an index object (primary keys and document hashes of a segment, or deleted
         keys), sealed with the metadata key so that a writer can read it back to make
         incremental snapshots. Content-addressed and deduplicated like data objects."""
-        oid = self._keys.object_id(INDEX_DOMAIN + plaintext)
+        oid = await _run(self._keys.object_id, INDEX_DOMAIN + plaintext)
         name = O.index_name(oid)
         try:
             return StoredObject(oid, (await self.storage.stat(name)).size, False)
