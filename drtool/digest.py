@@ -61,8 +61,13 @@ def fold_digests(digests: Iterable[str]) -> str:
 def short_hash(text: str) -> str:
     """The first 16 hex digits of ``r.uuid(text)`` without dashes: the per-document hash kept
     in index objects (64 bits: collisions between two versions of one document are not a
-    practical concern). Derivable from the server's ``hash_scan`` output."""
-    return r_uuid(text).replace("-", "")[:16]
+    practical concern). ``short_of_uuid`` derives it from the server's ``hash_scan`` output."""
+    return short_of_uuid(r_uuid(text))
+
+
+def short_of_uuid(uuid_text: str) -> str:
+    """``short_hash`` of a document, from its ``r.uuid(text)`` (36-character form)."""
+    return uuid_text.replace("-", "")[:16]
 
 
 def fold_and_hash(encoded: list[bytes]) -> tuple[str, list[str]]:

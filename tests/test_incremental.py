@@ -126,3 +126,37 @@ def test_writes_during_incremental_are_included(deployment, cli, primary_server,
     assert done
     assert second["tables"][0]["layers"] >= 2
     _restore_equals(cli, "latest", table_texts(primary_server, "app.t"), standby_server)
+
+
+def test_changed_ranges_are_read_as_hashes_and_only_changed_documents_fetched(
+        deployment, cli, primary_server, standby_server, monkeypatch):
+    from drtool.cluster.fake import FakeCluster
+
+    load_table(primary_server, "app.t", sample_docs(2000))
+    _snapshot(cli)
+    _change(primary_server, updates=[1234], deletes=[55])
+    reads = {"scan": 0, "hash_scan": 0, "fetched": []}
+    scan, hash_scan, get_docs = FakeCluster.scan, FakeCluster.hash_scan, FakeCluster.get_docs
+
+    def counting_scan(self, table, **kw):
+        reads["scan"] += 1
+        return scan(self, table, **kw)
+
+    def counting_hash_scan(self, table, **kw):
+        reads["hash_scan"] += 1
+        return hash_scan(self, table, **kw)
+
+    async def counting_get_docs(self, table, keys):
+        reads["fetched"].extend(keys)
+        return await get_docs(self, table, keys)
+
+    monkeypatch.setattr(FakeCluster, "scan", counting_scan)
+    monkeypatch.setattr(FakeCluster, "hash_scan", counting_hash_scan)
+    monkeypatch.setattr(FakeCluster, "get_docs", counting_get_docs)
+    second = _snapshot(cli)
+    monkeypatch.undo()
+    assert reads["scan"] == 0  # no document was read in full from the primary ...
+    assert 1 <= reads["hash_scan"] <= 2  # ... only the hashes of the (one or two) changed ranges
+    assert reads["fetched"] == ['"k0001234"']  # and the one changed document
+    assert second["tables"][0]["layers"] == 2
+    _restore_equals(cli, "latest", table_texts(primary_server, "app.t"), standby_server)

@@ -31,7 +31,7 @@ from drtool.core.segments import (
     encode_deletions,
     merge_changes,
 )
-from drtool.digest import fold, fold_digests, short_hash
+from drtool.digest import fold, fold_digests, short_hash, short_of_uuid
 from drtool.manifest import Layer, Range, SegmentRef, TableEntry
 from drtool.model import KeyText, TableMeta, TableName, utcnow
 from drtool.ordering import key_order
@@ -129,14 +129,37 @@ async def incremental_table(
         await delta.add(upserts, deleted)
         ranges[i] = Range(ranges[i].upto, len(rows), fold(d for _, d in rows))
 
+    async def process_by_hashes(i: int, delta: _Delta, base: dict[KeyText, str | None]) -> None:
+        """A changed range with no feed change received: compare the server's per-document
+        hashes with the parent's and fetch only the documents that differ. The range digest is
+        the one the server just computed; a write landing meanwhile reaches the feed and makes
+        the range late (read again in full at the end)."""
+        current: list[tuple[KeyText, str]] = []
+        async for batch in resumable_scan(cluster, table, after=bounds[i], upto=ranges[i].upto,
+                                          batch_size=5 * batch_size, reads=reads, hashes=True):
+            current.extend(batch)
+        changed = [k for k, u in current if base.get(k) != short_of_uuid(u)]
+        present = {k for k, _ in current}
+        deleted = sorted((k for k, h in base.items() if h is not None and k not in present),
+                         key=key_order)
+        upserts: list[Row] = []
+        for start in range(0, len(changed), batch_size):
+            upserts.extend(await cluster.get_docs(table, changed[start:start + batch_size]))
+        emitted[i] = {**emitted.get(i, {}), **{k: short_hash(d) for k, d in upserts},
+                      **{k: None for k in deleted}}
+        await delta.add(upserts, deleted)
+        ranges[i] = Range(ranges[i].upto, len(current), digests[i])
+
     try:
         for i, r in enumerate(ranges):
             changes = pending.take_upto(r.upto if i + 1 < len(ranges) else None)
             collector.check()
             if collector.overflows:
                 return None
-            if digests[i] != r.digest or changes:
+            if changes:
                 await process(i, changes, first, await parent_state.hashes(i))
+            elif digests[i] != r.digest:
+                await process_by_hashes(i, first, await parent_state.hashes(i))
             progress.advance(task, r.count, 0)
         layers, bytes_new = list(parent.layers), 0
         layer, new = await first.finish(repo)

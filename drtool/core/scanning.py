@@ -20,7 +20,7 @@ RESUME_BASE_DELAY = 0.2
 async def resumable_scan(
     cluster: Cluster, table: TableName, *, after: KeyText | None = None,
     upto: KeyText | None = None, batch_size: int = 1000, attempts: int = RESUME_ATTEMPTS,
-    reads: RateLimiter | None = None,
+    reads: RateLimiter | None = None, hashes: bool = False,
 ) -> AsyncIterator[list[Row]]:
     """``cluster.scan`` that survives dropped connections: after a retryable failure it waits
     (exponential backoff) and resumes after the last key received, never starting over.
@@ -28,14 +28,16 @@ async def resumable_scan(
 
     ``reads`` (the ``throttle.primary_reads`` limiter, shared by every scan of one snapshot)
     is charged for each batch before it is passed on; batches are then kept to about a tenth
-    of a second's budget so the server sees no big bursts."""
+    of a second's budget so the server sees no big bursts. With ``hashes`` the rows are
+    ``(key, r.uuid(text))`` pairs (``cluster.hash_scan``) instead of documents."""
     if reads is not None and reads.rate is not None:
         batch_size = min(batch_size, max(1, int(reads.rate * reads.period)))
     failures = 0
     while True:
         try:
-            async with aclosing(cluster.scan(table, after=after, upto=upto,
-                                             batch_size=batch_size)) as batches:
+            read = cluster.hash_scan if hashes else cluster.scan
+            async with aclosing(read(table, after=after, upto=upto,
+                                     batch_size=batch_size)) as batches:
                 async for rows in batches:
                     if not rows:
                         continue
