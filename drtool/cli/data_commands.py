@@ -50,22 +50,15 @@ def snapshot(
     requested = parse_tables(table or [])
 
     async def go():
-        repo = await open_repository(pol)
-        try:
-            cluster = await connect_role(pol, role)
-            try:
-                tables = select_tables(pol, await cluster.list_tables(), requested, where=role)
-                if not tables:
-                    raise UsageError(f"no table of the {role} matches [tables] in {pol.path}")
-                with render.RichProgress(quiet(ctx, quiet_)) as progress:
-                    reads = pol.throttle.primary_reads if role == "primary" else None
-                    options = SnapshotOptions(full=full, primary_reads=reads)
-                    return await take_snapshot(repo, cluster, tables, policy_name=pol.name,
-                                               source=role, progress=progress, options=options)
-            finally:
-                await cluster.close()
-        finally:
-            await repo.close()
+        async with await open_repository(pol) as repo, await connect_role(pol, role) as cluster:
+            tables = select_tables(pol, await cluster.list_tables(), requested, where=role)
+            if not tables:
+                raise UsageError(f"no table of the {role} matches [tables] in {pol.path}")
+            with render.RichProgress(quiet(ctx, quiet_)) as progress:
+                reads = pol.throttle.primary_reads if role == "primary" else None
+                options = SnapshotOptions(full=full, primary_reads=reads)
+                return await take_snapshot(repo, cluster, tables, policy_name=pol.name,
+                                           source=role, progress=progress, options=options)
 
     manifest = run(go())
     if json:
@@ -114,18 +107,12 @@ def restore(
     )
 
     async def go():
-        repo = await open_repository(pol)
-        try:
+        async with await open_repository(pol) as repo:
             manifest = await repo.resolve(snapshot)
-            cluster = await connect_role(pol, role)
-            try:
+            async with await connect_role(pol, role) as cluster:
                 with render.RichProgress(quiet(ctx, quiet_)) as progress:
                     return manifest, await restore_snapshot(repo, cluster, manifest, options,
                                                             progress=progress)
-            finally:
-                await cluster.close()
-        finally:
-            await repo.close()
 
     manifest, reports = run(go())
     if json:

@@ -23,15 +23,9 @@ DIRECTIONS = {"primary-to-standby": ("primary", "standby"),
 
 async def _with_pair(pol, source_role: str, target_role: str, work):
     """Connect both clusters (the unreachable one is named by its error), run ``work``."""
-    source = await connect_role(pol, source_role)
-    try:
-        target = await connect_role(pol, target_role)
-        try:
-            return await work(source, target)
-        finally:
-            await target.close()
-    finally:
-        await source.close()
+    async with await connect_role(pol, source_role) as source, \
+            await connect_role(pol, target_role) as target:
+        return await work(source, target)
 
 
 @app.command()
@@ -57,18 +51,12 @@ def diff(
             return await diff_tables(source, target, tables, progress=progress)
 
     async def snapshot():
-        repo = await open_repository(pol)
-        try:
+        async with await open_repository(pol) as repo:
             manifest = await repo.resolve(against)
-            cluster = await connect_role(pol, "primary")
-            try:
+            async with await connect_role(pol, "primary") as cluster:
                 with render.RichProgress(quiet(ctx, quiet_)) as progress:
                     return await diff_against_snapshot(cluster, repo, manifest, pol, requested,
                                                        progress=progress)
-            finally:
-                await cluster.close()
-        finally:
-            await repo.close()
 
     if against == "standby":
         results = run(_with_pair(pol, "primary", "standby", clusters))

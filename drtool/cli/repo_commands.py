@@ -36,9 +36,8 @@ def init(ctx: typer.Context, policy: PolicyOpt = None, json: JsonOpt = False) ->
     pol = policy_from(ctx, policy)
 
     async def go():
-        repo = await open_repository(pol, create=True)
-        await repo.close()
-        return repo
+        async with await open_repository(pol, create=True) as repo:
+            return repo
 
     repo = run(go())
     if json:
@@ -54,11 +53,8 @@ def snapshots(ctx: typer.Context, policy: PolicyOpt = None, json: JsonOpt = Fals
     pol = policy_from(ctx, policy)
 
     async def go():
-        repo = await open_repository(pol)
-        try:
+        async with await open_repository(pol) as repo:
             return await catalog.list_snapshots(repo)
-        finally:
-            await repo.close()
 
     summaries = run(go())
     if json:
@@ -88,12 +84,9 @@ def verify(
     pol = policy_from(ctx, policy)
 
     async def go():
-        repo = await open_repository(pol)
-        try:
+        async with await open_repository(pol) as repo:
             with render.RichProgress(quiet(ctx, quiet_)) as progress:
                 return await verify_snapshots(repo, snapshot, read_data=read_data, progress=progress)
-        finally:
-            await repo.close()
 
     report = run(go())
     if json:

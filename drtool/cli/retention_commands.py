@@ -23,11 +23,8 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would happ
 
 
 async def _with_repo(pol, action):
-    repo = await open_repository(pol)
-    try:
+    async with await open_repository(pol) as repo:
         return await action(repo)
-    finally:
-        await repo.close()
 
 
 def _prune_lines(report: retention.PruneReport) -> list[str]:

@@ -417,3 +417,9 @@ class Repository:
 
     async def close(self) -> None:
         await self.storage.close()
+
+    async def __aenter__(self) -> "Repository":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
