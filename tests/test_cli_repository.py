@@ -197,3 +197,12 @@ def test_verify_json_lists_problems(deployment, cli, snapshotted):
     problems = json.loads(result.stdout)["problems"]
     assert problems == [{"snapshot": snapshotted.id, "table": "app.u", "object": ref.id,
                          "message": "missing"}]
+
+
+def test_version_and_help():
+    from drtool import __version__
+
+    version = Cli()("--version")
+    assert version.exit_code == 0 and version.stdout.strip() == f"drtool {__version__}"
+    bare = Cli()()
+    assert "snapshot" in bare.stdout + bare.stderr and "restore" in bare.stdout + bare.stderr

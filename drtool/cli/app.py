@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from drtool import __version__
 from drtool.cli import render
 from drtool.errors import EXIT_INTERRUPTED, DrtoolError, UsageError
 from drtool.policy import Policy, load_policy
@@ -48,11 +49,19 @@ class State:
     quiet: bool = False
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"drtool {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global(
     ctx: typer.Context,
     policy: Annotated[Path | None, typer.Option("--policy", "-p", help="Policy file (TOML).")] = None,
     quiet: QuietOpt = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print drtool's version and exit.")] = False,
 ) -> None:
     state = State()
     state.policy, state.quiet = policy, quiet
