@@ -14,14 +14,31 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
-from drtool.units import format_bytes
+from drtool.units import format_bytes, format_rate
+
+
+class RateColumn(ProgressColumn):
+    """Documents per second and the byte rate they make (tasks count documents, not bytes)."""
+
+    def render(self, task: Task) -> Text:
+        return Text(rate_text(task.speed, task.completed, task.fields.get("bytes", 0)))
+
+
+def rate_text(docs_per_second: float | None, docs: float, nbytes: int) -> str:
+    """``"1,234 docs/s 5.6 MiB/s"``: the byte rate is the document rate times the mean size."""
+    if not docs_per_second:
+        return ""
+    per_doc = nbytes / docs if docs else 0
+    return f"{docs_per_second:,.0f} docs/s {format_rate(docs_per_second * per_doc)}"
 
 stdout = Console(soft_wrap=True, highlight=False)
 stderr = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -39,7 +56,7 @@ class RichProgress:
             MofNCompleteColumn(),
             TextColumn("docs"),
             TextColumn("{task.fields[nbytes]}"),
-            TransferSpeedColumn(),
+            RateColumn(),
             TimeRemainingColumn(),
             console=stderr,
             transient=True,
@@ -57,11 +74,11 @@ class RichProgress:
 
     def start(self, task: str, total: int | None) -> None:
         self._bytes[task] = 0
-        self._tasks[task] = self._bars.add_task(task, total=total or None, nbytes="")
+        self._tasks[task] = self._bars.add_task(task, total=total or None, nbytes="", bytes=0)
 
     def advance(self, task: str, docs: int, nbytes: int) -> None:
         self._bytes[task] += nbytes
-        self._bars.update(self._tasks[task], advance=docs,
+        self._bars.update(self._tasks[task], advance=docs, bytes=self._bytes[task],
                           nbytes=format_bytes(self._bytes[task]))
 
     def note(self, task: str, message: str) -> None:
