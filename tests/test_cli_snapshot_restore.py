@@ -325,3 +325,17 @@ def test_internal_error_is_one_line_without_traceback(deployment, cli, primary_s
     assert result.exit_code == 70
     assert result.stderr.strip() == ("drtool: error: internal error: RuntimeError: simulated bug "
                                      "(set DRTOOL_DEBUG=1 for a traceback and please report it)")
+
+
+def test_interrupted_restore_says_what_to_do(deployment, cli, primary_server, monkeypatch):
+    load_table(primary_server, "app.t", sample_docs(3))
+    assert cli("snapshot").exit_code == 0
+
+    async def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("drtool.cli.data_commands.restore_snapshot", interrupted)
+    result = cli("restore", "latest", "--rename", "app.t=copy.t")
+    assert result.exit_code == 130
+    assert "interrupted: the target tables may be partly restored" in result.stderr
+    assert "--conflict replace" in result.stderr

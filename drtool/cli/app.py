@@ -68,6 +68,17 @@ def _global(
     ctx.obj = state
 
 
+INTERRUPTED_DEFAULT = "nothing was left half-written in the repository"
+INTERRUPTED = {
+    "snapshot": "no snapshot was made (one exists only once its manifest is written); what was "
+                "already stored is reused by the next run",
+    "restore": "the target tables may be partly restored: run the same restore again with "
+               "--conflict replace",
+    "reconcile": "the target may be partly repaired: run reconcile again",
+    "prune": "run prune again to finish (deletions are idempotent)",
+}
+
+
 def reports_errors(fn: F) -> F:
     """Turn drtool errors into one line and an exit code; hide tracebacks."""
 
@@ -79,8 +90,7 @@ def reports_errors(fn: F) -> F:
             render.error(str(err))
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
-            render.error("interrupted; nothing half-written is visible (snapshots appear only "
-                         "when their manifest is written)")
+            render.error(f"interrupted: {INTERRUPTED.get(fn.__name__, INTERRUPTED_DEFAULT)}")
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except typer.Exit:
             raise
