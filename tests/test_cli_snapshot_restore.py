@@ -339,3 +339,26 @@ def test_interrupted_restore_says_what_to_do(deployment, cli, primary_server, mo
     assert result.exit_code == 130
     assert "interrupted: the target tables may be partly restored" in result.stderr
     assert "--conflict replace" in result.stderr
+
+
+def test_restore_into_a_smaller_cluster_needs_replica_override(deployment, cli, primary_server,
+                                                               standby_server):
+    primary_server.servers = 3
+    table = TableName("app", "wide")
+
+    async def create(cluster):
+        await cluster.ensure_db("app")
+        await cluster.create_table(table, primary_key="id", shards=2, replicas=3)
+        await cluster.insert_texts(table, sample_docs(20, pad=10))
+
+    on_cluster(primary_server, create)
+    assert cli("snapshot").exit_code == 0
+    refused = cli("restore", "latest", "--to", "standby")
+    assert refused.exit_code == 7
+    assert "cannot create app.wide with 2 shards and 3 replicas as recorded" in refused.stderr
+    assert "--replicas N" in refused.stderr
+    fitted = cli("restore", "latest", "--to", "standby", "--replicas", "1", "--shards", "1")
+    assert fitted.exit_code == 0, fitted.stderr
+    meta = on_cluster(standby_server, lambda c: c.table_meta(table))
+    assert (meta.shards, meta.replicas) == (1, 1)
+    assert table_texts(standby_server, "app.wide") == table_texts(primary_server, "app.wide")

@@ -138,8 +138,15 @@ async def _prepare_table(
     try:
         existing = await cluster.table_meta(target)
     except NotFound:
-        await create_table_like(cluster, meta, target, shards=options.shards,
-                                replicas=options.replicas)
+        try:
+            await create_table_like(cluster, meta, target, shards=options.shards,
+                                    replicas=options.replicas)
+        except ClusterError as err:
+            raise ClusterError(
+                f"cannot create {target} with {options.shards or meta.shards} shards and "
+                f"{options.replicas or meta.replicas} replicas as recorded: {err}; for a "
+                "smaller cluster pass --shards N --replicas N"
+            ) from None
         report.created = True
         return None
     if existing.primary_key != meta.primary_key:
