@@ -207,3 +207,13 @@ def test_restore_and_verify_refuse_while_prune_runs(deployment, cli, primary_ser
         assert result.exit_code == 6, (args, result.stderr)
         assert "locked by prune" in result.stderr
     assert "copy" not in primary_server.dbs  # nothing was written
+
+
+def test_verify_without_lock_runs_beside_prune(deployment, cli, primary_server):
+    load_table(primary_server, "app.t", sample_docs(20, pad=10))
+    assert cli("snapshot").exit_code == 0
+    hold_lock(deployment, "exclusive", "prune")
+    assert cli("verify").exit_code == 6
+    result = cli("verify", "--no-lock", "--read-data")
+    assert result.exit_code == 0, result.stderr
+    assert "0 problems" in result.stdout

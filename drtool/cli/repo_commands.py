@@ -76,6 +76,7 @@ def verify(
     ctx: typer.Context,
     snapshot: Annotated[str | None, typer.Argument(help="Snapshot id, prefix or 'latest' (default: all).")] = None,
     read_data: Annotated[bool, typer.Option("--read-data", help="Decrypt and check every object.")] = False,
+    no_lock: Annotated[bool, typer.Option("--no-lock", help="Take no repository lock (for a read-only repository; a prune running meanwhile shows as missing objects).")] = False,
     policy: PolicyOpt = None,
     json: JsonOpt = False,
     quiet_: QuietOpt = False,
@@ -86,7 +87,8 @@ def verify(
     async def go():
         async with await open_repository(pol) as repo:
             with render.RichProgress(quiet(ctx, quiet_)) as progress:
-                return await verify_snapshots(repo, snapshot, read_data=read_data, progress=progress)
+                return await verify_snapshots(repo, snapshot, read_data=read_data,
+                                              progress=progress, lock=not no_lock)
 
     report = run(go())
     if json:

@@ -46,10 +46,14 @@ class VerifyReport:
 
 async def verify(
     repo: Repository, snapshot: str | None = None, *, read_data: bool = False,
-    progress: Progress = NullProgress(), concurrency: int = 4,
+    progress: Progress = NullProgress(), concurrency: int = 4, lock: bool = True,
 ) -> VerifyReport:
     """Verify one snapshot (``latest``, an id or a prefix) or, with None, all of them. Holds a
-    shared repository lock: a concurrent prune would otherwise show up as missing objects."""
+    shared repository lock (a concurrent prune would otherwise show up as missing objects);
+    ``lock=False`` verifies without one, for repositories that cannot be written to."""
+    if not lock:
+        return await _verify(repo, snapshot, read_data=read_data, progress=progress,
+                             concurrency=concurrency)
     async with repo.lock("shared", "verify"):
         return await _verify(repo, snapshot, read_data=read_data, progress=progress,
                              concurrency=concurrency)
