@@ -19,6 +19,8 @@ from drtool.cluster import fake
 from drtool.cluster.fake import FakeServer
 from drtool.model import ClusterConfig, TableName
 
+pytest_plugins = ("tests.sshd",)  # sshd_server, sftp_dir, tiny_filesystem fixtures
+
 PRIMARY_HOST = "fake-primary:28015"
 STANDBY_HOST = "fake-standby:28015"
 

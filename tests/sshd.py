@@ -3,8 +3,8 @@
 ``sshd_server`` (module scope) starts ``/usr/sbin/sshd -D`` with its own ed25519 host key and a
 client key in authorized_keys; it listens on two ports: ``port`` (read-write internal-sftp)
 and ``ro_port`` (``internal-sftp -R``, read-only, for permission-denied tests: root ignores
-file modes). Skipped with the reason when sshd or ssh-keygen is missing. Test modules import
-the fixtures they use: ``from tests.sshd import sshd_server``.
+file modes). Skipped with the reason when sshd or ssh-keygen is missing. Test modules use
+the fixtures by name: tests/conftest.py registers this module as a pytest plugin.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from drtool.storage import open_storage
 from drtool.storage.limiter import BandwidthLimitedStorage
 from drtool.units import BandwidthSchedule
 from tests.conftest import Cli, load_table, sample_docs, table_texts, write_policy
-from tests.sshd import sftp_dir, sshd_server  # noqa: F401 (fixtures)
 
 
 def _sftp_policy(tmp_path, server, remote_dir):

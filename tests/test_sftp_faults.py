@@ -15,7 +15,6 @@ from drtool.storage import open_storage
 from drtool.storage.retry import RetryingStorage
 from drtool.storage.sftp import SFTPStorage
 from tests.sshd import fingerprint, free_port, keygen
-from tests.sshd import sftp_dir, sshd_server, tiny_filesystem  # noqa: F401 (fixtures)
 from tests.storage_contract import names
 
 

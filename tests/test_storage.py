@@ -25,7 +25,6 @@ from drtool.storage import open_storage
 from drtool.storage.local import STALE_TMP_SECONDS, LocalStorage
 from drtool.storage.memory import MemoryStorage
 from drtool.storage.retry import RetryingStorage
-from tests.sshd import sftp_dir, sshd_server, tiny_filesystem  # noqa: F401 (fixtures)
 from tests.storage_contract import StorageContract, names
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
