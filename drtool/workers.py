@@ -23,3 +23,13 @@ _pool = ThreadPoolExecutor(max_workers=CPU_THREADS, thread_name_prefix="drtool-c
 async def run_cpu(fn: Callable[..., T], *args) -> T:
     """Run ``fn(*args)`` in the shared CPU pool and wait for it."""
     return await asyncio.get_running_loop().run_in_executor(_pool, functools.partial(fn, *args))
+
+
+SMALL = 64 * 1024  # inputs smaller than this are processed inline: a thread hop costs more
+
+
+async def run_sized(fn: Callable[..., T], *args) -> T:
+    """``fn(*args)`` inline when the last argument is small, else in the CPU pool."""
+    if len(args[-1]) >= SMALL:
+        return await run_cpu(fn, *args)
+    return fn(*args)

@@ -21,7 +21,8 @@ from drtool.errors import (
 from drtool.manifest import Layer, Manifest, Range, SegmentRef, TableEntry
 from drtool.model import IndexDef, TableMeta, TableName
 from drtool.repo.objects import data_name, new_snapshot_id
-from drtool.repo.repository import THREAD_THRESHOLD, KeySources, Repository
+from drtool.repo.repository import KeySources, Repository
+from drtool.workers import SMALL as THREAD_THRESHOLD
 from drtool.storage.memory import MemoryStorage
 
 DOCS = b'{"id":1,"v":"a"}\n{"id":2,"v":"\xc3\xa9"}\n'

@@ -12,7 +12,6 @@ read metadata, cannot read data written by other sessions).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,21 +21,19 @@ from drtool import crypto
 from drtool.errors import (
     EncryptionKeyError,
     IntegrityError,
-    NotFound,
     ObjectExists,
     ObjectNotFound,
     RepositoryError,
     UsageError,
 )
-from drtool.manifest import FORMAT_VERSION, Manifest
 from drtool.repo import keys as K
 from drtool.repo import objects as O
 from drtool.repo.config import build_config, parse_config
 from drtool.repo.locks import HeldLock, LockStore
 from drtool.storage.base import Storage
-from drtool.workers import run_cpu
+from drtool.repo.snapshots import SnapshotCatalog
+from drtool.workers import run_sized
 
-THREAD_THRESHOLD = 64 * 1024  # seal/open objects at least this big in a worker thread
 INDEX_DOMAIN = b"drtool index\x00"  # index ids never collide with data ids of equal plaintext
 
 
@@ -55,14 +52,7 @@ class StoredObject:
     new: bool  # False when an identical object already existed (deduplicated)
 
 
-async def _run(fn, *args):
-    """Call ``fn`` inline for small inputs, in a worker thread for big ones (last arg)."""
-    if len(args[-1]) >= THREAD_THRESHOLD:
-        return await run_cpu(fn, *args)
-    return fn(*args)
-
-
-class Repository:
+class Repository(SnapshotCatalog):
     """See module docstring. Construct with ``create`` or ``open``; never directly."""
 
     storage: Storage
@@ -186,7 +176,7 @@ class Repository:
     async def put_data(self, plaintext: bytes) -> StoredObject:
         """Compress, encrypt and store a data object; its id is a keyed hash of ``plaintext``.
         An identical object already stored is not uploaded again (``new=False``)."""
-        oid = await _run(self._keys.object_id, plaintext)
+        oid = await run_sized(self._keys.object_id, plaintext)
         pending = self._pending.get(oid)
         if pending is not None:  # the same object is being uploaded by a concurrent call
             size = await asyncio.shield(pending)
@@ -199,7 +189,7 @@ class Repository:
                 stored = StoredObject(oid, (await self.storage.stat(name)).size, False)
             except ObjectNotFound:
                 keyid, data_key = await self._session_key()
-                blob = await _run(O.seal_data, data_key, bytes.fromhex(keyid), name, plaintext)
+                blob = await run_sized(O.seal_data, data_key, bytes.fromhex(keyid), name, plaintext)
                 try:
                     await self.storage.put(name, blob)
                     stored = StoredObject(oid, len(blob), True)
@@ -218,13 +208,13 @@ class Repository:
         """Store an index object (primary keys and document hashes of a segment, or deleted
         keys), sealed with the metadata key so that a writer can read it back to make
         incremental snapshots. Content-addressed and deduplicated like data objects."""
-        oid = await _run(self._keys.object_id, INDEX_DOMAIN + plaintext)
+        oid = await run_sized(self._keys.object_id, INDEX_DOMAIN + plaintext)
         name = O.index_name(oid)
         try:
             return StoredObject(oid, (await self.storage.stat(name)).size, False)
         except ObjectNotFound:
             pass
-        blob = await _run(O.seal_manifest, self._keys.meta, name, plaintext, O.INDEX_MAGIC)
+        blob = await run_sized(O.seal_manifest, self._keys.meta, name, plaintext, O.INDEX_MAGIC)
         try:
             await self.storage.put(name, blob)
         except ObjectExists:
@@ -237,7 +227,7 @@ class Repository:
         name = O.index_name(object_id)
         blob = await self.storage.get(name)
         try:
-            plaintext = await _run(O.open_manifest, self._keys.meta, name, blob, O.INDEX_MAGIC)
+            plaintext = await run_sized(O.open_manifest, self._keys.meta, name, blob, O.INDEX_MAGIC)
         except O.SealedObjectError:
             raise IntegrityError(
                 f"index object {object_id} failed authentication (truncated, corrupted or swapped)"
@@ -249,17 +239,6 @@ class Repository:
     async def list_index(self) -> dict[str, int]:
         """Every stored index object id with its stored size."""
         return await self._list_ids(O.INDEX_PREFIX, O.index_name)
-
-    async def put_manifest(self, manifest: Manifest) -> None:
-        """Seal and store a manifest under its id. Written last: this makes a snapshot exist."""
-        if not O.is_snapshot_id(manifest.id):
-            raise UsageError(f"invalid snapshot id {manifest.id!r}: expected YYYYMMDDTHHMMSSZ-xxxxxxxx")
-        for held in list(self._held_locks):  # a lost lock means prune may have run meanwhile
-            held.check()
-        name = O.snapshot_name(manifest.id)
-        text = json.dumps(manifest.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        blob = await _run(O.seal_manifest, self._keys.meta, name, text.encode("utf-8"))
-        await self.storage.put(name, blob)
 
     # --- reading ---------------------------------------------------------------------------
     async def get_data(self, object_id: str) -> bytes:
@@ -278,7 +257,7 @@ class Repository:
             raise failed from None
         data_key = await self._data_key(keyid, object_id)
         try:
-            plaintext = await _run(O.open_data, data_key, name, blob)
+            plaintext = await run_sized(O.open_data, data_key, name, blob)
         except O.SealedObjectError:
             raise failed from None
         if self._keys.object_id(plaintext) != object_id:
@@ -332,71 +311,6 @@ class Repository:
             if O.is_object_id(oid) and info.name == name_of(oid):
                 found[oid] = info.size
         return found
-
-    async def list_snapshots(self) -> list[str]:
-        """Snapshot ids, oldest first."""
-        ids = []
-        async for info in self.storage.list(O.SNAPSHOTS_PREFIX):
-            sid = info.name[len(O.SNAPSHOTS_PREFIX):]
-            if O.is_snapshot_id(sid):
-                ids.append(sid)
-        return sorted(ids)
-
-    async def load_manifest(self, snapshot_id: str) -> Manifest:
-        """Raises NotFound, IntegrityError."""
-        missing = NotFound(f"snapshot {snapshot_id} does not exist")
-        if not O.is_snapshot_id(snapshot_id):
-            raise missing
-        name = O.snapshot_name(snapshot_id)
-        try:
-            blob = await self.storage.get(name)
-        except ObjectNotFound:
-            raise missing from None
-        try:
-            data = json.loads(await _run(O.open_manifest, self._keys.meta, name, blob))
-        except O.SealedObjectError:
-            raise IntegrityError(
-                f"snapshot {snapshot_id}: manifest failed authentication (truncated, corrupted or swapped)"
-            ) from None
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise IntegrityError(f"snapshot {snapshot_id}: manifest is not valid JSON") from None
-        version = data.get("version") if isinstance(data, dict) else None
-        if isinstance(version, int) and version > FORMAT_VERSION:
-            raise RepositoryError(
-                f"snapshot {snapshot_id}: manifest format version {version} is not supported "
-                f"by this drtool (supports {FORMAT_VERSION})"
-            )
-        try:
-            manifest = Manifest.from_json(data)
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise IntegrityError(f"snapshot {snapshot_id}: manifest is malformed") from None
-        if manifest.id != snapshot_id:
-            raise IntegrityError(f"snapshot {snapshot_id}: manifest names another snapshot")
-        return manifest
-
-    async def resolve(self, ref: str) -> Manifest:
-        """``latest``, a full id or a unique id prefix -> its manifest. Raises NotFound
-        (no such snapshot, or no snapshot at all) and UsageError (ambiguous prefix)."""
-        ids = await self.list_snapshots()
-        if ref == "latest":
-            if not ids:
-                raise NotFound(f"{self.storage.location}: the repository has no snapshots")
-            return await self.load_manifest(ids[-1])
-        if ref in ids:
-            return await self.load_manifest(ref)
-        matches = [i for i in ids if ref and i.startswith(ref)]
-        if not matches:
-            raise NotFound(f"snapshot {ref} does not exist")
-        if len(matches) > 1:
-            shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
-            raise UsageError(f"snapshot prefix {ref} is ambiguous: it matches {shown}")
-        return await self.load_manifest(matches[0])
-
-    async def delete_manifest(self, snapshot_id: str) -> None:
-        """Remove a snapshot's manifest (its data objects stay until prune). Idempotent."""
-        if not O.is_snapshot_id(snapshot_id):
-            raise NotFound(f"snapshot {snapshot_id} does not exist")
-        await self.storage.delete(O.snapshot_name(snapshot_id))
 
     async def delete_data(self, object_id: str) -> None:
         """Remove a data object. Idempotent. Only prune calls this, holding the exclusive lock
