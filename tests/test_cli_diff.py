@@ -144,3 +144,37 @@ def test_bad_inputs(cli, deployment, primary_server, standby_server, tmp_path):
         result = Cli(lonely)(command)
         assert result.exit_code == 2 and "no [standby] section" in result.stderr
         assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_diff_against_layered_snapshot_lists_every_key(cli, primary_server, standby_server):
+    _seed(primary_server, standby_server)
+    assert cli("snapshot").exit_code == 0
+    primary_server.put_texts(T, ['{"id":"k0000010","v":"changed"}', '{"id":"k0000011x"}'])
+    primary_server.delete(T, ['"k0000012"'])
+    second = json.loads(cli("snapshot", "--json").stdout)
+    assert {t["table"]: t["layers"] for t in second["tables"]}["app.users"] == 2
+    assert cli("diff", "--against", "latest").exit_code == 0  # the live table is the snapshot
+    primary_server.put_texts(T, ['{"id":"k0000010","v":"again"}', '{"id":"k0000012"}'])
+    primary_server.delete(T, ['"k0000011x"'])
+    result = cli("diff", "--against", "latest", "--json")
+    assert result.exit_code == 1
+    users = {t["table"]: t for t in json.loads(result.stdout)["tables"]}["app.users"]
+    assert (users["missing"], users["extra"], users["changed"]) == (
+        ['"k0000012"'], ['"k0000011x"'], ['"k0000010"'])
+
+
+def test_writer_only_host_lists_keys_against_a_snapshot(tmp_path, primary_server, standby_server):
+    from tests.conftest import write_policy
+
+    reader = tmp_path / "reader.txt"
+    recipient = Cli()("keygen", "--out", str(reader)).stdout.strip()
+    dep = write_policy(tmp_path, recipients=[recipient], identity=False, writer_key=True)
+    cli = Cli(dep.path)
+    assert cli("init").exit_code == 0
+    _seed(primary_server, standby_server, n=300)
+    assert cli("snapshot").exit_code == 0
+    primary_server.put_texts(T, ['{"id":"k0000100","v":1}'])
+    result = cli("diff", "--against", "latest", "--table", "app.users", "--json")
+    assert result.exit_code == 1, result.stderr
+    users = json.loads(result.stdout)["tables"][0]
+    assert users["changed"] == ['"k0000100"'] and users["missing"] == users["extra"] == []

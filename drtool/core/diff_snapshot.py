@@ -3,26 +3,24 @@
 The snapshot recorded, per table, the digest and count of each key range of its final state
 (``TableEntry.ranges``). The live cluster folds the same ranges on the server (one query, only
 counts and digests cross the network) and equal ranges are done. For a differing range the
-keys are listed when the repository can decrypt documents and the table is a single layer:
-the segment of that range is read from the repository and its per-document hashes
-(``doc_hash`` of each text) are merged with the live side's ``(key, r.uuid(doc))`` pairs of
-the range. Otherwise only the counts and the number of differing ranges are reported.
+live side streams ``(key, r.uuid(text))`` pairs and they are merged with the snapshot's
+per-document hashes of that range, taken from its index objects (all layers merged): every
+differing key is listed, with the writer key alone (no document is decrypted).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 
-from drtool.cluster import canonical
 from drtool.cluster.base import ChunkDigest, Cluster, KeyRange
 from drtool.core.tasks import gather_bounded
 from drtool.core.diff import DiffOptions, TableDiff, compare_schema, table_meta_or_none
-from drtool.core.diff_ranges import PER_DOC, WHOLE, Differences, Side, merge_docs
+from drtool.core.diff_ranges import QUERY_OVERHEAD, WHOLE, Differences, Side, merge_docs
+from drtool.core.layers import ParentState
 from drtool.core.progress import NullProgress, Progress
-from drtool.core.segments import decode_segment
 from drtool.core.session import select_tables
-from drtool.digest import doc_hash
+from drtool.digest import short_of_uuid
+from drtool.ordering import key_order
 from drtool.manifest import Manifest, TableEntry
 from drtool.model import TableName
 from drtool.policy import Policy
@@ -94,28 +92,32 @@ async def _compare_ranges(side: Side, repo: Repository, entry: TableEntry, resul
                  if (c[0][1], c[0][2]) != (rec.count, rec.digest)]
     if not differing:
         return
-    base = entry.layers[0].segments if entry.layers else ()
-    readable = (repo.can_read_data and len(entry.layers) == 1 and not entry.layers[0].deletions
-                and [s.upto for s in base] == [r.upto for r in entry.ranges])
-    if not readable:
+    base = entry.layers[0].segments
+    if [seg.upto for seg in base] != [r.upto for r in entry.ranges]:  # not made by drtool >= 0.1
         result.keys_listed = False
         result.ranges_differing = len(differing)
-        why = ("the table is stored as delta layers" if repo.can_read_data else
-               "set encryption.identity_file or passphrase_env to list keys")
         result.notes.append(f"{len(differing)} of {len(ranges)} recorded ranges differ; keys "
-                            f"not listed ({why})")
+                            "not listed (the snapshot's ranges do not follow its segments)")
         return
     found = Differences()
-    per_doc = await side.chunks([ranges[i] for i in differing], PER_DOC)
-    snapshot = await asyncio.gather(*(_segment_hashes(repo, base[i].id, entry.meta.primary_key)
-                                      for i in differing))
-    for i, live_docs, snap_docs in zip(differing, per_doc, snapshot):
+    recorded = ParentState(repo, entry)
+    for i in differing:
+        live_docs = await _live_hashes(side, ranges[i])
+        snap = await recorded.hashes(i)
+        snap_docs = sorted(((k, 1, h) for k, h in snap.items()), key=lambda c: key_order(c[0]))
         merge_docs(live_docs, snap_docs, found)
         found.regions.append(ranges[i])
     result.set_keys(found)
 
 
-async def _segment_hashes(repo: Repository, object_id: str, primary_key: str) -> list[ChunkDigest]:
-    """``(key, 1, doc_hash)`` of every document of a stored segment, in key order."""
-    texts = decode_segment(await repo.get_data(object_id))
-    return [(canonical.dumps(canonical.parse(t)[primary_key]), 1, doc_hash(t)) for t in texts]
+async def _live_hashes(side: Side, key_range: KeyRange) -> list[ChunkDigest]:
+    """``(key, 1, short hash)`` of every live document of the range, in key order; the traffic
+    (one query; each row ``["key","uuid"]``) is counted on ``side``."""
+    after, upto = key_range
+    out: list[ChunkDigest] = []
+    async for rows in side.cluster.hash_scan(side.table, after=after, upto=upto):
+        out.extend((k, 1, short_of_uuid(u)) for k, u in rows)
+        side.traffic.received += sum(len(k) + len(u) + 6 for k, u in rows)
+    side.traffic.queries += 1
+    side.traffic.sent += QUERY_OVERHEAD + len(after or "") + len(upto or "")
+    return out
