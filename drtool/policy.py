@@ -30,8 +30,14 @@ from drtool.errors import PolicyError
 from drtool.model import ClusterConfig, TableName
 from drtool.policy_fields import Section, parse_host, read_env, resolve_path, show
 from drtool.repo.repository import KeySources
-from drtool.units import BANDWIDTH_EXPECTED, DOC_RATE_EXPECTED, DURATION_EXPECTED, BandwidthSchedule
-from drtool.units import parse_doc_rate, parse_duration
+from drtool.units import (
+    BANDWIDTH_EXPECTED,
+    DOC_RATE_EXPECTED,
+    DURATION_EXPECTED,
+    PERCENT_EXPECTED,
+    BandwidthSchedule,
+)
+from drtool.units import parse_doc_rate, parse_duration, parse_percent
 
 DEFAULT_RETHINKDB_PORT = 28015
 DEFAULT_SFTP_PORT = 22
@@ -45,7 +51,7 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     "encryption": ("recipients", "identity_file", "passphrase_env", "writer_key_file"),
     "tables": ("include", "exclude"),
     "throttle": ("bandwidth", "primary_reads"),
-    "schedule": ("snapshot_every", "snapshot_from"),
+    "schedule": ("snapshot_every", "snapshot_from", "full_after_layers", "full_after_delta"),
     "retention": ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly"),
     "failover": ("app_users",),
 }
@@ -155,10 +161,14 @@ class ThrottlePolicy:
 @dataclass(frozen=True)
 class SchedulePolicy:
     """``snapshot_every``: seconds between scheduled snapshots (None: no schedule);
-    ``snapshot_from``: which cluster scheduled snapshots read ("standby" needs [standby])."""
+    ``snapshot_from``: which cluster scheduled snapshots read ("standby" needs [standby]);
+    a table is copied in full instead of incrementally once its chain has
+    ``full_after_layers`` layers or its deltas exceed ``full_after_delta`` of its base."""
 
     snapshot_every: float | None = None
     snapshot_from: Literal["primary", "standby"] = "primary"
+    full_after_layers: int = 7
+    full_after_delta: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -369,7 +379,15 @@ def _schedule(sec: Section | None) -> SchedulePolicy:
         every = sec.parsed("snapshot_every", parse_duration, DURATION_EXPECTED)
         if every <= 0:
             raise sec.error("snapshot_every", f"a positive {DURATION_EXPECTED[2:]}", sec.data["snapshot_every"])
-    return SchedulePolicy(snapshot_every=every, snapshot_from=sec.choice("snapshot_from", ("primary", "standby")))
+    defaults = SchedulePolicy()
+    layers = sec.integer("full_after_layers", minimum=1)
+    delta = (sec.parsed("full_after_delta", parse_percent, PERCENT_EXPECTED)
+             if sec.has("full_after_delta") else defaults.full_after_delta)
+    return SchedulePolicy(
+        snapshot_every=every, snapshot_from=sec.choice("snapshot_from", ("primary", "standby")),
+        full_after_layers=defaults.full_after_layers if layers is None else layers,
+        full_after_delta=delta,
+    )
 
 
 def _retention(sec: Section | None) -> RetentionPolicy:

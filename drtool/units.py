@@ -31,6 +31,7 @@ RATE_EXPECTED = 'a rate like "20MiB/s" or "off"'
 DOC_RATE_EXPECTED = 'a document rate like "20000docs/s"'
 DURATION_EXPECTED = 'a duration like "6h", "90m" or "1h30m"'
 BANDWIDTH_EXPECTED = 'a rate like "20MiB/s" or a timetable'
+PERCENT_EXPECTED = 'a percentage like "30%"'
 
 
 def parse_size(text: str) -> int:
@@ -72,6 +73,17 @@ def parse_doc_rate(text: str) -> float:
     if m is None or float(m.group(1)) <= 0:
         raise ValueError(f"expected {DOC_RATE_EXPECTED}")
     return float(m.group(1)) * {"": 1, "k": 1000, "m": 1000000}[m.group(2)]
+
+
+def parse_percent(text: str) -> float:
+    """``"30%"`` -> 0.3 (more than 0, at most 1000%). Raises ValueError("expected ...")."""
+    try:
+        value = float(text.strip().removesuffix("%")) / 100 if text.strip().endswith("%") else -1
+    except (AttributeError, ValueError):
+        value = -1
+    if not 0 < value <= 10:
+        raise ValueError(f"expected {PERCENT_EXPECTED}")
+    return value
 
 
 def parse_duration(text: str) -> float:

@@ -160,3 +160,14 @@ def test_changed_ranges_are_read_as_hashes_and_only_changed_documents_fetched(
     assert reads["fetched"] == ['"k0001234"']  # and the one changed document
     assert second["tables"][0]["layers"] == 2
     _restore_equals(cli, "latest", table_texts(primary_server, "app.t"), standby_server)
+
+
+def test_policy_sets_when_a_full_copy_is_made(deployment, cli, primary_server):
+    deployment.path.write_text(deployment.path.read_text()
+                               + "[schedule]\nfull_after_layers = 2\nfull_after_delta = \"500%\"\n")
+    load_table(primary_server, "app.t", sample_docs(300))
+    _snapshot(cli)
+    _change(primary_server, updates=[1])
+    assert _snapshot(cli)["tables"][0]["layers"] == 2
+    _change(primary_server, updates=[2])
+    assert _snapshot(cli)["tables"][0]["layers"] == 1  # the chain reached full_after_layers

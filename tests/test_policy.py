@@ -168,6 +168,7 @@ app_users = ["app", "worker"]
     assert p.throttle.bandwidth.limits_at(datetime.datetime(2024, 1, 1)) == (10 * 2**20, None)
     assert p.throttle.primary_reads == 20000.0
     assert (p.schedule.snapshot_every, p.schedule.snapshot_from) == (5400.0, "standby")
+    assert (p.schedule.full_after_layers, p.schedule.full_after_delta) == (7, 0.3)  # defaults
     assert (p.retention.keep_last, p.retention.keep_daily, p.retention.keep_weekly) == (0, 7, None)
     assert p.failover.app_users == ("app", "worker")
 
@@ -244,6 +245,11 @@ CASES = {
     "duration as number": (dict(extra="[schedule]\nsnapshot_every = 6"), 'schedule.snapshot_every: expected a duration like "6h", "90m" or "1h30m", got 6'),
     "zero duration": (dict(extra='[schedule]\nsnapshot_every = "0s"'), 'schedule.snapshot_every: expected a positive duration like "6h", "90m" or "1h30m", got "0s"'),
     "bad snapshot_from": (dict(extra='[schedule]\nsnapshot_from = "replica"'), 'schedule.snapshot_from: expected "primary" or "standby", got "replica"'),
+    "zero full_after_layers": (dict(extra="[schedule]\nfull_after_layers = 0"), "schedule.full_after_layers: expected an integer >= 1, got 0"),
+    "text full_after_layers": (dict(extra='[schedule]\nfull_after_layers = "7"'), 'schedule.full_after_layers: expected an integer >= 1, got "7"'),
+    "delta without %": (dict(extra='[schedule]\nfull_after_delta = "30"'), 'schedule.full_after_delta: expected a percentage like "30%", got "30"'),
+    "zero delta": (dict(extra='[schedule]\nfull_after_delta = "0%"'), 'schedule.full_after_delta: expected a percentage like "30%", got "0%"'),
+    "delta as number": (dict(extra="[schedule]\nfull_after_delta = 0.3"), 'schedule.full_after_delta: expected a percentage like "30%", got 0.3'),
     "standby without standby": (dict(extra='[schedule]\nsnapshot_from = "standby"'), 'schedule.snapshot_from: expected "primary" when there is no [standby] section, got "standby"'),
     # tables
     "pattern without dot": (dict(extra='[tables]\ninclude = ["app"]'), 'tables.include[0]: expected a "db.table" glob like "app.*", got "app"'),

@@ -56,7 +56,9 @@ def snapshot(
                 raise UsageError(f"no table of the {role} matches [tables] in {pol.path}")
             with render.RichProgress(quiet(ctx, quiet_)) as progress:
                 reads = pol.throttle.primary_reads if role == "primary" else None
-                options = SnapshotOptions(full=full, primary_reads=reads)
+                options = SnapshotOptions(
+                    full=full, primary_reads=reads, max_layers=pol.schedule.full_after_layers,
+                    max_delta_ratio=pol.schedule.full_after_delta)
                 return await take_snapshot(repo, cluster, tables, policy_name=pol.name,
                                            source=role, progress=progress, options=options)
 
