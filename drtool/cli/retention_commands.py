@@ -53,7 +53,8 @@ def forget(
     json: JsonOpt = False,
 ) -> None:
     """Remove snapshots outside the retention rules (any --keep-* given replaces the policy's
-    retention section); snapshots that kept ones build on are kept too. Data stays until prune."""
+    retention section). Data stays until prune, which keeps every object a remaining snapshot
+    references (incremental snapshots included)."""
     pol = policy_from(ctx, policy)
     given = RetentionPolicy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly)
     rules = given if given != RetentionPolicy() else pol.retention

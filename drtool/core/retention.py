@@ -4,7 +4,9 @@ no remaining snapshot references) and unlock (remove stale repository locks).
 Selection is restic's: snapshots sorted newest first by their time (UTC); ``keep_last`` N keeps
 the N newest; ``keep_hourly`` N keeps the newest snapshot of each of the N most recent distinct
 hours that have snapshots; likewise daily, weekly (ISO week) and monthly. A snapshot is kept if
-any rule keeps it, and so is every snapshot a kept one builds on (``parent``, transitively).
+any rule keeps it. A snapshot that kept ones build on (``parent``) is not kept for that reason:
+every manifest lists every object its tables need (the parent's layers included), so prune
+keeps those objects as long as any remaining snapshot references them.
 A snapshot whose manifest cannot be read is never forgotten (nothing is known about it), does
 not count towards the rules, and makes prune refuse to run.
 
@@ -86,16 +88,6 @@ def select(candidates: list[Candidate], rules: RetentionPolicy) -> dict[str, lis
                 what = "last" if rule == "keep_last" else f"{rule[5:]} {bucket}"
                 keep.setdefault(c.id, []).append(what)
                 last, remaining = bucket, remaining - 1
-    by_id = {c.id: c for c in candidates}
-    for sid in list(keep):
-        child, parent = sid, by_id[sid].parent
-        while parent in by_id:
-            reasons = keep.setdefault(parent, [])
-            reason = f"parent of {child}"
-            if reason in reasons:
-                break
-            reasons.append(reason)
-            child, parent = parent, by_id[parent].parent
     return keep
 
 
