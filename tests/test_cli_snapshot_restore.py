@@ -362,3 +362,17 @@ def test_restore_into_a_smaller_cluster_needs_replica_override(deployment, cli, 
     meta = on_cluster(standby_server, lambda c: c.table_meta(table))
     assert (meta.shards, meta.replicas) == (1, 1)
     assert table_texts(standby_server, "app.wide") == table_texts(primary_server, "app.wide")
+
+
+def test_a_refused_write_batch_fails_the_restore(deployment, cli, primary_server, standby_server):
+    """Every batch's result is checked, however the batches interleave (a refused batch once
+    went unnoticed when the target already had documents)."""
+    from drtool.errors import ClusterError
+
+    load_table(primary_server, "app.t", sample_docs(8000, pad=400))
+    assert cli("snapshot").exit_code == 0
+    load_table(standby_server, "app.t", ['{"id":"other"}'])
+    standby_server.fail_next("insert_texts", ClusterError("fake-standby: write refused (injected)"))
+    result = cli("restore", "latest", "--to", "standby", "--conflict", "replace")
+    assert result.exit_code == 7, result.stdout + result.stderr
+    assert "write refused (injected)" in result.stderr

@@ -172,7 +172,7 @@ async def _load(
     progress: Progress, task: str,
 ) -> None:
     slots = asyncio.Semaphore(options.batches_in_flight)
-    pending: set[asyncio.Task] = set()
+    jobs: list[asyncio.Task] = []  # every batch stays here until its result was checked
 
     async def write(batch: list[DocText]) -> None:
         try:
@@ -184,27 +184,32 @@ async def _load(
         finally:
             slots.release()
 
+    def reap() -> None:
+        """Raise the error of any finished batch; forget the finished ones."""
+        for job in [j for j in jobs if j.done()]:
+            jobs.remove(job)
+            job.result()
+
     try:
-        async for _object_id, texts in final_texts(repo, entry):
-            for start in range(0, len(texts), options.batch_size):
-                await slots.acquire()
-                job = asyncio.create_task(write(texts[start:start + options.batch_size]))
-                pending.add(job)
-                job.add_done_callback(pending.discard)
-            for job in [j for j in pending if j.done()]:
-                job.result()
-        await asyncio.gather(*pending)
+        async with aclosing(final_texts(repo, entry)) as segments:
+            async for _object_id, texts in segments:
+                for start in range(0, len(texts), options.batch_size):
+                    await slots.acquire()
+                    reap()
+                    jobs.append(asyncio.create_task(
+                        write(texts[start:start + options.batch_size])))
+        for job in jobs:
+            await job  # in order; the first failure raises
     except IntegrityError as err:
-        await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*jobs, return_exceptions=True)
         raise IntegrityError(
             f"restore of {entry.name} into {target} stopped: {err}; "
             f"{report.written.written} documents had been written before it"
         ) from None
-    except BaseException:
-        for job in pending:
+    finally:
+        for job in jobs:
             job.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        raise
+        await asyncio.gather(*jobs, return_exceptions=True)
 
 
 def _account(result: WriteResult, sent: int, conflict: ConflictMode, report: TableRestore,
