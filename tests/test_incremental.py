@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 from drtool.model import TableName
 from tests.conftest import Cli, load_table, sample_docs, table_texts, write_policy
@@ -171,3 +172,69 @@ def test_policy_sets_when_a_full_copy_is_made(deployment, cli, primary_server):
     assert _snapshot(cli)["tables"][0]["layers"] == 2
     _change(primary_server, updates=[2])
     assert _snapshot(cli)["tables"][0]["layers"] == 1  # the chain reached full_after_layers
+
+
+def _forge(deployment, change) -> str:
+    """Store a copy of the latest manifest, altered by ``change(manifest) -> manifest``, as a
+    new snapshot (as a buggy or malicious writer could); return its id."""
+    import asyncio
+    from dataclasses import replace
+
+    from drtool.core.session import open_repository
+    from drtool.policy import load_policy
+    from drtool.repo.objects import new_snapshot_id
+
+    async def go():
+        async with await open_repository(load_policy(deployment.path)) as repo:
+            latest = await repo.resolve("latest")
+            forged = replace(change(latest), id=new_snapshot_id(after=latest.id))
+            await repo.put_manifest(forged)
+            return forged.id
+
+    return asyncio.run(go())
+
+
+def test_verify_read_data_checks_the_merged_layers_against_the_ranges(deployment, cli,
+                                                                      primary_server):
+    from dataclasses import replace
+
+    from drtool.digest import fold_digests
+
+    load_table(primary_server, "app.t", sample_docs(500))
+    _snapshot(cli)
+    _change(primary_server, updates=[7], deletes=[8])
+    assert _snapshot(cli)["tables"][0]["layers"] == 2
+    assert cli("verify", "--read-data").exit_code == 0
+
+    def wrong_range(manifest):  # consistent table digest, wrong range digest
+        table = manifest.tables[0]
+        ranges = (replace(table.ranges[0], digest="00000000-0000-5000-8000-000000000000"),)
+        ranges += table.ranges[1:]
+        table = replace(table, ranges=ranges, digest=fold_digests(r.digest for r in ranges))
+        return replace(manifest, tables=(table,))
+
+    forged = _forge(deployment, wrong_range)
+    result = cli("verify", forged, "--read-data")
+    assert result.exit_code == 1
+    assert f"snapshot {forged} table app.t: range 1 of" in result.stdout
+    assert "the layers merged give" in result.stdout
+
+
+def test_verify_read_data_checks_index_objects_against_documents(deployment, cli, primary_server):
+    from dataclasses import replace
+
+    load_table(primary_server, "app.t", sample_docs(3000, pad=4000))  # several segments
+    _snapshot(cli)
+
+    def swapped_index(manifest):  # segment 0 paired with segment 1's index object
+        table = manifest.tables[0]
+        segs = list(table.layers[0].segments)
+        segs[0] = replace(segs[0], index=segs[1].index, index_size=segs[1].index_size)
+        layer = replace(table.layers[0], segments=tuple(segs))
+        return replace(manifest, tables=(replace(table, layers=(layer,)),))
+
+    forged = _forge(deployment, swapped_index)
+    result = cli("verify", forged, "--read-data")
+    assert result.exit_code == 1
+    assert re.search(r"index object [0-9a-f]{64} (lists \d+ documents, the segment holds \d+"
+                     r"|line 1 does not match the document's hash)", result.stdout), result.stdout

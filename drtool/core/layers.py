@@ -16,6 +16,7 @@ import asyncio
 import heapq
 from collections.abc import AsyncIterator
 
+from drtool.cluster.base import Row
 from drtool.core.segments import decode_index, decode_segment
 from drtool.errors import IntegrityError
 from drtool.manifest import Layer, SegmentRef, TableEntry
@@ -32,8 +33,8 @@ async def final_texts(repo: Repository, entry: TableEntry) -> AsyncIterator[tupl
         async for ref, texts in _prefetched(repo, entry.layers[0].segments):
             yield ref.id, texts
         return
-    async for object_id, texts in _merged(repo, entry):
-        yield object_id, texts
+    async for rows in merged_rows(repo, entry):
+        yield "", [text for _, text in rows]
 
 
 async def _prefetched(repo: Repository, refs: tuple[SegmentRef, ...]):
@@ -69,19 +70,20 @@ async def _deleted(repo: Repository, layer: Layer, rank: int):
         yield ref.id, [(key_order(k), rank, k, None) for k, _ in keys]
 
 
-async def _merged(repo: Repository, entry: TableEntry):
+async def merged_rows(repo: Repository, entry: TableEntry) -> AsyncIterator[list[Row]]:
+    """The table's final state as ``(key, text)`` rows in key order, in runs of up to 1,000:
+    the layers merged, the latest winning per key. Keys come from the index objects."""
     streams = []
     for rank, layer in enumerate(entry.layers):
         streams.append(_keyed(repo, layer, -rank))
         streams.append(_deleted(repo, layer, -rank))
     heads: list = []
     buffers: list[list] = [[] for _ in streams]
-    last_ids = [""] * len(streams)
 
     async def refill(i: int) -> None:
         while not buffers[i]:
             try:
-                last_ids[i], items = await anext(streams[i])
+                _, items = await anext(streams[i])
             except StopAsyncIteration:
                 return
             buffers[i] = items[::-1]
@@ -89,21 +91,21 @@ async def _merged(repo: Repository, entry: TableEntry):
 
     for i in range(len(streams)):
         await refill(i)
-    out: list[DocText] = []
+    out: list[Row] = []
     current = None
     while heads:
         _, _, i = heapq.heappop(heads)
-        order, _rank, _key, text = buffers[i].pop()
+        order, _rank, key, text = buffers[i].pop()
         if order != current:  # the first (latest-layer) item of a key wins
             current = order
             if text is not None:
-                out.append(text)
+                out.append((key, text))
                 if len(out) >= 1000:
-                    yield last_ids[i], out
+                    yield out
                     out = []
         await refill(i)
     if out:
-        yield last_ids[0], out
+        yield out
 
 
 async def segment_keys(repo: Repository, ref: SegmentRef) -> list[tuple[KeyText, str]]:

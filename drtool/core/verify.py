@@ -11,8 +11,10 @@ import asyncio
 from dataclasses import dataclass
 
 from drtool.core.progress import NullProgress, Progress
+from drtool.core.layers import merged_rows
 from drtool.core.segments import decode_index, decode_segment
-from drtool.digest import fold, fold_digests
+from drtool.digest import fold, fold_digests, short_hash
+from drtool.ordering import key_order
 from drtool.errors import DrtoolError, EncryptionKeyError
 from drtool.manifest import Manifest, TableEntry
 from drtool.repo.repository import Repository
@@ -85,7 +87,8 @@ async def _verify(
     task = "verify"
     progress.start(task, sum(m.doc_count for m in manifests) if read_data else None)
 
-    async def check(kind: str, object_id: str, size: int, count: int, digest: str | None) -> str | None:
+    async def check(kind: str, object_id: str, size: int, count: int, digest: str | None,
+                    index: str | None) -> str | None:
         found = stored[kind].get(object_id)
         if found is None:
             return "missing" if kind == "data" else "index object missing"
@@ -108,17 +111,30 @@ async def _verify(
             progress.advance(task, count, 0)
             if fold(lines) != digest:
                 return "digest does not match the manifest"
+            if index is not None and index in stored["index"]:
+                try:
+                    keys = decode_index(await repo.get_index(index))
+                except DrtoolError:
+                    return None  # reported by the index object's own check
+                return _index_mismatch(lines, keys, index)
         return None
 
-    def check_once(kind: str, object_id: str, size: int, count: int, digest: str | None = None):
+    def check_once(kind: str, object_id: str, size: int, count: int, digest: str | None = None,
+                   index: str | None = None):
         if (kind, object_id) not in checked:
-            checked[(kind, object_id)] = asyncio.ensure_future(check(kind, object_id, size, count, digest))
+            checked[(kind, object_id)] = asyncio.ensure_future(
+                check(kind, object_id, size, count, digest, index))
         return checked[(kind, object_id)]
 
     try:
         for manifest in manifests:
             for entry in manifest.tables:
                 await _verify_table(manifest, entry, check_once, report)
+                if read_data and not any(p.snapshot == manifest.id and p.table == str(entry.name)
+                                         for p in report.problems):
+                    for message in await _final_state_problems(repo, entry):
+                        report.problems.append(
+                            Problem(manifest.id, str(entry.name), "", message))
     finally:
         progress.finish(task)
     report.objects = len(checked)
@@ -129,7 +145,8 @@ async def _verify_table(manifest: Manifest, entry: TableEntry, check_once, repor
     checks = []
     for layer in entry.layers:
         for ref in layer.segments:
-            checks.append((ref.id, check_once("data", ref.id, ref.stored_size, ref.count, ref.digest)))
+            checks.append((ref.id, check_once("data", ref.id, ref.stored_size, ref.count,
+                                              ref.digest, ref.index)))
             if ref.index is not None:
                 checks.append((ref.index, check_once("index", ref.index, ref.index_size, ref.count)))
         for ref in layer.deletions:
@@ -144,3 +161,44 @@ async def _verify_table(manifest: Manifest, entry: TableEntry, check_once, repor
     if sum(r.count for r in entry.ranges) != entry.doc_count:
         report.problems.append(Problem(manifest.id, str(entry.name), "",
                                        "document count does not match its ranges"))
+
+
+def _index_mismatch(texts: list[str], keys: list[tuple[str, str]], index: str) -> str | None:
+    """Why a segment's index object does not describe its documents (None: it does)."""
+    if len(keys) != len(texts):
+        return f"index object {index} lists {len(keys)} documents, the segment holds {len(texts)}"
+    previous = None
+    for n, ((key, h), text) in enumerate(zip(keys, texts)):
+        if h != short_hash(text):
+            return f"index object {index} line {n + 1} does not match the document's hash"
+        order = key_order(key)
+        if previous is not None and order <= previous:
+            return f"index object {index} line {n + 1}: keys out of primary-key order"
+        previous = order
+    return None
+
+
+async def _final_state_problems(repo: Repository, entry: TableEntry) -> list[str]:
+    """Do the stored documents (all layers merged) reproduce every recorded range's count and
+    digest? A single-layer table whose segments are its ranges needs no second read."""
+    base = entry.layers[0].segments
+    ranges = entry.ranges
+    if len(entry.layers) == 1 and [s.upto for s in base] == [r.upto for r in ranges]:
+        return [f"range {i + 1} of {len(ranges)} does not match its segment's count or digest"
+                for i, (s, r) in enumerate(zip(base, ranges))
+                if (s.count, s.digest) != (r.count, r.digest)]
+    bounds = [None if r.upto is None else key_order(r.upto) for r in ranges]
+    found: list[tuple[int, str]] = []
+    i, acc, count = 0, "", 0
+    async for rows in merged_rows(repo, entry):
+        for key, text in rows:
+            order = key_order(key)
+            while bounds[i] is not None and order > bounds[i]:
+                found.append((count, acc))
+                i, acc, count = i + 1, "", 0
+            acc, count = fold([text], acc), count + 1
+    found.append((count, acc))
+    found += [(0, "")] * (len(ranges) - len(found))
+    return [f"range {n + 1} of {len(ranges)}: the layers merged give {c} documents / digest "
+            f"{d or '(empty)'}, the manifest records {r.count} / {r.digest or '(empty)'}"
+            for n, ((c, d), r) in enumerate(zip(found, ranges)) if (c, d) != (r.count, r.digest)]
