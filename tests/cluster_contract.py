@@ -220,6 +220,15 @@ class ClusterContract:
         assert t not in await c.list_tables()
         await c.drop_table(t)  # missing: not an error
 
+    async def test_table_settings_round_trip(self, cluster: ContractTarget):
+        c = cluster.cluster
+        t = TableName(cluster.db, "settings")
+        await c.create_table(t, primary_key="id", shards=1, replicas=1, durability="soft",
+                             write_acks="single")
+        meta = await c.table_meta(t)
+        assert (meta.durability, meta.write_acks) == ("soft", "single")
+        await c.drop_table(t)
+
     async def test_missing_things(self, cluster: ContractTarget):
         c = cluster.cluster
         missing = TableName(cluster.db, "no_such_table")

@@ -376,3 +376,19 @@ def test_a_refused_write_batch_fails_the_restore(deployment, cli, primary_server
     result = cli("restore", "latest", "--to", "standby", "--conflict", "replace")
     assert result.exit_code == 7, result.stdout + result.stderr
     assert "write refused (injected)" in result.stderr
+
+
+def test_restore_keeps_durability_and_write_acks(deployment, cli, primary_server, standby_server):
+    table = TableName("app", "tuned")
+
+    async def create(cluster):
+        await cluster.ensure_db("app")
+        await cluster.create_table(table, primary_key="id", shards=1, replicas=1,
+                                   durability="soft", write_acks="single")
+        await cluster.insert_texts(table, sample_docs(5, pad=10))
+
+    on_cluster(primary_server, create)
+    assert cli("snapshot").exit_code == 0
+    assert cli("restore", "latest", "--to", "standby").exit_code == 0
+    meta = on_cluster(standby_server, lambda c: c.table_meta(table))
+    assert (meta.durability, meta.write_acks) == ("soft", "single")

@@ -211,9 +211,10 @@ class Cluster(ABC):
     @abstractmethod
     async def create_table(
         self, table: TableName, *, primary_key: str, shards: int, replicas: int,
-        durability: str = "hard",
+        durability: str = "hard", write_acks: str = "majority",
     ) -> None:
-        """Create a table (the database must exist). Raises ClusterError if it exists."""
+        """Create a table (the database must exist) with these settings (``write_acks``:
+        "majority" or "single"). Raises ClusterError if it exists."""
 
     @abstractmethod
     async def drop_table(self, table: TableName) -> None:

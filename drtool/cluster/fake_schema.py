@@ -40,7 +40,8 @@ class FakeSchemaMixin:
         return True
 
     async def create_table(self, table: TableName, *, primary_key: str, shards: int,
-                           replicas: int, durability: str = "hard") -> None:
+                           replicas: int, durability: str = "hard",
+                           write_acks: str = "majority") -> None:
         self._check("create_table")
         self._name_ok("Table", table.table)
         if table.db == SYSTEM_DB:
@@ -59,9 +60,11 @@ class FakeSchemaMixin:
             )
         if durability not in ("hard", "soft"):
             raise ClusterError(f"{self.description}: durability must be hard or soft")
+        if write_acks not in ("majority", "single"):
+            raise ClusterError(f"{self.description}: write_acks must be majority or single")
         self.server.dbs[table.db][table.table] = Table(
             table, primary_key=primary_key, shards=shards, replicas=replicas,
-            durability=durability,
+            durability=durability, write_acks=write_acks,
         )
 
     async def drop_table(self, table: TableName) -> None:

@@ -251,11 +251,15 @@ class RethinkCluster(Cluster):
         return True
 
     async def create_table(self, table: TableName, *, primary_key: str, shards: int,
-                           replicas: int, durability: str = "hard") -> None:
+                           replicas: int, durability: str = "hard",
+                           write_acks: str = "majority") -> None:
         await self._session.fetch(self._r.db(table.db).table_create(
             table.table, primary_key=primary_key, shards=shards, replicas=replicas,
             durability=durability), table)
         self._pks[table] = primary_key
+        if write_acks != "majority":  # table_create has no such option: set it in config()
+            await self._session.fetch(
+                self._table(table).config().update({"write_acks": write_acks}), table)
 
     async def drop_table(self, table: TableName) -> None:
         self._pks.pop(table, None)

@@ -15,12 +15,13 @@ from drtool.model import IndexDef, TableMeta, TableName
 
 async def create_table_like(cluster: Cluster, meta: TableMeta, target: TableName, *,
                             shards: int | None = None, replicas: int | None = None) -> None:
-    """Create ``target`` (and its database) with ``meta``'s primary key, durability and shard
-    and replica counts (unless overridden). Raises ClusterError if the table exists."""
+    """Create ``target`` (and its database) with ``meta``'s primary key, durability, write_acks
+    and shard and replica counts (unless overridden). Raises ClusterError if the table exists."""
     await cluster.ensure_db(target.db)
     await cluster.create_table(
         target, primary_key=meta.primary_key, shards=shards or meta.shards,
         replicas=replicas or meta.replicas, durability=meta.durability,
+        write_acks=meta.write_acks,
     )
 
 
