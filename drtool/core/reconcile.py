@@ -16,6 +16,7 @@ a feed overflow): clusters are passed in connected and left open.
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from drtool.cluster.base import Cluster
@@ -218,9 +219,11 @@ def _check(result: WriteResult, rep: TableReconcile, doing: str) -> None:
 async def _copy_table(source: Cluster, target: Cluster, rep: TableReconcile,
                       options: ReconcileOptions, progress: Progress, task: str) -> None:
     """A table that was missing on the target: stream every document across."""
-    async for rows in resumable_scan(source, rep.table, batch_size=options.batch_size):
-        rep.traffic.received += sum(len(k) + len(d) for k, d in rows)
-        await _insert(target, rep, [d for _, d in rows], progress, task)
+    scan = resumable_scan(source, rep.table, batch_size=options.batch_size)
+    async with aclosing(scan):
+        async for rows in scan:
+            rep.traffic.received += sum(len(k) + len(d) for k, d in rows)
+            await _insert(target, rep, [d for _, d in rows], progress, task)
 
 
 async def reconcile_tables(

@@ -190,11 +190,11 @@ async def _reread_ranges(
         result.extend(segments[previous:index])
         after = segments[index - 1].upto if index else None
         writer = SegmentWriter(repo, chunker)
-        async for rows in resumable_scan(
-            cluster, table, after=after, upto=segments[index].upto, batch_size=options.batch_size,
-            reads=reads,
-        ):
-            await writer.add(rows)
+        scan = resumable_scan(cluster, table, after=after, upto=segments[index].upto,
+                              batch_size=options.batch_size, reads=reads)
+        async with aclosing(scan):
+            async for rows in scan:
+                await writer.add(rows)
         result.extend(await writer.finish(segments[index].upto))
         bytes_new += writer.bytes_new
         previous = index + 1
