@@ -11,6 +11,7 @@ from drtool.core.segments import (
     ChunkParams,
     PendingChanges,
     SegmentWriter,
+    decode_index,
     decode_segment,
     encode_segment,
     merge_changes,
@@ -33,8 +34,10 @@ def _rows(keys, size=200):
 
 def test_encode_decode_roundtrip_keeps_special_characters():
     texts = ['{"id":1,"v":"a\\nb"}', '{"id":2,"v":"\u2028 é"}']
-    assert decode_segment(encode_segment(texts)) == texts
-    assert decode_segment(encode_segment([])) == []
+    plaintext, digest, index = encode_segment([(str(i), t) for i, t in enumerate(texts)])
+    assert decode_segment(plaintext) == texts and digest == fold(texts)
+    assert [k for k, _ in decode_index(index)] == ["0", "1"]
+    assert encode_segment([]) == (b"", "", b"") and decode_segment(b"") == []
 
 
 def test_boundaries_depend_on_keys_not_positions():

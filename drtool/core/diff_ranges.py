@@ -202,7 +202,7 @@ def differing_runs(source: list[ChunkDigest], target: list[ChunkDigest]
         return at, twice
 
     t_at, t_twice = index(target)
-    s_at, s_twice = index(source)
+    _, s_twice = index(source)
     anchors, last_j = [], -1
     for i, (_, count, digest) in enumerate(source):
         j = t_at.get((count, digest))

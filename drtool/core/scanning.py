@@ -64,7 +64,6 @@ class FeedCollector:
         self.table = table
         self.pending = pending
         self.overflows = 0
-        self.changes_seen = 0
         self._feed = cluster.changes(table)
         self._ready = asyncio.Event()
         self._task = asyncio.create_task(self._run())
@@ -74,7 +73,6 @@ class FeedCollector:
             if isinstance(event, FeedReady):
                 self._ready.set()
             elif isinstance(event, FeedChange):
-                self.changes_seen += 1
                 self.pending.record(event.key, event.doc)
             elif isinstance(event, FeedOverflow):
                 self.overflows += 1

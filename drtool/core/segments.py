@@ -36,13 +36,6 @@ class ChunkParams:
     max_bytes: int = 4 * 1024 * 1024
 
 
-def encode_segment(texts: list[DocText]) -> bytes:
-    """Segment plaintext: each canonical text followed by a newline."""
-    if not texts:
-        return b""
-    return ("\n".join(texts) + "\n").encode()
-
-
 def decode_segment(data: bytes) -> list[DocText]:
     if not data:
         return []
@@ -61,8 +54,9 @@ def encode_deletions(keys: list[KeyText]) -> bytes:
     return "".join(f"{key}\n" for key in keys).encode()
 
 
-def _encode_segment(rows: list[Row]) -> tuple[bytes, str, bytes]:
-    """Segment plaintext, its digest and its index object plaintext, encoding each text once."""
+def encode_segment(rows: list[Row]) -> tuple[bytes, str, bytes]:
+    """Segment plaintext (each canonical text followed by a newline; empty for no rows), its
+    digest and its index object plaintext, encoding each text once."""
     if not rows:
         return b"", "", b""
     encoded = [doc.encode() for _, doc in rows]
@@ -221,7 +215,7 @@ class SegmentWriter:
 
     async def _store(self, rows: list[Row], upto: KeyText | None) -> SegmentRef:
         try:
-            plaintext, digest, index = await run_cpu(_encode_segment, rows)
+            plaintext, digest, index = await run_cpu(encode_segment, rows)
             stored, stored_index = await asyncio.gather(
                 self._repo.put_data(plaintext), self._repo.put_index(index)
             )
