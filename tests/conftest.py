@@ -25,20 +25,21 @@ PRIMARY_HOST = "fake-primary:28015"
 STANDBY_HOST = "fake-standby:28015"
 
 
+def _served_at(host: str) -> Iterator[FakeServer]:
+    server = FakeServer()
+    fake.register(host, server)
+    yield server
+    fake.unregister(host)
+
+
 @pytest.fixture
 def primary_server() -> Iterator[FakeServer]:
-    server = FakeServer()
-    fake.register(PRIMARY_HOST, server)
-    yield server
-    fake.unregister(PRIMARY_HOST)
+    yield from _served_at(PRIMARY_HOST)
 
 
 @pytest.fixture
 def standby_server() -> Iterator[FakeServer]:
-    server = FakeServer()
-    fake.register(STANDBY_HOST, server)
-    yield server
-    fake.unregister(STANDBY_HOST)
+    yield from _served_at(STANDBY_HOST)
 
 
 def connect_fake(server: FakeServer, role: str = "primary"):
@@ -148,6 +149,16 @@ def latest_manifest(policy_path: Path):
             await repo.close()
 
     return asyncio.run(go())
+
+
+def writer_only_deployment(tmp_path: Path) -> tuple[Deployment, Path]:
+    """An initialised repository whose policy has a recipient and a writer key file but no
+    identity (a snapshot host); returns it and the reader's identity file."""
+    reader = tmp_path / "reader.txt"
+    recipient = Cli()("keygen", "--out", str(reader)).stdout.strip()
+    dep = write_policy(tmp_path, recipients=[recipient], identity=False, writer_key=True)
+    assert Cli(dep.path)("init").exit_code == 0
+    return dep, reader
 
 
 @dataclass

@@ -164,13 +164,10 @@ def test_diff_against_layered_snapshot_lists_every_key(cli, primary_server, stan
 
 
 def test_writer_only_host_lists_keys_against_a_snapshot(tmp_path, primary_server, standby_server):
-    from tests.conftest import write_policy
+    from tests.conftest import writer_only_deployment
 
-    reader = tmp_path / "reader.txt"
-    recipient = Cli()("keygen", "--out", str(reader)).stdout.strip()
-    dep = write_policy(tmp_path, recipients=[recipient], identity=False, writer_key=True)
+    dep, _ = writer_only_deployment(tmp_path)
     cli = Cli(dep.path)
-    assert cli("init").exit_code == 0
     _seed(primary_server, standby_server, n=300)
     assert cli("snapshot").exit_code == 0
     primary_server.put_texts(T, ['{"id":"k0000100","v":1}'])

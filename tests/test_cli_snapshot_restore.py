@@ -16,6 +16,7 @@ from tests.conftest import (
     sample_docs,
     table_texts,
     write_policy,
+    writer_only_deployment,
 )
 
 
@@ -264,12 +265,8 @@ def test_real_adapter_unreachable_host(tmp_path):
 
 def test_restore_without_identity(tmp_path, primary_server, standby_server):
     """A snapshot host with only recipients + writer key can snapshot but not restore."""
-    reader = Cli()
-    keyfile = tmp_path / "reader.txt"
-    recipient = reader("keygen", "--out", str(keyfile)).stdout.strip()
-    dep = write_policy(tmp_path, recipients=[recipient], identity=False, writer_key=True)
+    dep, _ = writer_only_deployment(tmp_path)
     cli = Cli(dep.path)
-    assert cli("init").exit_code == 0
     _seed(primary_server, 30)
     assert cli("snapshot").exit_code == 0
     assert cli("snapshots").exit_code == 0

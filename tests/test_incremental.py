@@ -8,7 +8,7 @@ import random
 import re
 
 from drtool.model import TableName
-from tests.conftest import Cli, load_table, sample_docs, table_texts, write_policy
+from tests.conftest import Cli, load_table, sample_docs, table_texts, writer_only_deployment
 
 TABLE = TableName("app", "t")
 
@@ -91,12 +91,8 @@ def test_large_delta_triggers_full_copy_next_time(deployment, cli, primary_serve
 
 
 def test_writer_only_host_makes_incrementals(tmp_path, primary_server, standby_server):
-    reader = Cli()
-    keyfile = tmp_path / "reader.txt"
-    recipient = reader("keygen", "--out", str(keyfile)).stdout.strip()
-    dep = write_policy(tmp_path, recipients=[recipient], identity=False, writer_key=True)
+    dep, keyfile = writer_only_deployment(tmp_path)
     writer = Cli(dep.path)
-    assert writer("init").exit_code == 0
     load_table(primary_server, "app.t", sample_docs(800))
     _snapshot(writer)
     _change(primary_server, updates=[5, 6], inserts=[1], deletes=[7])
