@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from drtool.digest import fold
 from drtool.model import IndexDef, TableName
 from drtool.cluster.fake import FakeServer
@@ -389,3 +391,26 @@ def test_restore_keeps_durability_and_write_acks(deployment, cli, primary_server
     assert cli("restore", "latest", "--to", "standby").exit_code == 0
     meta = on_cluster(standby_server, lambda c: c.table_meta(table))
     assert (meta.durability, meta.write_acks) == ("soft", "single")
+
+
+@pytest.mark.parametrize("result, message", [
+    (dict(errors=1, first_error="Primary key too long (max 127 characters): ..."),
+     "writing to copy.t failed: Primary key too long"),
+    (dict(inserted=1), "writing to copy.t: the server acknowledged 1 of 3 documents"),
+])
+def test_write_results_the_server_reports_are_checked(deployment, cli, primary_server, monkeypatch,
+                                                     result, message):
+    """Per-document failures come back in the result, not as exceptions (reql-facts.md)."""
+    from drtool.cluster.fake import FakeCluster
+    from drtool.model import WriteResult
+
+    load_table(primary_server, "app.t", sample_docs(3, pad=10))
+    assert cli("snapshot").exit_code == 0
+
+    async def partial_insert(self, table, docs, **kwargs):
+        return WriteResult(**result)
+
+    monkeypatch.setattr(FakeCluster, "insert_texts", partial_insert)
+    refused = cli("restore", "latest", "--rename", "app.t=copy.t")
+    assert refused.exit_code == 7
+    assert message in refused.stderr
