@@ -1,25 +1,15 @@
-"""The facts recorded on a real RethinkDB 2.4.4: ``shared/reql-golden.json`` from the directory
-named by ``DRTOOL_SHARED``, else ``shared/`` beside the checkout (where CI places it), else
-inside it."""
+"""The facts recorded on a real RethinkDB 2.4.4 server: exact input -> output pairs of
+``to_json_string()``, ``r.uuid``, primary-key order and fold digests.
+
+``tests/data/reql-golden.json`` is the project's own copy of these observed values (the
+tests need nothing outside the repository). When a real-server run records new facts, the file
+is extended here and a contract test runs them against both the fake and the real server.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-
-def _golden_path() -> Path:
-    candidates = [Path(os.environ["DRTOOL_SHARED"])] if os.environ.get("DRTOOL_SHARED") else []
-    checkout = Path(__file__).resolve().parents[1]
-    candidates += [checkout.parent / "shared", checkout / "shared"]
-    for directory in candidates:
-        if (directory / "reql-golden.json").exists():
-            return directory / "reql-golden.json"
-    raise FileNotFoundError(
-        "reql-golden.json not found in " + ", ".join(map(str, candidates))
-        + ": put the project's shared/ directory beside the checkout or set DRTOOL_SHARED"
-    )
-
-
-GOLDEN = json.loads(_golden_path().read_text(encoding="utf-8"))
+GOLDEN_PATH = Path(__file__).resolve().parent / "data" / "reql-golden.json"
+GOLDEN = json.loads(GOLDEN_PATH.read_text(encoding="utf-8"))

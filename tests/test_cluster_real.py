@@ -21,9 +21,9 @@ from tests.cluster_contract import ClusterContract, ContractTarget
 ADDRESS = os.environ.get("DRTOOL_TEST_RETHINKDB", "")
 PASSWORD = os.environ.get("DRTOOL_TEST_RETHINKDB_PASSWORD", "")
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.real_server, pytest.mark.skipif(
     not ADDRESS, reason="set DRTOOL_TEST_RETHINKDB=host:port to run the contract against a real RethinkDB"
-)
+)]
 
 
 @pytest.fixture

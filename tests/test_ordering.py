@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +12,8 @@ from drtool import digest
 from drtool.cluster import canonical
 from drtool.ordering import InvalidKey, key_bytes, key_order, parse_key
 
-_P = Path(__file__).resolve().parents[2] / "shared" / "reql-golden.json"
-GOLDEN = json.loads((_P if _P.exists() else Path("/work/shared/reql-golden.json")).read_text())
+from tests.golden import GOLDEN
+
 ORDER = GOLDEN["primary_key_order"]
 
 
