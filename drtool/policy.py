@@ -198,21 +198,45 @@ class Policy:
     name: str
     primary: ClusterPolicy
     standby: ClusterPolicy | None
-    repository: RepositoryPolicy
-    encryption: EncryptionPolicy
+    repository: RepositoryPolicy | None  # None: no [repository] section (see ``require``)
+    encryption: EncryptionPolicy | None  # None: no [encryption] section
     tables: TablesPolicy
     throttle: ThrottlePolicy
     schedule: SchedulePolicy
     retention: RetentionPolicy
     failover: FailoverPolicy
+    #: The drtool command the policy was loaded for, named in "section missing" errors.
+    command: str | None = field(default=None, compare=False)
+
+    def require(self, *sections: str) -> None:
+        """Check that the optional sections a command uses are present.
+
+        Each command needs only the sections it uses (``diff`` and ``reconcile`` need no
+        repository or keys; ``snapshot`` needs both). Raises PolicyError ``<file>: no
+        [<section>] section: 'drtool <command>' needs it (...)`` for the first missing one."""
+        for name in sections:
+            if getattr(self, name) is None:
+                who = f"'drtool {self.command}'" if self.command else "this command"
+                raise PolicyError(f"{self.path}: no [{name}] section: {who} needs it "
+                                  f"({_SECTION_HINTS[name]})")
 
 
-def load_policy(path: str | Path) -> Policy:
-    """Read and validate the policy file at ``path``.
+_SECTION_HINTS = {
+    "repository": 'add [repository] with url = "file:///path" or "sftp://user@host/path"',
+    "encryption": "add [encryption] with recipients, identity_file or passphrase_env",
+    "standby": "add [standby] with the standby cluster's hosts",
+}
+
+
+def load_policy(path: str | Path, *, command: str | None = None) -> Policy:
+    """Read and validate the policy file at ``path`` (for ``command``, named in errors about
+    sections it needs: see ``Policy.require``).
 
     Raises PolicyError (and no other exception) for a missing or unreadable file, invalid
     TOML, unknown keys, wrong types or values, missing required keys, and literal secrets.
-    Environment variables are not read here (see ``config``/``key_sources``)."""
+    ``[standby]``, ``[repository]`` and ``[encryption]`` may be left out; a section that is
+    present must be valid. Environment variables are not read here (see
+    ``config``/``key_sources``)."""
     file = os.fspath(path)
     data = _read_toml(file)
     base = Path(file).expanduser().absolute().parent
@@ -234,14 +258,19 @@ def load_policy(path: str | Path) -> Policy:
             "snapshot_from", '"primary" when there is no [standby] section', "standby")
     return Policy(
         path=Path(file), name=name, primary=primary, standby=standby,
-        repository=_repository(section("repository"), file, base),
-        encryption=_encryption(section("encryption"), file, base),
+        repository=_optional(_repository, section("repository"), file, base),
+        encryption=_optional(_encryption, section("encryption"), file, base),
         tables=_tables(section("tables")),
         throttle=_throttle(section("throttle")),
         schedule=schedule,
         retention=_retention(section("retention")),
         failover=_failover(section("failover")),
+        command=command,
     )
+
+
+def _optional(parse, sec: Section | None, file: str, base: Path):
+    return None if sec is None else parse(sec, file, base)
 
 
 def _read_toml(file: str) -> dict:
@@ -288,9 +317,7 @@ def _cluster(sec: Section | None, file: str, role: str, base: Path) -> ClusterPo
     )
 
 
-def _repository(sec: Section | None, file: str, base: Path) -> RepositoryPolicy:
-    if sec is None:
-        raise PolicyError(f"{file}: repository.url: required key is missing")
+def _repository(sec: Section, file: str, base: Path) -> RepositoryPolicy:
     url = sec.string("url", required=True)
     sftp_only = {k: sec.path(k, base) for k in ("identity_file", "known_hosts")}
     if url.startswith("file://"):
@@ -324,11 +351,9 @@ def _repository(sec: Section | None, file: str, base: Path) -> RepositoryPolicy:
     )
 
 
-def _encryption(sec: Section | None, file: str, base: Path) -> EncryptionPolicy:
+def _encryption(sec: Section, file: str, base: Path) -> EncryptionPolicy:
     none = PolicyError(f"{file}: encryption: expected at least one of recipients, identity_file "
                        "or passphrase_env, got none")
-    if sec is None:
-        raise none
     recipients = sec.strings("recipients")
     for i, key in enumerate(recipients):
         if _RECIPIENT_RE.fullmatch(key) is None:

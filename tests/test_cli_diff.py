@@ -175,3 +175,26 @@ def test_writer_only_host_lists_keys_against_a_snapshot(tmp_path, primary_server
     assert result.exit_code == 1, result.stderr
     users = json.loads(result.stdout)["tables"][0]
     assert users["changed"] == ['"k0000100"'] and users["missing"] == users["extra"] == []
+
+
+def test_a_policy_for_diff_and_reconcile_needs_no_repository_or_keys(tmp_path, primary_server, standby_server):
+    _seed(primary_server, standby_server, n=20)
+    _diverge(primary_server, standby_server)
+    path = tmp_path / "compare-only.toml"
+    path.write_text('name = "cmp"\n[primary]\nhosts = ["fake-primary:28015"]\n'
+                    '[standby]\nhosts = ["fake-standby:28015"]\n')
+    cli = Cli(path)
+    assert cli("diff").exit_code == 1
+    assert cli("reconcile").exit_code == 0
+    assert cli("diff").exit_code == 0
+    assert table_texts(standby_server, "app.users") == table_texts(primary_server, "app.users")
+    for command in (("snapshot",), ("snapshots",), ("diff", "--against", "latest")):
+        result = cli(*command)
+        assert result.exit_code == 2, result.stderr
+        assert result.stderr.strip().endswith(
+            f"{path}: no [repository] section: 'drtool {command[0]}' needs it "
+            '(add [repository] with url = "file:///path" or "sftp://user@host/path")'), result.stderr
+        assert "Traceback" not in result.stderr + result.stdout
+    path.write_text(path.read_text() + f'[repository]\nurl = "file://{tmp_path / "repo"}"\n')
+    no_keys = cli("snapshot")
+    assert no_keys.exit_code == 2 and "no [encryption] section: 'drtool snapshot' needs it" in no_keys.stderr

@@ -208,9 +208,9 @@ CASES = {
     "no name": (dict(top=""), "name: required key is missing"),
     "no primary": (dict(primary=None), "primary.hosts: required key is missing"),
     "no hosts": (dict(primary='user = "a"'), "primary.hosts: required key is missing"),
-    "no repository": (dict(repository=None), "repository.url: required key is missing"),
+    "repository without url": (dict(repository='identity_file = "k"'), "repository.url: required key is missing"),
     "no keys": (dict(encryption='writer_key_file = "w"'), "encryption: expected at least one of recipients, identity_file or passphrase_env, got none"),
-    "no encryption": (dict(encryption=None), "encryption: expected at least one of recipients, identity_file or passphrase_env, got none"),
+    "empty encryption": (dict(encryption=""), "encryption: expected at least one of recipients, identity_file or passphrase_env, got none"),
     "standby without hosts": (dict(extra="[standby]\nuser = \"a\""), "standby.hosts: required key is missing"),
     # types and values
     "section not a table": (dict(primary=None, top='name = "t"\nprimary = "db1"'), 'primary: expected a table ([primary]), got "db1"'),
@@ -329,3 +329,19 @@ def test_only_policy_errors_escape(tmp_path, section, key):
             load_policy(write(tmp_path, text))
         except PolicyError:
             pass
+
+
+def test_sections_are_required_by_the_commands_that_use_them(tmp_path):
+    policy = load_policy(write(tmp_path, toml(repository=None, encryption=None)), command="snapshot")
+    assert policy.repository is None and policy.encryption is None and policy.standby is None
+    policy.require()  # nothing asked, nothing missing
+    for section, hint in (("repository", 'add [repository] with url = "file:///path"'),
+                          ("encryption", "add [encryption] with recipients, identity_file or passphrase_env"),
+                          ("standby", "add [standby] with the standby cluster's hosts")):
+        with pytest.raises(PolicyError) as info:
+            policy.require(section)
+        assert str(info.value).startswith(f"{tmp_path / 'p.toml'}: no [{section}] section: "
+                                          f"'drtool snapshot' needs it ({hint}")
+        assert info.value.exit_code == 2
+    with pytest.raises(PolicyError, match=r"no \[encryption\] section: this command needs it"):
+        load_policy(write(tmp_path, toml(encryption=None))).require("repository", "encryption")

@@ -108,7 +108,7 @@ def policy_from(ctx: typer.Context, policy: Path | None) -> Policy:
     path = policy or (ctx.obj.policy if ctx.obj else None)
     if path is None:
         raise UsageError("no policy given: pass --policy FILE or set DRTOOL_POLICY")
-    return load_policy(path)
+    return load_policy(path, command=ctx.info_name)
 
 
 def quiet(ctx: typer.Context, flag: bool) -> bool:

@@ -16,7 +16,9 @@ from drtool.storage import open_storage
 async def open_repository(policy: Policy, *, create: bool = False) -> Repository:
     """Open (or with ``create`` initialise) the policy's repository.
 
-    Raises RepositoryError, StorageError, StorageUnreachable, AuthError, EncryptionKeyError."""
+    Raises PolicyError when the policy has no [repository] or [encryption] section, and
+    RepositoryError, StorageError, StorageUnreachable, AuthError, EncryptionKeyError."""
+    policy.require("repository", "encryption")
     storage = open_storage(policy.repository, create=create, bandwidth=policy.throttle.bandwidth)
     keys = policy.encryption.key_sources()
     try:
@@ -33,8 +35,7 @@ async def connect_role(policy: Policy, role: str) -> Cluster:
     if role == "primary":
         section = policy.primary
     elif role == "standby":
-        if policy.standby is None:
-            raise UsageError(f"{policy.path}: no [standby] section: cannot use the standby cluster")
+        policy.require("standby")
         section = policy.standby
     else:
         raise UsageError(f"unknown cluster {role!r}: expected primary or standby")
