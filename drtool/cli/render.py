@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import Iterable, Sequence
 
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -40,7 +41,8 @@ def rate_text(docs_per_second: float | None, docs: float, nbytes: int) -> str:
     per_doc = nbytes / docs if docs else 0
     return f"{docs_per_second:,.0f} docs/s {format_rate(docs_per_second * per_doc)}"
 
-stdout = Console(soft_wrap=True, highlight=False)
+# Piped output is not wrapped at all (a table keeps one line per row for grep and friends).
+stdout = Console(soft_wrap=True, highlight=False, width=None if sys.stdout.isatty() else 100_000)
 stderr = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
@@ -93,13 +95,43 @@ def print_json(data: object) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
-def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    table = Table(title=title, show_lines=False, header_style="bold")
+def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[object]],
+                *, whole: Sequence[str] = ("id", "snapshot", "table", "time (UTC)")) -> None:
+    """A table on stdout. Values are never cut: the columns in ``whole`` (values a user copies,
+    such as snapshot ids) and numbers keep their full width and the other columns wrap; a
+    terminal too narrow even for that gets one block of ``column value`` lines per row."""
+    cells = [[str(v) for v in row] for row in rows]
+    widths = [max([len(col)] + [len(row[i]) for row in cells]) for i, col in enumerate(columns)]
+    kept = [i == 0 or col in whole or col.lower() in NUMERIC for i, col in enumerate(columns)]
+    needed = sum(w if keep else _MIN_WRAPPED for w, keep in zip(widths, kept)) + len(columns) - 1
+    if needed > stdout.width:
+        _print_blocks(title, columns, cells)
+        return
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_lines=False, header_style="bold",
+                  padding=(0, 0), pad_edge=False, show_edge=False)
     for i, col in enumerate(columns):
-        table.add_column(col, justify="right" if i and col.lower() in NUMERIC else "left")
-    for row in rows:
-        table.add_row(*(str(v) for v in row))
+        numeric = bool(i) and col.lower() in NUMERIC
+        if kept[i]:
+            table.add_column(col, justify="right" if numeric else "left", no_wrap=True,
+                             min_width=widths[i])
+        else:
+            table.add_column(col, overflow="fold")
+    for row in cells:
+        table.add_row(*row)
     stdout.print(table)
+
+
+_MIN_WRAPPED = 8  # the narrowest a wrapping column may become
+
+
+def _print_blocks(title: str | None, columns: Sequence[str], cells: list[list[str]]) -> None:
+    if title:
+        stdout.print(title, markup=False)
+    label = max(len(col) for col in columns[1:]) if len(columns) > 1 else 0
+    for row in cells:
+        stdout.print(row[0], markup=False)
+        for col, value in zip(columns[1:], row[1:]):
+            stdout.print(f"  {col:<{label}}  {value}", markup=False)
 
 
 NUMERIC = {"documents", "stored", "new", "docs", "written", "conflicts", "bytes", "tables"}

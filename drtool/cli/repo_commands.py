@@ -63,9 +63,13 @@ def snapshots(ctx: typer.Context, policy: PolicyOpt = None, json: JsonOpt = Fals
     if not summaries:
         render.info("no snapshots yet (run drtool snapshot)")
         return
-    render.print_table(None, ["id", "time", "policy", "tables", "documents", "stored", "new"], [
-        (s.id, s.time[:19].replace("T", " "), s.policy, len(s.tables), s.documents,
-         format_bytes(s.bytes_stored), format_bytes(s.bytes_new))
+    policies = {s.policy for s in summaries}
+    one_policy = len(policies) == 1  # then named once in the title, not on every row
+    columns = ["id", "time (UTC)"] + ([] if one_policy else ["policy"]) + [
+        "tables", "documents", "stored", "new"]
+    render.print_table(f"snapshots of policy {summaries[0].policy}" if one_policy else None, columns, [
+        (s.id, s.time[:19].replace("T", " ")) + (() if one_policy else (s.policy,)) + (
+            len(s.tables), s.documents, format_bytes(s.bytes_stored), format_bytes(s.bytes_new))
         for s in summaries
     ])
 
