@@ -14,6 +14,8 @@ Public:
   (numbers are opaque marker strings holding their canonical text); use ``dumps``/``pretty``
   on it, ``number_value`` to read a number back, ``is_number`` to test for one.
 * ``dumps(value) -> str``: canonical text of a parsed value (or of part of one).
+* ``parse_prefix(text, start) -> (value, end)``: ``parse`` of the one JSON value starting at
+  ``text[start]`` (for reading a stream of values, e.g. a ``rethinkdb dump`` file).
 * ``pretty(value) -> str``: the server's ``print()`` form used inside error messages
   (rapidjson PrettyWriter, tab indent, ``"key":\\tvalue``).
 * ``number_text(x: float) -> str``: how the server prints one double.
@@ -109,6 +111,21 @@ def parse(text: str) -> Any:
         raise
     except (ValueError, RecursionError) as exc:
         raise CanonicalError(f"Failed to parse JSON: {exc}") from None
+
+
+_DECODER = json.JSONDecoder(parse_float=_number, parse_int=_number, parse_constant=_constant,
+                            object_hook=_pseudotype)
+
+
+def parse_prefix(text: str, start: int = 0) -> tuple[Any, int]:
+    """The value of ``r.json`` for the JSON value at ``text[start:]`` (no leading whitespace)
+    and the index just after it. Raises CanonicalError for an invalid value and
+    ``json.JSONDecodeError`` when the text there is not (or not yet: a stream reader may
+    append more and retry) a whole JSON value. Lone surrogates are refused by ``dumps``."""
+    try:
+        return _DECODER.raw_decode(text, start)
+    except RecursionError:
+        raise CanonicalError("Failed to parse JSON: nested too deeply") from None
 
 
 def is_number(value: Any) -> bool:
