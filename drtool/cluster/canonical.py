@@ -6,7 +6,8 @@ at every depth; compact separators; non-ASCII (U+2028 included) and U+007F raw; 
 backslash and control characters escaped (``\\b \\t \\n \\f \\r`` short, others ``\\u00XX``);
 integral doubles with ``|v| <= 2**53`` print as integers, every other double (and ``-0.0``)
 through rapidjson's Grisu2 printer (``drtool.cluster.grisu``). Pseudotypes stay as their
-``$reql_type$`` objects; BINARY data is re-encoded as canonical base64.
+``$reql_type$`` objects; BINARY data is re-encoded as the server prints it (base64 in lines
+of 76 characters joined by CRLF).
 
 Public:
 * ``canonical_text(text) -> str``: ``r.json(text).to_json_string()``.
@@ -65,6 +66,28 @@ def _constant(name: str) -> Any:
     raise CanonicalError(f"Invalid JSON value {name} (NaN and infinities are not allowed)")
 
 
+_BASE64_BLANKS = re.compile(r"[ \t\r\n]")
+_BASE64_LINE = 76
+
+
+def _canonical_base64(data: str) -> str:
+    """BINARY data as the server prints it: standard base64 with padding, in lines of 76
+    characters joined by CRLF (no trailing break). It reads blanks anywhere, padding missing
+    or doubled, and refuses other characters, data after the padding and a lone last
+    character (observed on 2.4.4)."""
+    body = _BASE64_BLANKS.sub("", data).rstrip("=")
+    if "=" in body:
+        raise CanonicalError("Invalid base64 format, data found after padding character '='")
+    if len(body) % 4 == 1:
+        raise CanonicalError("Invalid base64 length: 1 character remaining, cannot decode a full byte")
+    try:
+        raw = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise CanonicalError("Invalid base64 character found in binary data.") from None
+    text = base64.b64encode(raw).decode()
+    return "\r\n".join(text[i:i + _BASE64_LINE] for i in range(0, len(text), _BASE64_LINE))
+
+
 def _pseudotype(obj: dict) -> dict:
     kind = obj.get("$reql_type$")
     if kind is None:
@@ -73,11 +96,7 @@ def _pseudotype(obj: dict) -> dict:
         data = obj.get("data")
         if not isinstance(data, str) or set(obj) != {"$reql_type$", "data"}:
             raise CanonicalError("Invalid binary pseudotype: expected exactly `$reql_type$` and a string `data`.")
-        try:
-            raw = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise CanonicalError("Invalid base64 format in binary data.") from None
-        return {"$reql_type$": "BINARY", "data": base64.b64encode(raw).decode()}
+        return {"$reql_type$": "BINARY", "data": _canonical_base64(data)}
     if kind == "TIME":
         epoch = obj.get("epoch_time")
         if not is_number(epoch) or not isinstance(obj.get("timezone"), str):
