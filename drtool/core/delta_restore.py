@@ -17,15 +17,17 @@ Per table (the pgBackRest "delta restore" for a document database):
 4. missing indexes and the write hook are added as restore does; finally every recorded range
    is folded again and compared (``ranges_differing``).
 
-Ranges are processed a few at a time (``batch_bytes`` of snapshot text), so memory is bounded
-by that, not by the table. ``dry_run`` stops after step 2 and reports what would change. The
+Changed ranges are processed in groups of about ``batch_bytes`` of snapshot text, two groups
+at a time, so memory is bounded by that, not by the table. ``dry_run`` stops after step 2 and reports what would change. The
 live table must exist with the snapshot's primary key. Writes landing on it meanwhile are not
 coordinated with: the final check shows them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+from functools import partial
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -36,6 +38,7 @@ from drtool.core.layers import range_rows
 from drtool.core.progress import NullProgress, Progress
 from drtool.core.restore import RestoreOptions, plan_tables
 from drtool.core.shape import apply_shape, plan_shape
+from drtool.core.tasks import gather_bounded
 from drtool.errors import ClusterError, EncryptionKeyError, NotFound, SchemaMismatch
 from drtool.manifest import Manifest, TableEntry
 from drtool.model import KeyText, TableName, WriteResult
@@ -47,7 +50,8 @@ from drtool.repo.repository import Repository
 class DeltaOptions:
     dry_run: bool = False
     batch_size: int = 1000  # documents per write
-    batch_bytes: int = 32 << 20  # snapshot plaintext compared at a time (bounds memory)
+    batch_bytes: int = 8 << 20  # snapshot plaintext of one group of ranges (bounds memory)
+    groups_in_flight: int = 2  # groups compared at once (the server works while we do)
     search: SearchParams = SearchParams()
 
 
@@ -88,21 +92,51 @@ class SnapshotRanges:
     (``fold_chunks`` on the texts): the snapshot's side of ``find_differences``. Only
     ``chunk_digests`` is provided: that is all ``Side`` asks of a cluster."""
 
-    def __init__(self, rows: list[Row]) -> None:
-        self.rows = rows  # key order, the union of the ranges it holds
-        self._orders = [key_order(k) for k, _ in rows]
+    def __init__(self, ranges: list[tuple[KeyRange, list[Row]]],
+                 recorded: dict[KeyRange, ChunkDigest] | None = None) -> None:
+        """``ranges``: disjoint key ranges in key order, each with its rows (in key order);
+        ``recorded``: their whole-range ``(upto, count, digest)`` already known (the
+        manifest's), answered without folding."""
+        self._recorded = recorded or {}
+        self.rows: list[Row] = []
+        self._at: dict[KeyText, int] = {}  # key -> index just before it
+        bounds: dict[KeyText, int] = {}  # a range's bounds -> index at that bound
+        for (after, upto), rows in ranges:
+            if after is not None:
+                bounds[after] = len(self.rows) - 1
+            self._at.update((key, len(self.rows) + n) for n, (key, _) in enumerate(rows))
+            self.rows.extend(rows)
+            if upto is not None:
+                bounds[upto] = len(self.rows) - 1
+        for key, n in bounds.items():
+            self._at.setdefault(key, n)
+        self._orders: list[bytes] | None = None  # only for a bound that is neither key nor bound
+
+    def _end_of(self, key: KeyText | None, default: int) -> int:
+        """Index just after ``key`` (every row <= key before it); ``default`` for None."""
+        if key is None:
+            return default
+        n = self._at.get(key)
+        if n is not None:
+            return n + 1
+        if self._orders is None:
+            self._orders = [key_order(k) for k, _ in self.rows]
+        return bisect.bisect_right(self._orders, key_order(key))
 
     def _index_after(self, after: KeyText | None) -> int:
-        return 0 if after is None else bisect.bisect_right(self._orders, key_order(after))
+        return self._end_of(after, 0)
 
     def _index_upto(self, upto: KeyText | None) -> int:
-        return len(self.rows) if upto is None else bisect.bisect_right(self._orders, key_order(upto))
+        return self._end_of(upto, len(self.rows))
 
     async def chunk_digests(self, table: TableName, ranges: Sequence[KeyRange], *,
                             threshold: str, windows: Sequence[Window] | None = None,
                             keys: bool = True, digest_chars: int = 36) -> list[list[ChunkDigest]]:
         out = []
         for n, (after, upto) in enumerate(ranges):
+            if not threshold and windows is None and (after, upto) in self._recorded:
+                out.append([self._recorded[after, upto]])
+                continue
             start = self._index_after(after)
             if windows is None:
                 part = self.rows[start:self._index_upto(upto)]
@@ -149,27 +183,34 @@ async def delta_table(repo: Repository, cluster: Cluster, entry: TableEntry, tar
     try:
         live = Side(cluster, target, options.search)
         ranges = recorded_ranges(entry)
-        before = await live.chunks(ranges, WHOLE)
+        before = await _fold_ranges(live, ranges)
         changed = [i for i, (c, r) in enumerate(zip(before, entry.ranges))
                    if (c[0][1], c[0][2]) != (r.count, r.digest)]
         report.ranges_changed = len(changed)
         progress.advance(task, entry.doc_count - sum(entry.ranges[i].count for i in changed), 0)
-        for group in _groups(entry, changed, options.batch_bytes):
-            rows: list[Row] = []
-            for i in group:
-                rows.extend(await range_rows(repo, entry, i))
-            snap = SnapshotRanges(rows)
+
+        async def repair(group: list[int]) -> None:
+            snap = SnapshotRanges(
+                [(ranges[i], await range_rows(repo, entry, i)) for i in group],
+                {ranges[i]: (ranges[i][1], entry.ranges[i].count, entry.ranges[i].digest)
+                 for i in group})
             found = await find_differences(Side(snap, target, options.search), live,  # type: ignore[arg-type]
-                                           [ranges[i] for i in group], options.search)
+                                           [ranges[i] for i in group], options.search,
+                                           target_whole=[before[i] for i in group])
             await _apply(cluster, target, snap, found, options, report)
             progress.advance(task, sum(entry.ranges[i].count for i in group), 0)
+
+        await gather_bounded([partial(repair, g) for g in _groups(entry, changed, options.batch_bytes)],
+                             options.groups_in_flight)
+        report.written.sort(key=key_order)
+        report.deleted.sort(key=key_order)
         plan = plan_shape(entry.meta, live_meta, mirror=False)
         report.shape = [str(a) for a in plan.actions]
         report.notes.extend(plan.notes)
         if not options.dry_run:
             await cluster.sync(target)
             await apply_shape(cluster, target, plan.actions)
-            after = await live.chunks(ranges, WHOLE)
+            after = await _fold_ranges(live, ranges)
             report.ranges_differing = sum((c[0][1], c[0][2]) != (r.count, r.digest)
                                           for c, r in zip(after, entry.ranges))
         else:
@@ -178,6 +219,16 @@ async def delta_table(repo: Repository, cluster: Cluster, entry: TableEntry, tar
         return report
     finally:
         progress.finish(task)
+
+
+async def _fold_ranges(live: Side, ranges: list[KeyRange]) -> list[list[ChunkDigest]]:
+    """Count and digest of every range, as a few queries run at once (one fold is sequential
+    on the server; parallel queries use its cores)."""
+    parts = max(1, min(live.params.queries_in_flight, len(ranges)))
+    step = -(-len(ranges) // parts)
+    results = await asyncio.gather(*(live.chunks(ranges[i:i + step], WHOLE)
+                                     for i in range(0, len(ranges), step)))
+    return [chunks for result in results for chunks in result]
 
 
 def _groups(entry: TableEntry, indexes: list[int], limit: int) -> list[list[int]]:
