@@ -8,8 +8,8 @@ loads the generated tables, takes a drtool snapshot and a ``rethinkdb dump`` of 
 not timed), then times ``drtool restore latest --rename db.t=<db>_drtool.t ...`` (subprocess,
 digests checked) and ``python -m rethinkdb restore --clients 8`` of the dump renamed into
 ``<db>_rdb``; then changes 0.1% of the drtool-restored tables and times ``drtool restore
---delta`` from the same snapshot (documents and bytes it moved against the full restore's);
-prints the ratios and drops every bench database. Without it, it restores
+--delta`` from the same snapshot (documents and bytes it moved against the full restore's),
+and ``drtool import-dump`` of the dump; prints the ratios and drops every bench database. Without it, it restores
 in-process from a local repository into a second in-memory fake cluster (see bench/common.py
 and docs/BENCHMARKS.md). A script, not a test: nothing is asserted.
 """
@@ -244,6 +244,7 @@ def real_bench(args, address: tuple[str, int]) -> C.Report:
                 count = server.count(target, n)
                 if count != args.docs:
                     raise SystemExit(f"{target}.{n} has {count} documents, expected {args.docs}")
+        import_dump(report, policy, env, archive, ndocs, nbytes)
         report.lines.append("peak memory: peak RSS of each subprocess alone (a wrapper reports "
                             "its one child's ru_maxrss)")
         C.speed_check(report, C.TARGETS[2], DRTOOL, RDB_RESTORE, faster=3.5)
@@ -307,6 +308,24 @@ def delta_restore(report, server, policy, env, table_args, renames, target_db, n
     ok = docs < 0.01 * ndocs and sent + traffic < 0.01 * nbytes
     report.checks.append((DELTA_TARGET, ok, f"{docs / ndocs:.3%} of the documents, "
                                             f"{(sent + traffic) / nbytes:.3%} of the bytes"))
+
+
+IMPORT = "drtool import-dump of the rethinkdb dump"
+
+
+def import_dump(report, policy, env, archive, ndocs: int, nbytes: int) -> None:
+    """Time ``drtool import-dump`` of the setup's ``rethinkdb dump`` archive of the same tables
+    the drtool snapshot holds: every segment it makes is already stored (bytes_new)."""
+    run = C.measure_process(C.drtool_command(["-p", str(policy), "import-dump", str(archive),
+                                              "-q", "--json"]), env=env, what="drtool import-dump")
+    result = json.loads(run.stdout)
+    if result["documents"] != ndocs:
+        raise SystemExit(f"drtool import-dump: {result['documents']} documents, expected {ndocs}")
+    report.add(C.Row(IMPORT, run.seconds, ndocs, nbytes, baselines=(RDB_RESTORE,),
+                     memory=f"{C.fmt_mb(run.maxrss)} RSS",
+                     note=f"archive read twice, canonicalised client-side; {result['bytes_new']} "
+                          "bytes new (the snapshot of the same tables already stored every "
+                          "segment)"))
 
 
 if __name__ == "__main__":

@@ -83,6 +83,9 @@ def test_import_dump_then_restore_verify_diff_and_dedup(deployment, cli, primary
     assert [s["id"] for s in listing] == [imported["id"]]
     assert listing[0]["source"] == "rethinkdb dump archive dump.tar.gz"
     assert listing[0]["imported"]["time"] == "2026-12-01T08:59:58.000000Z"
+    human = cli("snapshots")
+    assert (f"{imported['id']}: imported from dump.tar.gz (rethinkdb dump of 2026-12-01 "
+            "08:59:58 UTC)") in human.stderr
 
     assert cli("verify", "--read-data").exit_code == 0
     same = cli("diff", "--against", "latest")
