@@ -327,3 +327,12 @@ def test_export_of_a_layered_snapshot_is_its_final_state(deployment, cli, primar
     out = tmp_path / "layered.tar.gz"
     assert cli("export-dump", "latest", "--out", str(out), "--table", "app.t").exit_code == 0
     assert _read_back(out)[table][1] == table_texts(primary_server, "app.t")
+
+
+def test_member_names_with_dot_slash_prefix(deployment, cli, tmp_path):
+    """tar -C dir -czf x.tar.gz . names members ./<dump>/<db>/<table>.*"""
+    archive = write_archive(tmp_path / "dot.tar.gz", table_files("app", "t", ['{"id":1}']),
+                            top="./rethinkdb_dump_x")
+    result = cli("import-dump", str(archive), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["imported"]["dump"] == "rethinkdb_dump_x"

@@ -39,7 +39,7 @@ from drtool.core.progress import NullProgress, Progress
 from drtool.core.restore import RestoreOptions, plan_tables
 from drtool.core.shape import apply_shape, plan_shape
 from drtool.core.tasks import gather_bounded
-from drtool.errors import ClusterError, EncryptionKeyError, NotFound, SchemaMismatch
+from drtool.errors import ClusterError, EncryptionKeyError, NotFound, SchemaMismatch, UsageError
 from drtool.manifest import Manifest, TableEntry
 from drtool.model import KeyText, TableName, WriteResult
 from drtool.ordering import key_order
@@ -176,6 +176,11 @@ async def delta_table(repo: Repository, cluster: Cluster, entry: TableEntry, tar
         raise SchemaMismatch(
             f"table {target} has primary key {live_meta.primary_key!r} but {entry.name} in the "
             f"snapshot has {entry.meta.primary_key!r}: restore into another table with --rename")
+    if [seg.upto for seg in entry.layers[0].segments] != [r.upto for r in entry.ranges]:
+        raise UsageError(
+            f"table {entry.name} of this snapshot was made by an older drtool (its ranges do "
+            "not follow its segments): restore --delta cannot use it; restore with --conflict "
+            "replace instead")
     report = DeltaReport(entry.name, target, entry.doc_count, len(entry.ranges),
                          dry_run=options.dry_run)
     task = f"delta {target}"

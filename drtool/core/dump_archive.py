@@ -34,6 +34,7 @@ import gzip
 import io
 import json
 import os
+import posixpath
 import tarfile
 import time
 import zlib
@@ -132,10 +133,10 @@ def _members(path: Path) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
 
 def _split(path: Path, name: str) -> tuple[str, TableName, str] | None:
     """``top/db/table.ext`` -> (top, table name, ext); None for files rethinkdb restore skips."""
-    stem, ext = os.path.splitext(name)
+    stem, ext = os.path.splitext(posixpath.normpath(name).lstrip("/"))
     if ext not in (".info", ".csv") + DATA_SUFFIXES:
         return None
-    parts = stem.strip("/").split("/")
+    parts = stem.split("/")
     if len(parts) != 3 or not all(parts) or ".." in parts:
         raise ArchiveError(f"{path}: unexpected member {name!r}: a rethinkdb dump archive holds "
                            "<dump>/<db>/<table>.info and .json files")
