@@ -53,6 +53,14 @@ def test_dump_import_restore_equals_rethinkdb_restore(setup: dict, primary, stan
     drtool("verify", "--read-data", policy=policy)
     drtool("diff", "--against", imported["id"], "--table", f"{db}.{TABLE}", policy=policy)
 
+    # Canonicalised by the server instead (--via): the very same table, scratch database gone.
+    via = json.loads(drtool("import-dump", str(archive), "--via", "standby", "--json",
+                            policy=policy).stdout)
+    assert via["tables"][0]["digest"] == table["digest"] and via["bytes_new"] == 0
+    assert via["imported"]["via"].startswith("standby ")
+    with standby.connect() as conn:
+        assert not [d for d in r.db_list().run(conn) if d.startswith("drtool_import_")]
+
     drtool("restore", imported["id"], "--to", "standby", "--rename",
            f"{db}.{TABLE}={db}.{TABLE}_drtool", policy=policy)
     drop_table(standby, db, TABLE)

@@ -73,7 +73,7 @@ def test_import_dump_then_restore_verify_diff_and_dedup(deployment, cli, primary
     imported = json.loads(result.stdout)
     assert imported["imported"] == {"archive": "dump.tar.gz",
                                     "dump": "rethinkdb_dump_2026-12-01T08:59:57",
-                                    "time": "2026-12-01T08:59:58.000000Z"}
+                                    "time": "2026-12-01T08:59:58.000000Z", "via": None}
     tables = {t["table"]: t for t in imported["tables"]}
     assert tables["app.t"]["documents"] == len(texts) and tables["app.t"]["segments"] > 1
     assert tables["app.t"]["indexes"] == ["by_n"] and tables["app.t"]["write_hook"]
@@ -183,7 +183,8 @@ BAD = {
         "document 2 is not a JSON object"),
     "out of key order": (lambda p, t: write_archive(p / "x.tar.gz", {
         "app/t.info": info(), "app/t.json": b'[\n{"id": 2},\n{"id": 1}\n]\n'}),
-        "document 2 (key 1) is out of primary-key order"),
+        "document 2 (key 1) is out of primary-key order: rethinkdb dump writes each table in "
+        "key order; for other archives use --via primary|standby"),
     "duplicate key": (lambda p, t: write_archive(p / "x.tar.gz", {
         "app/t.info": info(), "app/t.json": b'[\n{"id": 1},\n{"id": 1.0}\n]\n'}),
         "document 2 (key 1) is a duplicate"),
@@ -336,3 +337,50 @@ def test_member_names_with_dot_slash_prefix(deployment, cli, tmp_path):
     result = cli("import-dump", str(archive), "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["imported"]["dump"] == "rethinkdb_dump_x"
+
+
+# --- --via: canonicalised and sorted by a cluster ------------------------------------------
+def _scratch_dbs(server: FakeServer) -> list[str]:
+    return [db for db in server.dbs if db.startswith("drtool_import_")]
+
+
+def test_via_cluster_stores_the_same_snapshot_and_drops_its_scratch(deployment, cli,
+                                                                   primary_server,
+                                                                   standby_server, tmp_path):
+    _, texts = _seed(primary_server)
+    archive = _archive(tmp_path, texts)
+    assert cli("import-dump", str(archive)).exit_code == 0
+    client = latest_manifest(deployment.path).table(TableName("app", "t"))
+    result = cli("import-dump", str(archive), "--via", "standby", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["imported"]["via"] == "standby fake-standby:28015"
+    via = latest_manifest(deployment.path).table(TableName("app", "t"))
+    assert via.layers == client.layers and via.digest == client.digest
+    assert _scratch_dbs(standby_server) == []
+
+
+def test_via_cluster_sorts_an_unordered_archive(deployment, cli, standby_server, tmp_path):
+    docs = [f'{{"id":{i},"v":"é{i}"}}' for i in (5, 3, 9, 1, 7)]
+    archive = write_archive(tmp_path / "unordered.tar.gz", {
+        "app/t.info": info(), "app/t.json": json_file(docs)})
+    assert cli("import-dump", str(archive)).exit_code == 2
+    result = cli("import-dump", str(archive), "--via", "standby")
+    assert result.exit_code == 0, result.stderr
+    assert cli("restore", "latest", "--to", "standby", "--rename", "app.t=app.sorted").exit_code == 0
+    assert table_texts(standby_server, "app.sorted") == [
+        f'{{"id":{i},"v":"é{i}"}}' for i in (1, 3, 5, 7, 9)]
+    assert _scratch_dbs(standby_server) == []
+
+
+def test_via_cluster_refusing_a_document_leaves_nothing(deployment, cli, standby_server, tmp_path):
+    archive = write_archive(tmp_path / "dup.tar.gz", {
+        "app/t.info": info(), "app/t.json": b'[\n{"id": 2},\n{"id": 1},\n{"id": 2}\n]\n'})
+    result = cli("import-dump", str(archive), "--via", "standby")
+    assert result.exit_code == 2, result.stderr
+    assert (f"{archive}: rethinkdb_dump_2026-12-01T08:59:57/app/t.json: standby "
+            "fake-standby:28015 refused a document: Duplicate primary key") in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert _scratch_dbs(standby_server) == []
+    assert json.loads(cli("snapshots", "--json").stdout) == []
+    bad = cli("import-dump", str(archive), "--via", "elsewhere")
+    assert bad.exit_code == 2 and "--via: expected primary or standby" in bad.stderr

@@ -16,7 +16,7 @@ from drtool.core.export_dump import check_target, export_dump
 from drtool.core.import_dump import import_dump
 from drtool.core.restore import RestoreOptions
 from drtool.core.session import connect_role, open_repository, parse_tables
-from drtool.errors import CheckFailed
+from drtool.errors import CheckFailed, UsageError
 from drtool.policy import Policy
 from drtool.units import format_bytes
 
@@ -29,6 +29,7 @@ def import_dump_command(
     ctx: typer.Context,
     archive: Annotated[Path, typer.Argument(help="A .tar.gz written by rethinkdb dump.")],
     table: TableOpt = None,
+    via: Annotated[str | None, typer.Option(help="primary or standby: canonicalise and sort the documents through a scratch table there (for archives not in key order); default: on this machine.")] = None,
     policy: PolicyOpt = None,
     json: JsonOpt = False,
     quiet_: QuietOpt = False,
@@ -36,12 +37,18 @@ def import_dump_command(
     """Store a rethinkdb dump archive as a snapshot (deduplicated with the others)."""
     pol = policy_from(ctx, policy)
     requested = parse_tables(table or [])
+    if via is not None and via not in ("primary", "standby"):
+        raise UsageError(f"--via: expected primary or standby, got {via!r}")
 
     async def go():
         async with await open_repository(pol) as repo:
             with render.RichProgress(quiet(ctx, quiet_)) as progress:
-                return await import_dump(repo, archive, policy_name=pol.name, tables=requested,
-                                         progress=progress)
+                if via is None:
+                    return await import_dump(repo, archive, policy_name=pol.name,
+                                             tables=requested, progress=progress)
+                async with await connect_role(pol, via) as cluster:
+                    return await import_dump(repo, archive, policy_name=pol.name,
+                                             tables=requested, via=cluster, progress=progress)
 
     manifest = run(go())
     imported = manifest.extra["imported"]

@@ -227,11 +227,12 @@ def table_meta(path: Path, name: str, table: TableName, info: dict) -> TableMeta
     )
 
 
-def rows(catalog: DumpCatalog) -> Iterator[tuple[DumpTable, Iterator[list[Row]]]]:
+def rows(catalog: DumpCatalog, *, ordered: bool = True) -> Iterator[tuple[DumpTable, Iterator[list[Row]]]]:
     """Pass two: each table (archive order) with its documents as ``(key, canonical text)``
-    batches in key order. Consume each table's batches before moving on. Raises ArchiveError
-    for a document that is not valid, not an object, has no primary key, or is out of key
-    order (also for an archive changed since ``read_catalog``)."""
+    batches in file order. Consume each table's batches before moving on. Raises ArchiveError
+    for a document that is not valid, not an object, or has no primary key, with ``ordered``
+    also for one out of key order or a duplicate key (and for an archive changed since
+    ``read_catalog``)."""
     by_member = {t.data_member: t for t in catalog.tables}
     seen = 0
     for archive, member in _members(catalog.path):
@@ -241,12 +242,12 @@ def rows(catalog: DumpCatalog) -> Iterator[tuple[DumpTable, Iterator[list[Row]]]
         stream = archive.extractfile(member)
         assert stream is not None
         seen += 1
-        yield table, _table_rows(catalog.path, table, stream)
+        yield table, _table_rows(catalog.path, table, stream, ordered)
     if seen != len(by_member):
         raise ArchiveError(f"{catalog.path}: the archive changed while it was read")
 
 
-def _table_rows(path: Path, table: DumpTable, stream: IO[bytes]) -> Iterator[list[Row]]:
+def _table_rows(path: Path, table: DumpTable, stream: IO[bytes], ordered: bool) -> Iterator[list[Row]]:
     where = f"{path}: {table.data_member}"
     pk = table.meta.primary_key
     previous: bytes | None = None
@@ -264,11 +265,12 @@ def _table_rows(path: Path, table: DumpTable, stream: IO[bytes]) -> Iterator[lis
         except InvalidKey:
             raise ArchiveError(f"{where}: document {n}: {pk} = {canonical.dumps(value[pk])[:60]} "
                                "cannot be a primary key") from None
-        if previous is not None and order <= previous:
+        if ordered and previous is not None and order <= previous:
             raise ArchiveError(
                 f"{where}: document {n} (key {key[:60]}) is "
                 f"{'a duplicate' if order == previous else 'out of primary-key order'}: "
-                "rethinkdb dump writes each table in key order; was the file edited?")
+                "rethinkdb dump writes each table in key order; for other archives use "
+                "--via primary|standby (sorted by the server)")
         previous = order
         batch.append((key, text))
         if len(batch) >= BATCH:
