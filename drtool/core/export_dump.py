@@ -1,6 +1,6 @@
 """Exporting a snapshot as an archive that ``rethinkdb restore`` reads.
 
-The archive has the layout ``rethinkdb dump`` writes (core.dump_archive):
+The archive has the layout ``rethinkdb dump`` writes (core.dump_archive, core.dump_writer):
 ``rethinkdb_dump_<snapshot time>/<db>/<table>.info`` (primary key, index function blobs,
 write hook, one ``doc_count_estimates`` entry per shard) and ``.json`` (the documents as the
 server's canonical text, in key order, one per line). Streamed: each table's documents go
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from drtool.core.dump_archive import DumpWriter, JsonArraySpool, dump_top
+from drtool.core.dump_writer import DumpWriter, JsonArraySpool, dump_top
 from drtool.core.layers import final_texts
 from drtool.core.progress import NullProgress, Progress
 from drtool.core.restore import RestoreOptions, plan_tables
