@@ -7,7 +7,9 @@ With DRTOOL_BENCH_RETHINKDB set it creates a database ``drtool_bench_<random>`` 
 loads the generated tables, takes a drtool snapshot and a ``rethinkdb dump`` of them (setup,
 not timed), then times ``drtool restore latest --rename db.t=<db>_drtool.t ...`` (subprocess,
 digests checked) and ``python -m rethinkdb restore --clients 8`` of the dump renamed into
-``<db>_rdb``; prints the ratio and drops every bench database. Without it, it restores
+``<db>_rdb``; then changes 0.1% of the drtool-restored tables and times ``drtool restore
+--delta`` from the same snapshot (documents and bytes it moved against the full restore's),
+and ``drtool import-dump`` of the dump; prints the ratios and drops every bench database. Without it, it restores
 in-process from a local repository into a second in-memory fake cluster (see bench/common.py
 and docs/BENCHMARKS.md). A script, not a test: nothing is asserted.
 """
@@ -228,6 +230,9 @@ def real_bench(args, address: tuple[str, int]) -> C.Report:
                          memory=f"{C.fmt_mb(run.maxrss)} RSS",
                          note="subprocess, process start and the digest check included"))
 
+        delta_restore(report, server, policy, env, table_args, renames, drtool_db, names,
+                      args, ndocs, nbytes)
+
         run_rdb = C.measure_process(
             C.rethinkdb_tool("restore", [str(renamed), "--clients", "8", "--force"], server, work),
             what="rethinkdb restore")
@@ -239,6 +244,7 @@ def real_bench(args, address: tuple[str, int]) -> C.Report:
                 count = server.count(target, n)
                 if count != args.docs:
                     raise SystemExit(f"{target}.{n} has {count} documents, expected {args.docs}")
+        import_dump(report, policy, env, archive, ndocs, nbytes)
         report.lines.append("peak memory: peak RSS of each subprocess alone (a wrapper reports "
                             "its one child's ru_maxrss)")
         C.speed_check(report, C.TARGETS[2], DRTOOL, RDB_RESTORE, faster=3.5)
@@ -248,6 +254,78 @@ def real_bench(args, address: tuple[str, int]) -> C.Report:
         server.drop_all()
         C.remove(work)
     return report
+
+
+DELTA = "drtool restore --delta (0.1% changed)"
+DELTA_TARGET = "restore --delta moves under 1% of a full restore's documents and bytes"
+
+
+def damage(server, db: str, table: str, count: int, seed: int) -> int:
+    """Change ``count`` documents of ``db.table`` with the driver: a third updated, a third
+    deleted, a third inserted under new keys. Returns the documents changed."""
+    r = server.r
+    tbl = r.db(db).table(table)
+    keys = tbl.sample(count - count // 3)["id"].run(server.conn)
+    updated, deleted = keys[: count // 3], keys[count // 3:]
+    res = tbl.get_all(r.args(updated)).update({"damaged": seed}).run(server.conn)
+    assert res["replaced"] == len(updated), res
+    res = tbl.get_all(r.args(deleted)).delete().run(server.conn)
+    assert res["deleted"] == len(deleted), res
+    new = [{"id": f"new-{seed}-{i}", "n": i} for i in range(count // 3)]
+    res = tbl.insert(new).run(server.conn)
+    assert res["inserted"] == len(new), res
+    return len(updated) + len(deleted) + len(new)
+
+
+def delta_restore(report, server, policy, env, table_args, renames, target_db, names, args,
+                  ndocs: int, nbytes: int) -> None:
+    """Change 0.1% of the tables drtool just restored, then time ``restore --delta`` from the
+    same snapshot; report what it moved against the full restore (documents written and
+    bytes: texts sent plus every digest and hash query's traffic)."""
+    changed = sum(damage(server, target_db, n, max(3, args.docs // 1000), args.seed)
+                  for n in names)
+    run = C.measure_process(
+        C.drtool_command(["-p", str(policy), "restore", "latest", "--delta", *table_args,
+                          *renames, "-q", "--json"]), env=env, what="drtool restore --delta")
+    tables = json.loads(run.stdout)["tables"]
+    if not all(t["digest_ok"] for t in tables):
+        raise SystemExit(f"drtool restore --delta: digests differ afterwards: {tables}")
+    docs = sum(t["written_count"] + t["deleted_count"] for t in tables)
+    sent = sum(t["bytes_written"] for t in tables)
+    traffic = sum(t["traffic"]["bytes"] for t in tables)
+    report.add(C.Row(DELTA, run.seconds, docs, sent + traffic, baselines=(DRTOOL,),
+                     memory=f"{C.fmt_mb(run.maxrss)} RSS",
+                     note=f"{changed} documents changed (updated, deleted, new) in "
+                          f"{target_db} after the full restore; digests equal afterwards"))
+    ranges = sum(t["ranges"] for t in tables)
+    touched = sum(t["ranges_changed"] for t in tables)
+    report.lines.append(
+        f"restore --delta: {docs:,} documents written or deleted = {docs / ndocs:.3%} of the "
+        f"full restore's {ndocs:,}; {C.fmt_mb(sent + traffic)} moved ({C.fmt_mb(sent)} of "
+        f"documents + {C.fmt_mb(traffic)} of digest/hash queries) = "
+        f"{(sent + traffic) / nbytes:.3%} of the full restore's {C.fmt_mb(nbytes)}; "
+        f"{touched} of {ranges} recorded ranges differed")
+    ok = docs < 0.01 * ndocs and sent + traffic < 0.01 * nbytes
+    report.checks.append((DELTA_TARGET, ok, f"{docs / ndocs:.3%} of the documents, "
+                                            f"{(sent + traffic) / nbytes:.3%} of the bytes"))
+
+
+IMPORT = "drtool import-dump of the rethinkdb dump"
+
+
+def import_dump(report, policy, env, archive, ndocs: int, nbytes: int) -> None:
+    """Time ``drtool import-dump`` of the setup's ``rethinkdb dump`` archive of the same tables
+    the drtool snapshot holds: every segment it makes is already stored (bytes_new)."""
+    run = C.measure_process(C.drtool_command(["-p", str(policy), "import-dump", str(archive),
+                                              "-q", "--json"]), env=env, what="drtool import-dump")
+    result = json.loads(run.stdout)
+    if result["documents"] != ndocs:
+        raise SystemExit(f"drtool import-dump: {result['documents']} documents, expected {ndocs}")
+    report.add(C.Row(IMPORT, run.seconds, ndocs, nbytes, baselines=(RDB_RESTORE,),
+                     memory=f"{C.fmt_mb(run.maxrss)} RSS",
+                     note=f"archive read twice, canonicalised client-side; {result['bytes_new']} "
+                          "bytes new (the snapshot of the same tables already stored every "
+                          "segment)"))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from drtool.digest import fold_digests
 from drtool.model import KeyText, TableMeta, TableName
 
 FORMAT_VERSION = 1
@@ -115,6 +116,19 @@ class TableEntry:
     @property
     def name(self) -> TableName:
         return self.meta.name
+
+    @classmethod
+    def full_copy(cls, meta: TableMeta, segments: list[SegmentRef], *, started: str,
+                  finished: str, rescans: int = 0) -> "TableEntry":
+        """The entry of a table stored in full as one base layer of ``segments``: its ranges
+        are the segments' ranges, its digest their fold."""
+        return cls(
+            meta=meta, doc_count=sum(s.count for s in segments),
+            digest=fold_digests(s.digest for s in segments),
+            ranges=tuple(Range(s.upto, s.count, s.digest) for s in segments),
+            layers=(Layer(segments=tuple(segments)),), started=started, finished=finished,
+            rescans=rescans,
+        )
 
     def objects(self) -> list[SegmentRef]:
         """Every data segment of every layer (deletion refs excluded: they are index objects)."""

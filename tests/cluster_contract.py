@@ -12,6 +12,7 @@ shared/reql-golden.json, recorded on RethinkDB 2.4.4.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 import uuid
@@ -79,6 +80,25 @@ class ClusterContract:
         pairs = await collect(cluster.cluster.hash_scan(t, batch_size=7))
         assert [h for _, h in pairs] == [golden_uuid[json.loads(k)] for k, _ in pairs]
         assert [k for k, _ in pairs] == [k for k, _ in rows]
+
+    async def test_binary_text_has_crlf_lines_and_lenient_input(self, cluster: ContractTarget):
+        """BINARY data prints as base64 in lines of 76 characters joined by CRLF; r.json reads
+        blanks anywhere and missing or doubled padding; data after padding is refused."""
+        t = await cluster.new_table()
+        data = base64.b64encode(bytes(range(200))).decode()
+        lines = "\\r\\n".join(data[i:i + 76] for i in range(0, len(data), 76))
+        inputs = ['{"id":1,"b":{"$reql_type$":"BINARY","data":"%s"}}' % data,
+                  '{"id":2,"b":{"$reql_type$":"BINARY","data":"AA\\r\\nE"}}',
+                  '{"id":3,"b":{"$reql_type$":"BINARY","data":" AAE=="}}']
+        res = await cluster.cluster.insert_texts(t, inputs)
+        assert (res.inserted, res.errors) == (3, 0), res.first_error
+        assert [doc for _, doc in await collect(cluster.cluster.scan(t))] == [
+            '{"b":{"$reql_type$":"BINARY","data":"%s"},"id":1}' % lines,
+            '{"b":{"$reql_type$":"BINARY","data":"AAE="},"id":2}',
+            '{"b":{"$reql_type$":"BINARY","data":"AAE="},"id":3}']
+        with pytest.raises(ClusterError, match="data found after padding"):  # the whole batch
+            await cluster.cluster.insert_texts(
+                t, ['{"id":4,"b":{"$reql_type$":"BINARY","data":"AAE=AAE="}}'])
 
     async def test_golden_range_digests(self, cluster: ContractTarget):
         t = await cluster.new_table()

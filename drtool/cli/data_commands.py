@@ -94,6 +94,8 @@ def restore(
     conflict: Annotated[str | None, typer.Option(help="error | replace | skip: needed when a target table has documents.")] = None,
     shards: Annotated[int | None, typer.Option(min=1, help="Shard count for created tables.")] = None,
     replicas: Annotated[int | None, typer.Option(min=1, help="Replica count for created tables.")] = None,
+    delta: Annotated[bool, typer.Option("--delta", help="Repair existing tables: write only the documents that differ from the snapshot, delete those it lacks.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="With --delta: only list what would change.")] = False,
     policy: PolicyOpt = None,
     json: JsonOpt = False,
     quiet_: QuietOpt = False,
@@ -101,6 +103,18 @@ def restore(
     """Restore a snapshot's tables (data, indexes, write hook) and check their digests."""
     pol = policy_from(ctx, policy)
     role = _role(to, "primary")
+    if dry_run and not delta:
+        raise UsageError("--dry-run works with --delta only")
+    if delta and (conflict or shards or replicas):
+        raise UsageError("--delta cannot be combined with --conflict, --shards or --replicas "
+                         "(it replaces differing documents in existing tables)")
+    if delta:
+        from drtool.cli.interop_commands import run_delta_restore
+
+        run_delta_restore(ctx, pol, snapshot, role, RestoreOptions(
+            tables=tuple(parse_tables(table or [])), renames=parse_renames(rename or [])),
+            dry_run=dry_run, json=json, quiet_=quiet(ctx, quiet_))
+        return
     if conflict is not None and conflict not in ("error", "replace", "skip"):
         raise UsageError(f"--conflict: expected error, replace or skip, got {conflict!r}")
     options = RestoreOptions(

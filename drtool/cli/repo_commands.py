@@ -72,6 +72,10 @@ def snapshots(ctx: typer.Context, policy: PolicyOpt = None, json: JsonOpt = Fals
             len(s.tables), s.documents, format_bytes(s.bytes_stored), format_bytes(s.bytes_new))
         for s in summaries
     ])
+    for s in summaries:
+        if s.imported:
+            render.info(f"{s.id}: imported from {s.imported['archive']} (rethinkdb dump of "
+                        f"{s.imported['time'][:19].replace('T', ' ')} UTC)")
 
 
 @app.command()

@@ -6,7 +6,8 @@ at every depth; compact separators; non-ASCII (U+2028 included) and U+007F raw; 
 backslash and control characters escaped (``\\b \\t \\n \\f \\r`` short, others ``\\u00XX``);
 integral doubles with ``|v| <= 2**53`` print as integers, every other double (and ``-0.0``)
 through rapidjson's Grisu2 printer (``drtool.cluster.grisu``). Pseudotypes stay as their
-``$reql_type$`` objects; BINARY data is re-encoded as canonical base64.
+``$reql_type$`` objects; BINARY data is re-encoded as the server prints it (base64 in lines
+of 76 characters joined by CRLF).
 
 Public:
 * ``canonical_text(text) -> str``: ``r.json(text).to_json_string()``.
@@ -14,6 +15,8 @@ Public:
   (numbers are opaque marker strings holding their canonical text); use ``dumps``/``pretty``
   on it, ``number_value`` to read a number back, ``is_number`` to test for one.
 * ``dumps(value) -> str``: canonical text of a parsed value (or of part of one).
+* ``parse_prefix(text, start) -> (value, end)``: ``parse`` of the one JSON value starting at
+  ``text[start]`` (for reading a stream of values, e.g. a ``rethinkdb dump`` file).
 * ``pretty(value) -> str``: the server's ``print()`` form used inside error messages
   (rapidjson PrettyWriter, tab indent, ``"key":\\tvalue``).
 * ``number_text(x: float) -> str``: how the server prints one double.
@@ -63,6 +66,28 @@ def _constant(name: str) -> Any:
     raise CanonicalError(f"Invalid JSON value {name} (NaN and infinities are not allowed)")
 
 
+_BASE64_BLANKS = re.compile(r"[ \t\r\n]")
+_BASE64_LINE = 76
+
+
+def _canonical_base64(data: str) -> str:
+    """BINARY data as the server prints it: standard base64 with padding, in lines of 76
+    characters joined by CRLF (no trailing break). It reads blanks anywhere, padding missing
+    or doubled, and refuses other characters, data after the padding and a lone last
+    character (observed on 2.4.4)."""
+    body = _BASE64_BLANKS.sub("", data).rstrip("=")
+    if "=" in body:
+        raise CanonicalError("Invalid base64 format, data found after padding character '='")
+    if len(body) % 4 == 1:
+        raise CanonicalError("Invalid base64 length: 1 character remaining, cannot decode a full byte")
+    try:
+        raw = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise CanonicalError("Invalid base64 character found in binary data.") from None
+    text = base64.b64encode(raw).decode()
+    return "\r\n".join(text[i:i + _BASE64_LINE] for i in range(0, len(text), _BASE64_LINE))
+
+
 def _pseudotype(obj: dict) -> dict:
     kind = obj.get("$reql_type$")
     if kind is None:
@@ -71,11 +96,7 @@ def _pseudotype(obj: dict) -> dict:
         data = obj.get("data")
         if not isinstance(data, str) or set(obj) != {"$reql_type$", "data"}:
             raise CanonicalError("Invalid binary pseudotype: expected exactly `$reql_type$` and a string `data`.")
-        try:
-            raw = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise CanonicalError("Invalid base64 format in binary data.") from None
-        return {"$reql_type$": "BINARY", "data": base64.b64encode(raw).decode()}
+        return {"$reql_type$": "BINARY", "data": _canonical_base64(data)}
     if kind == "TIME":
         epoch = obj.get("epoch_time")
         if not is_number(epoch) or not isinstance(obj.get("timezone"), str):
@@ -109,6 +130,21 @@ def parse(text: str) -> Any:
         raise
     except (ValueError, RecursionError) as exc:
         raise CanonicalError(f"Failed to parse JSON: {exc}") from None
+
+
+_DECODER = json.JSONDecoder(parse_float=_number, parse_int=_number, parse_constant=_constant,
+                            object_hook=_pseudotype)
+
+
+def parse_prefix(text: str, start: int = 0) -> tuple[Any, int]:
+    """The value of ``r.json`` for the JSON value at ``text[start:]`` (no leading whitespace)
+    and the index just after it. Raises CanonicalError for an invalid value and
+    ``json.JSONDecodeError`` when the text there is not (or not yet: a stream reader may
+    append more and retry) a whole JSON value. Lone surrogates are refused by ``dumps``."""
+    try:
+        return _DECODER.raw_decode(text, start)
+    except RecursionError:
+        raise CanonicalError("Failed to parse JSON: nested too deeply") from None
 
 
 def is_number(value: Any) -> bool:

@@ -17,6 +17,7 @@ class SnapshotSummary:
     documents: int
     bytes_stored: int  # stored bytes of every object the snapshot references
     bytes_new: int  # stored bytes this snapshot uploaded
+    imported: dict | None = None  # made by import-dump: the archive's name, dump and time
 
     def to_json(self) -> dict:
         return self.__dict__.copy()
@@ -31,5 +32,6 @@ async def list_snapshots(repo: Repository) -> list[SnapshotSummary]:
             id=m.id, time=m.time, policy=m.policy, source=m.source,
             tables=[str(t.name) for t in m.tables], documents=m.doc_count,
             bytes_stored=m.bytes_referenced, bytes_new=m.bytes_new,
+            imported=m.extra.get("imported"),
         ))
     return out

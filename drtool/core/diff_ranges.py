@@ -277,12 +277,19 @@ def _next_chunk_size(region: Region, params: SearchParams, boost: int) -> int:
 
 
 async def find_differences(source: Side, target: Side, ranges: Sequence[KeyRange],
-                           params: SearchParams = SearchParams()) -> Differences:
+                           params: SearchParams = SearchParams(), *,
+                           target_whole: list[list[ChunkDigest]] | None = None) -> Differences:
     """Every key whose document differs between the two sides within ``ranges``
-    (disjoint, any order). ``source_count``/``target_count`` are the documents in them."""
+    (disjoint, any order). ``source_count``/``target_count`` are the documents in them.
+    ``target_whole``: the target's ``WHOLE`` chunks of ``ranges`` when the caller has just
+    folded them (not queried again)."""
     found = Differences()
     ranges = list(ranges)
-    whole_s, whole_t = await asyncio.gather(source.chunks(ranges, WHOLE), target.chunks(ranges, WHOLE))
+
+    async def whole_of_target() -> list[list[ChunkDigest]]:
+        return target_whole if target_whole is not None else await target.chunks(ranges, WHOLE)
+
+    whole_s, whole_t = await asyncio.gather(source.chunks(ranges, WHOLE), whole_of_target())
     found.source_count = sum(c[0][1] for c in whole_s)
     found.target_count = sum(c[0][1] for c in whole_t)
     pending = [

@@ -153,6 +153,39 @@ class ParentState:
         return self._cache[object_id]
 
 
+async def range_rows(repo: Repository, entry: TableEntry, i: int) -> list[Row]:
+    """The documents of recorded range ``i`` (``(ranges[i-1].upto, ranges[i].upto]``) in the
+    snapshot's final state, as ``(key, text)`` rows in key order: base segment ``i`` (which
+    covers exactly that range) with the delta layers' upserts and deletions of that range
+    applied. Reads only the objects that can hold keys of the range (each data object is
+    authenticated before use); keys are ordered client-side only where a delta layer
+    touches the range."""
+    lo = entry.ranges[i - 1].upto if i else None
+    hi = entry.ranges[i].upto
+
+    async def rows_of(ref: SegmentRef) -> list[Row]:
+        keys, data = await asyncio.gather(segment_keys(repo, ref), repo.get_data(ref.id))
+        docs = decode_segment(data)
+        if len(keys) != len(docs):
+            raise IntegrityError(f"index object {ref.index} does not match data object {ref.id}")
+        return [(k, d) for (k, _), d in zip(keys, docs)]
+
+    base = await rows_of(entry.layers[0].segments[i])
+    state: dict[KeyText, DocText] | None = None
+    for layer in entry.layers[1:]:
+        ranges = _LayerRanges(layer)
+        for ref in ranges.overlapping(lo, hi, deletions=False):
+            state = dict(base) if state is None else state
+            state.update((k, d) for k, d in await rows_of(ref) if _within(k, lo, hi))
+        for ref in ranges.overlapping(lo, hi, deletions=True):
+            state = dict(base) if state is None else state
+            for key, _ in decode_index(await repo.get_index(ref.id)):
+                state.pop(key, None)
+    if state is None:
+        return base
+    return sorted(state.items(), key=lambda row: key_order(row[0]))
+
+
 def _within(key: KeyText, lo: KeyText | None, hi: KeyText | None) -> bool:
     order = key_order(key)
     return (lo is None or order > key_order(lo)) and (hi is None or order <= key_order(hi))

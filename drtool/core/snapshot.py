@@ -24,9 +24,8 @@ from drtool.core.incremental import incremental_table, needs_full
 from drtool.core.scanning import FeedCollector, resumable_scan
 from drtool.core.tasks import gather_bounded
 from drtool.core.segments import Chunker, ChunkParams, PendingChanges, SegmentWriter
-from drtool.digest import fold_digests
 from drtool.errors import ClusterError
-from drtool.manifest import Layer, Manifest, Range, SegmentRef, TableEntry
+from drtool.manifest import Manifest, SegmentRef, TableEntry
 from drtool.model import KeyText, TableName, utcnow
 from drtool.ordering import key_order
 from drtool.repo.objects import new_snapshot_id
@@ -156,16 +155,8 @@ async def snapshot_table(
                     repo, cluster, table, chunker, segments, pending.late, options, reads
                 )
                 bytes_new += extra
-            entry = TableEntry(
-                meta=meta,
-                doc_count=sum(s.count for s in segments),
-                digest=fold_digests(s.digest for s in segments),
-                ranges=tuple(Range(s.upto, s.count, s.digest) for s in segments),
-                layers=(Layer(segments=tuple(segments)),),
-                started=started,
-                finished=utcnow(),
-                rescans=attempt,
-            )
+            entry = TableEntry.full_copy(meta, segments, started=started, finished=utcnow(),
+                                         rescans=attempt)
             return entry, bytes_new
         raise ClusterError(
             f"changefeed on {table} overflowed {options.max_rereads + 1} times during the scan; "

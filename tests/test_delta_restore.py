@@ -1,0 +1,166 @@
+"""restore --delta: only the documents that differ from the snapshot are written (or deleted),
+unchanged ranges are neither read nor written, and afterwards every recorded range digest
+equals the snapshot's."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+
+from drtool.cluster.fake import FakeServer
+from drtool.core.delta_restore import delta_restore, DeltaOptions
+from drtool.core.restore import RestoreOptions
+from drtool.core.session import open_repository
+from drtool.model import IndexDef, TableName
+from drtool.policy import load_policy
+from tests.conftest import (
+    connect_fake, latest_manifest, load_table, on_cluster, sample_docs, table_texts,
+)
+
+INDEX_BLOB = FakeServer.index_blob('function(var1) { return var1("n"); }')
+N = 20_000
+
+
+def _damage(server: FakeServer, table: TableName, fraction: float = 0.001, seed: int = 7):
+    """Change ``fraction`` of the table: a third updated, a third deleted, a third new keys.
+    Returns (updated, deleted, inserted) key texts."""
+    rng = random.Random(seed)
+    keys = [f'"k{i:07d}"' for i in rng.sample(range(N), int(N * fraction * 2))]
+    third = len(keys) // 2
+    updated, deleted = sorted(keys[:third]), sorted(keys[third:])
+    inserted = sorted(f'"k{i:07d}x"' for i in rng.sample(range(N), third))
+    server.put_texts(table, [f'{{"id":{k},"damaged":true}}' for k in updated])
+    server.delete(table, deleted)
+    server.put_texts(table, [f'{{"id":{k},"new":true}}' for k in inserted])
+    return updated, deleted, inserted
+
+
+def _range_digests(server: FakeServer, table: TableName, entry) -> list[tuple[int, str]]:
+    async def go(cluster):
+        bounds = [None] + [r.upto for r in entry.ranges[:-1]]
+        out = []
+        for after, r in zip(bounds, entry.ranges):
+            (chunks,) = await cluster.chunk_digests(table, [(after, r.upto)], threshold="")
+            out.append(chunks[0][1:])
+        return out
+
+    return on_cluster(server, go)
+
+
+def test_delta_restore_after_changing_a_tenth_of_a_percent(deployment, cli, primary_server):
+    table = load_table(primary_server, "app.big", sample_docs(N, pad=300))
+    on_cluster(primary_server, lambda c: c.create_index(table, IndexDef("by_n", INDEX_BLOB)))
+    assert cli("snapshot").exit_code == 0
+    entry = latest_manifest(deployment.path).table(table)
+    original = table_texts(primary_server, "app.big")
+    assert len(entry.ranges) > 5
+    updated, deleted, inserted = _damage(primary_server, table)
+    on_cluster(primary_server, lambda c: c.drop_index(table, "by_n"))
+
+    dry = cli("restore", "latest", "--delta", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.stderr
+    [planned] = json.loads(dry.stdout)["tables"]
+    assert planned["written"] == sorted(updated + deleted)
+    assert planned["deleted"] == inserted
+    assert planned["schema"] == ["create index by_n"]
+    assert planned["digest_ok"] is None
+    assert table_texts(primary_server, "app.big") != original  # the dry run changed nothing
+    human = cli("restore", "latest", "--delta", "--dry-run")
+    assert "dry run: nothing changed" in human.stdout
+    assert f"delete {len(inserted)}: " + ", ".join(inserted) in human.stderr  # every key listed
+
+    result = cli("restore", "latest", "--delta", "--json")
+    assert result.exit_code == 0, result.stderr
+    [done] = json.loads(result.stdout)["tables"]
+    assert done["written"] == planned["written"] and done["deleted"] == inserted
+    assert done["digest_ok"] is True and done["ranges_differing"] == 0
+    assert done["bytes_written"] < 0.01 * sum(len(t.encode()) for t in original)
+    assert table_texts(primary_server, "app.big") == original
+    assert _range_digests(primary_server, table, entry) == [(r.count, r.digest) for r in entry.ranges]
+    meta = on_cluster(primary_server, lambda c: c.table_meta(table))
+    assert [i.name for i in meta.indexes] == ["by_n"]
+    assert cli("diff", "--against", "latest").exit_code == 0
+
+    again = json.loads(cli("restore", "latest", "--delta", "--json").stdout)["tables"][0]
+    assert again["ranges_changed"] == 0 and again["written_count"] == again["deleted_count"] == 0
+
+
+def test_unchanged_ranges_are_never_read_or_written(deployment, cli, primary_server, monkeypatch):
+    table = load_table(primary_server, "app.big", sample_docs(N, pad=300))
+    assert cli("snapshot").exit_code == 0
+    manifest = latest_manifest(deployment.path)
+    entry = manifest.table(table)
+    primary_server.put_texts(table, ['{"id":"k0000100","damaged":true}'])  # one range only
+    reads, writes = [], []
+
+    async def go():
+        repo = await open_repository(load_policy(deployment.path))
+        cluster = connect_fake(primary_server)
+        get_data, insert = repo.get_data, cluster.insert_texts
+
+        async def counting_get(object_id):
+            reads.append(object_id)
+            return await get_data(object_id)
+
+        async def counting_insert(t, docs, **kw):
+            writes.extend(docs)
+            return await insert(t, docs, **kw)
+
+        repo.get_data, cluster.insert_texts = counting_get, counting_insert
+        try:
+            return await delta_restore(repo, cluster, manifest, RestoreOptions(), DeltaOptions())
+        finally:
+            await cluster.close()
+            await repo.close()
+
+    [report] = asyncio.run(go())
+    assert report.ranges_changed == 1 and report.written == ['"k0000100"']
+    assert reads == [entry.layers[0].segments[0].id]  # only the changed range's segment
+    assert len(writes) == 1 and '"k0000100"' in writes[0]
+    # The live side sent digests and a few keys, far fewer bytes than the range's documents.
+    assert report.traffic.received < entry.layers[0].segments[0].plain_size / 20
+
+
+def test_delta_restore_of_a_layered_snapshot_renamed(deployment, cli, primary_server, standby_server):
+    table = load_table(primary_server, "app.t", sample_docs(3000, pad=2000))
+    assert cli("snapshot").exit_code == 0
+    primary_server.put_texts(table, ['{"id":"k0000005","v":2}', '{"id":"zz"}'])
+    primary_server.delete(table, ['"k0000007"'])
+    assert json.loads(cli("snapshot", "--json").stdout)["tables"][0]["layers"] == 2
+    wanted = table_texts(primary_server, "app.t")
+    copy = load_table(standby_server, "app.copy", sample_docs(3000, pad=2000))  # the old state
+    standby_server.put_texts(copy, ['{"id":"k0000009","stale":true}'])
+
+    result = cli("restore", "latest", "--delta", "--to", "standby", "--rename", "app.t=app.copy",
+                 "--json")
+    assert result.exit_code == 0, result.stderr
+    [report] = json.loads(result.stdout)["tables"]
+    assert report["written"] == ['"k0000005"', '"k0000009"', '"zz"']
+    assert report["deleted"] == ['"k0000007"']
+    assert table_texts(standby_server, "app.copy") == wanted
+    assert report["digest_ok"]
+
+
+def test_delta_restore_bad_inputs(deployment, cli, primary_server):
+    load_table(primary_server, "app.t", sample_docs(10))
+    assert cli("snapshot").exit_code == 0
+    before = table_texts(primary_server, "app.t")
+    cases = [
+        (("restore", "latest", "--dry-run"), 2, "--dry-run works with --delta only"),
+        (("restore", "latest", "--delta", "--conflict", "replace"), 2,
+         "--delta cannot be combined with --conflict"),
+        (("restore", "latest", "--delta", "--rename", "app.t=app.gone"), 2,
+         "table app.gone does not exist on primary fake-primary:28015: restore --delta repairs "
+         "an existing table"),
+        (("restore", "latest", "--delta", "--table", "app.x"), 2, "table app.x is not in snapshot"),
+    ]
+    load_table(primary_server, "app.other_key", [], primary_key="name")
+    cases.append((("restore", "latest", "--delta", "--rename", "app.t=app.other_key"), 7,
+                  "table app.other_key has primary key 'name'"))
+    for args, code, message in cases:
+        result = cli(*args)
+        assert result.exit_code == code, (args, result.stderr)
+        assert message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert table_texts(primary_server, "app.t") == before
