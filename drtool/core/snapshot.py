@@ -39,7 +39,8 @@ class SnapshotOptions:
     table_concurrency: int = 2
     settle: float = 0.5  # seconds the feed is drained after the scan ends
     max_rereads: int = 3  # full re-reads after feed overflows before giving up
-    batch_size: int = 1000
+    batch_size: int = 1000  # documents per query where keys are sent (incremental snapshots)
+    scan_batch_size: int = 5000  # documents per server batch of a full scan, at most
     chunks: ChunkParams = ChunkParams()
     full: bool = False  # never build on an earlier snapshot
     max_layers: int = 7  # a table whose chain of delta layers is this deep is copied in full
@@ -133,13 +134,14 @@ async def snapshot_table(
                     return replace(entry, rescans=attempt), bytes_new + uploaded
                 if why_full:
                     progress.note(task, f"copied in full: {why_full}")
-                scan = resumable_scan(cluster, table, batch_size=options.batch_size, reads=reads)
+                scan = resumable_scan(cluster, table, batch_size=options.scan_batch_size,
+                                      reads=reads, texts=True)
                 async with aclosing(scan):
-                    async for rows in scan:
+                    async for batch in scan:
                         collector.check()
                         if collector.overflows:
                             break
-                        await writer.add(rows)
+                        await writer.add_texts(batch.keys, batch.docs)
                 if not collector.overflows:
                     segments = await writer.finish()
                     await asyncio.sleep(options.settle)
@@ -191,10 +193,10 @@ async def _reread_ranges(
         after = segments[index - 1].upto if index else None
         writer = SegmentWriter(repo, chunker)
         scan = resumable_scan(cluster, table, after=after, upto=segments[index].upto,
-                              batch_size=options.batch_size, reads=reads)
+                              batch_size=options.scan_batch_size, reads=reads, texts=True)
         async with aclosing(scan):
-            async for rows in scan:
-                await writer.add(rows)
+            async for batch in scan:
+                await writer.add_texts(batch.keys, batch.docs)
         result.extend(await writer.finish(segments[index].upto))
         bytes_new += writer.bytes_new
         previous = index + 1
