@@ -121,6 +121,14 @@ class ClusterContract:
         assert rows == [('[1,"a"]', texts[2]), ("5", texts[1]), ('"top"', texts[0])]
         assert [row async for b in cluster.cluster.scan(t) for row in b] == rows
 
+    async def test_key_bounds_are_the_first_and_last_keys(self, cluster: ContractTarget):
+        t = await cluster.new_table()
+        c = cluster.cluster
+        assert await c.key_bounds(t) is None
+        await c.insert_texts(t, [d["input"] for d in GOLDEN["documents"]])
+        keys = [k for k, _ in await collect(c.scan(t))]
+        assert await c.key_bounds(t) == (keys[0], keys[-1])
+
     async def test_segment_digests_are_r_uuid_of_the_json_array_of_document_hashes(self, cluster: ContractTarget):
         t = await cluster.new_table()
         c = cluster.cluster

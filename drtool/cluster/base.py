@@ -130,6 +130,15 @@ class Cluster(ABC):
         connection drops the iterator raises ClusterUnreachable; callers resume with
         ``after=<last key received>`` (keyset pagination) instead of starting over."""
 
+    async def key_bounds(self, table: TableName) -> tuple[KeyText, KeyText] | None:
+        """The first and the last key of the table in key order (None: the table is empty).
+        Cheap on the server (two index lookups). This default scans; adapters override it."""
+        first = last = None
+        async for rows in self.scan(table):
+            first = first or rows[0][0]
+            last = rows[-1][0]
+        return None if first is None else (first, last)
+
     async def scan_texts(
         self, table: TableName, *, after: KeyText | None = None, upto: KeyText | None = None,
         batch_size: int = 1000,

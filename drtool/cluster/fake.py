@@ -317,6 +317,12 @@ class FakeCluster(FakeSchemaMixin, Cluster):
                     if inspect.isawaitable(out):
                         await out
 
+    async def key_bounds(self, table: TableName) -> tuple[KeyText, KeyText] | None:
+        self._check("key_bounds")
+        tbl = self._table(table)
+        order = tbl.order()
+        return (tbl.docs[order[0]][0], tbl.docs[order[-1]][0]) if order else None
+
     async def scan(self, table: TableName, *, after: KeyText | None = None,
                    upto: KeyText | None = None, batch_size: int = 1000) -> AsyncIterator[list[Row]]:
         async for batch in self._rows("scan", table, after, upto, batch_size):

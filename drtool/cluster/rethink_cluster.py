@@ -99,6 +99,15 @@ class RethinkCluster(Cluster):
         return int(sum(await self._session.fetch(query, table)))
 
     # --- reading ------------------------------------------------------------------------
+    async def key_bounds(self, table: TableName) -> tuple[KeyText, KeyText] | None:
+        pk, r = await self._primary_key(table), self._r
+        ends = []
+        for index in (pk, r.desc(pk)):
+            query = self._table(table).order_by(index=index).limit(1).map(
+                lambda d: d[pk].to_json_string())
+            ends.extend(await self._session.fetch(query, table))
+        return (str(ends[0]), str(ends[1])) if len(ends) == 2 else None
+
     async def scan(self, table: TableName, *, after: KeyText | None = None,
                    upto: KeyText | None = None, batch_size: int = 1000) -> AsyncIterator[list[Row]]:
         async with aclosing(self.scan_texts(table, after=after, upto=upto,

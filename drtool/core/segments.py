@@ -14,6 +14,7 @@ range that was already sealed is *late* and its range is re-read afterwards (cor
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -124,6 +125,34 @@ class PendingChanges:
             self._frontier = bound
         taken.sort(key=lambda kd: key_order(kd[0]))
         return taken
+
+
+class RangedChanges:
+    """Feed changes routed to one PendingChanges per part of the key space (parts scanned at
+    the same time: each part's writer seals its own ranges). Part ``i`` holds the keys in
+    ``(bounds[i], bounds[i+1]]`` (``None``: the open ends)."""
+
+    def __init__(self, bounds: list[KeyText | None], before: PendingChanges | None = None) -> None:
+        self._uppers = [key_order(b) for b in bounds[1:-1]]
+        self.parts = [PendingChanges() for _ in bounds[:-1]]
+        if before is not None:  # changes received before the split
+            for key, doc in before.changes.items():
+                self.record(key, doc)
+            for key in before.late:
+                self.record_late(key)
+
+    def _part(self, key: KeyText) -> PendingChanges:
+        return self.parts[bisect.bisect_left(self._uppers, key_order(key))]
+
+    def record(self, key: KeyText, doc: DocText | None) -> None:
+        self._part(key).record(key, doc)
+
+    def record_late(self, key: KeyText) -> None:
+        self._part(key).late.add(key)
+
+    @property
+    def late(self) -> set[KeyText]:
+        return set().union(*(p.late for p in self.parts))
 
 
 def merge_changes(rows: list[Row], changes: list[tuple[KeyText, DocText | None]]) -> list[Row]:
