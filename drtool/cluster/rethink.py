@@ -97,7 +97,8 @@ def text_decoder(pk: str) -> type:
     exact bytes of the response (the server writes a document in a response exactly as
     ``to_json_string()`` prints it: tests/cluster_contract.py checks this) and whose keys are
     the bytes of each document's top-level field ``pk``. msgspec only finds where values
-    begin and end (``msgspec.Raw``); nothing is decoded into Python objects. Any other
+    begin and end (``msgspec.Raw``); nothing is decoded into Python objects, and each text
+    is copied out as ``bytes``. Any other
     response (errors) goes to the driver's own decoder."""
     key = msgspec.defstruct("Key", [("key", msgspec.Raw)], rename={"key": pk})
     docs_of = msgspec.json.Decoder(msgspec.defstruct("Docs", [("t", int), ("r", list[msgspec.Raw])])).decode
@@ -112,7 +113,10 @@ def text_decoder(pk: str) -> type:
                 docs = docs_of(text)
                 if docs.t in _SUCCESS:
                     keys = keys_of(text).r
-                    batch = [TextBatch([k.key for k in keys], docs.r)] if keys else []
+                    # Copies: a Raw keeps the whole response alive (as str and its UTF-8),
+                    # and segments hold documents from several responses.
+                    batch = [TextBatch([bytes(k.key) for k in keys],
+                                       [bytes(d) for d in docs.r])] if keys else []
                     return {"t": docs.t, "r": batch}
             except (msgspec.DecodeError, msgspec.ValidationError):
                 pass
