@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import re
 
-from drtool.model import KeyText
+from drtool.cluster.base import Cluster, KeyRange
+from drtool.model import KeyText, TableName
 from drtool.ordering import key_order
 
 _HEX = re.compile(r"^[0-9a-f-]*$")
@@ -54,6 +55,17 @@ def part_bounds(first_last: tuple[KeyText, KeyText] | None, parts: int) -> list[
     """``[None, p1, ..., None]``: part ``i`` is the range ``(bounds[i], bounds[i+1]]``."""
     points = split_points(*first_last, parts) if first_last else []
     return [None, *points, None]
+
+
+async def table_parts(cluster: Cluster, table: TableName, *, parts: int, docs_per_part: int,
+                      estimate: int | None = None) -> list[KeyRange]:
+    """The key ranges ``(after, upto]`` (consecutive, covering every key) to read ``table`` in:
+    up to ``parts``, and no more than one per ``docs_per_part`` documents of the estimate."""
+    if estimate is None:
+        estimate = await cluster.doc_count_estimate(table)
+    n = max(1, min(parts, estimate // max(docs_per_part, 1)))
+    bounds = part_bounds(await cluster.key_bounds(table), n) if n > 1 else [None, None]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def _is_number(value: object) -> bool:

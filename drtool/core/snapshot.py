@@ -23,7 +23,7 @@ from drtool.core.progress import NullProgress, Progress
 from drtool.core.incremental import incremental_table, needs_full
 from drtool.core.scanning import FeedCollector, resumable_scan
 from drtool.core.tasks import gather_bounded
-from drtool.core.partition import part_bounds
+from drtool.core.partition import table_parts
 from drtool.core.segments import Chunker, ChunkParams, PendingChanges, RangedChanges, SegmentWriter
 from drtool.digest import fold_digests
 from drtool.errors import ClusterError
@@ -114,7 +114,6 @@ async def snapshot_table(
     chunker = Chunker(repo.boundary_hash, options.chunks)
     estimate = await cluster.doc_count_estimate(table)
     progress.start(task, estimate)
-    parts = max(1, min(options.scan_parts, estimate // options.docs_per_part))
     bytes_new = 0
     try:
         for attempt in range(options.max_rereads + 1):
@@ -140,8 +139,9 @@ async def snapshot_table(
                     return replace(entry, rescans=attempt), bytes_new + uploaded
                 if why_full:
                     progress.note(task, f"copied in full: {why_full}")
-                bounds = part_bounds(await cluster.key_bounds(table), parts) if parts > 1 \
-                    else [None, None]
+                parts = await table_parts(cluster, table, parts=options.scan_parts,
+                                          docs_per_part=options.docs_per_part, estimate=estimate)
+                bounds = [None] + [upto for _, upto in parts]
                 routed = RangedChanges(bounds, pending)
                 collector.pending = routed  # from now on each change goes to its part
                 writers = [SegmentWriter(repo, chunker, pending=part, progress=progress,
