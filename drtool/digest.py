@@ -1,12 +1,14 @@
 """Document and range digests, identical to what the server computes.
 
-``r.uuid(s)`` is UUIDv5 in namespace ``NS`` of the UTF-8 bytes of ``s``; the server-side range
-digest is ``fold('', lambda acc, d: r.uuid(acc + d.to_json_string()))`` over the documents in
-key order (shared/reql-facts.md). These functions compute the same values client-side.
+``r.uuid(s)`` is UUIDv5 in namespace ``NS`` of the UTF-8 bytes of ``s``. Two range digests:
+the server's fold ``fold('', lambda acc, d: r.uuid(acc + d.to_json_string()))`` over the
+documents in key order (shared/reql-facts.md; ``diff`` between clusters), and the *segment
+digest* a snapshot records, ``r.uuid`` of the JSON array of the documents' ``r.uuid``
+(docs/FORMAT.md §6.2). These functions compute the same values client-side.
 
-This runs once per document on the snapshot hot path, so the UUIDv5 is built by hand from
-``hashlib.sha1`` (about 3x faster than ``str(uuid.uuid5(...))``, 1.5 us vs 5 us for 400 bytes; ``tests/test_ordering.py`` checks both
-agree).
+``r_uuid`` runs per document (incremental snapshots, verify), so the UUIDv5 is built by hand
+from ``hashlib.sha1`` (about 3x faster than ``str(uuid.uuid5(...))``;
+``tests/test_ordering.py`` checks both agree); the snapshot's own path uses ``hashes_json``.
 
 Public: ``NS``, ``r_uuid(text)``, ``doc_hash(text)``, ``fold(texts, acc='')`` (the server's
 fold, used by ``diff`` between clusters), ``fold_digests(digests)``, and the digest of a
@@ -66,7 +68,7 @@ def uuid_of_bytes(data: bytes) -> str:
     return f"{h[0:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT_OF[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
-# --- segment digests (docs/FORMAT.md §6.4) ----------------------------------------------------
+# --- segment digests (docs/FORMAT.md §6.2) ----------------------------------------------------
 # A range's digest is r.uuid of the JSON text of the array of its documents' r.uuid values in
 # key order: ``["<uuid>","<uuid>",...]`` (``[]`` for no documents). The server computes it in
 # one pass (``Cluster.segment_digests``); the snapshot computes the array text with a fixed

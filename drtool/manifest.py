@@ -11,7 +11,7 @@ before it) holds upsert segments (documents that changed or appeared, in key ord
 only the ranges they cover) and deletion objects (keys removed). Reading the table = merging
 layers, the latest layer winning per key.
 
-Digests (docs/FORMAT.md §6.4): a segment's ``digest`` is ``r.uuid`` of the JSON array of its
+Digests (docs/FORMAT.md §6.2): a segment's ``digest`` is ``r.uuid`` of the JSON array of its
 documents' ``r.uuid(text)`` values in key order; it equals the server's
 ``segment_digests`` of the range ``(previous upto, upto]`` at snapshot time. The ranges of the
 final state are ``TableEntry.ranges``; the table ``digest`` is the fold

@@ -155,7 +155,7 @@ class Cluster(ABC):
         """For each range ``(after, upto]``: its document count and its *segment digest*,
         ``r.uuid`` of the JSON text of the array of ``r.uuid(doc.to_json_string())`` of its
         documents in key order (``r.uuid('[]')`` for an empty range): the digest a snapshot
-        records for its ranges (docs/FORMAT.md §6.4). Only counts and digests cross the
+        records for its ranges (docs/FORMAT.md §6.2). Only counts and digests cross the
         network. This default computes it from ``hash_scan``; adapters compute it on the
         server."""
         out = []
