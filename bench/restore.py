@@ -6,10 +6,12 @@
 With DRTOOL_BENCH_RETHINKDB set it creates a database ``drtool_bench_<random>`` on that server,
 loads the generated tables, takes a drtool snapshot and a ``rethinkdb dump`` of them (setup,
 not timed), then times ``drtool restore latest --rename db.t=<db>_drtool.t ...`` (subprocess,
-digests checked) and ``python -m rethinkdb restore --clients 8`` of the dump renamed into
-``<db>_rdb``; then changes 0.1% of the drtool-restored tables and times ``drtool restore
---delta`` from the same snapshot (documents and bytes it moved against the full restore's),
-and ``drtool import-dump`` of the dump; prints the ratios and drops every bench database. Without it, it restores
+digests checked), the same texts loaded with ``insert(r.json(1,000 texts))`` on 4 connections
+at once into ``<db>_ins`` (the write limit), and ``python -m rethinkdb restore --clients 8`` of
+the dump renamed into ``<db>_rdb``; then changes 0.1% of the drtool-restored tables and times
+``drtool restore --delta`` from the same snapshot (documents and bytes it moved against the full
+restore's), and ``drtool import-dump`` of the dump; prints the ratios and drops every bench
+database. Without it, it restores
 in-process from a local repository into a second in-memory fake cluster (see bench/common.py
 and docs/BENCHMARKS.md). A script, not a test: nothing is asserted.
 """
@@ -27,6 +29,7 @@ import common as C  # noqa: E402
 
 DRTOOL = "drtool restore"
 RDB_RESTORE = "rethinkdb-restore (8 clients)"
+INSERT4 = "insert(r.json(1,000 texts)), soft, 4 connections"
 RAW_INSERT = "insert_texts batches of 1000 (fake)"
 DIGEST = "range digests of the table (fake)"
 READ = "read segments: fetch+decrypt+decode"
@@ -226,9 +229,20 @@ def real_bench(args, address: tuple[str, int]) -> C.Report:
         bad = [t for t in result["tables"] if not t["digest_ok"] or t["written"] != args.docs]
         if bad:
             raise SystemExit(f"drtool restore: incomplete or digests differ: {bad}")
-        report.add(C.Row(DRTOOL, run.seconds, ndocs, nbytes, baselines=(RDB_RESTORE,),
+        report.add(C.Row(DRTOOL, run.seconds, ndocs, nbytes, baselines=(INSERT4, RDB_RESTORE),
                          memory=f"{C.fmt_mb(run.maxrss)} RSS",
                          note="subprocess, process start and the digest check included"))
+
+        # The write limit: the best hand-written load of the same texts (reql-facts.md:
+        # 4 connections in parallel beat 1 and 8), into <db>_ins.
+        ins_db = server.create_db("_ins")
+        seconds = 0.0
+        for i, n in enumerate(names):
+            seconds += server.parallel_insert(ins_db, n, C.make_docs(args.docs, args.doc_size,
+                                                                     args.seed, i))
+        report.add(C.Row(INSERT4, seconds, ndocs, nbytes,
+                         note=f"the same texts into {ins_db} with the driver, 4 threads each "
+                              "with its own connection, then sync (the write limit)"))
 
         delta_restore(report, server, policy, env, table_args, renames, drtool_db, names,
                       args, ndocs, nbytes)
@@ -240,13 +254,15 @@ def real_bench(args, address: tuple[str, int]) -> C.Report:
                          memory=f"{C.fmt_mb(run_rdb.maxrss)} RSS (largest process)",
                          note=f"python -m rethinkdb restore of the dump renamed to {rdb_db}"))
         for n in names:
-            for target in (drtool_db, rdb_db):
+            for target in (drtool_db, rdb_db, ins_db):
                 count = server.count(target, n)
                 if count != args.docs:
                     raise SystemExit(f"{target}.{n} has {count} documents, expected {args.docs}")
         import_dump(report, policy, env, archive, ndocs, nbytes)
         report.lines.append("peak memory: peak RSS of each subprocess alone (a wrapper reports "
                             "its one child's ru_maxrss)")
+        C.speed_check(report, "restore within 1.2x of the 4-connection insert", DRTOOL, INSERT4,
+                      within=1.2)
         C.speed_check(report, C.TARGETS[2], DRTOOL, RDB_RESTORE, faster=3.5)
         report.checks.append((C.TARGETS[3], run.maxrss < C.MEMORY_TARGET_MB * C.MB,
                               f"drtool's peak RSS {C.fmt_mb(run.maxrss)}"))

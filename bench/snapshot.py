@@ -6,8 +6,9 @@
 With DRTOOL_BENCH_RETHINKDB set it creates a database ``drtool_bench_<random>`` on that server,
 loads the generated tables, times (1) an ordered ``to_json_string`` scan with the driver,
 (2) ``drtool -p POLICY snapshot --table ... -q --json`` as a subprocess into a file://
-repository in a temporary directory, (3) ``python -m rethinkdb dump``; prints the ratios and
-drops the database. Without it, it runs the same pipeline in-process against the in-memory
+repository in a temporary directory, (3) a server-side fold digest of each table and (4) the
+same drtool snapshot again (incremental, nothing changed), (5) ``python -m rethinkdb dump``;
+prints the ratios and drops the database. Without it, it runs the same pipeline in-process against the in-memory
 fake (see bench/common.py and docs/BENCHMARKS.md). A script, not a test: nothing is asserted.
 """
 
@@ -25,6 +26,8 @@ import common as C  # noqa: E402
 SCAN = "ordered to_json_string scan"
 DRTOOL = "drtool snapshot"
 DUMP = "rethinkdb-dump"
+DIGEST = "server-side fold digest of the table"
+REPEAT = "drtool snapshot again, no writes since"
 
 
 # --- fake --------------------------------------------------------------------------------
@@ -140,16 +143,31 @@ def real_bench(args, address: tuple[str, int]) -> C.Report:
 
         policy, env = C.write_policy(work, server.address)
         table_args = [a for name in names for a in ("--table", f"{db}.{name}")]
-        run = C.measure_process(
-            C.drtool_command(["-p", str(policy), "snapshot", *table_args, "-q", "--json"]),
-            env=env, what="drtool snapshot")
-        result = json.loads(run.stdout)
-        if result["documents"] != ndocs:
-            raise SystemExit(f"drtool snapshot has {result['documents']} documents, expected {ndocs}")
+
+        def snapshot(what: str) -> tuple[C.Measured, dict]:
+            run = C.measure_process(
+                C.drtool_command(["-p", str(policy), "snapshot", *table_args, "-q", "--json"]),
+                env=env, what=what)
+            result = json.loads(run.stdout)
+            if result["documents"] != ndocs:
+                raise SystemExit(f"{what} has {result['documents']} documents, expected {ndocs}")
+            return run, result
+
+        run, result = snapshot("drtool snapshot")
         report.add(C.Row(DRTOOL, run.seconds, ndocs, nbytes, baselines=(scan.operation, DUMP),
                            memory=f"{C.fmt_mb(run.maxrss)} RSS",
                            note=f"subprocess, process start included; stored "
                                 f"{C.fmt_mb(result['bytes_stored'])}"))
+
+        t0 = time.perf_counter()
+        for name in names:
+            server.server_digest(db, name)
+        report.add(C.Row(DIGEST, time.perf_counter() - t0, ndocs, nbytes,
+                         note="fold('', r.uuid(acc + to_json_string())) in one query per table"))
+        again, repeat = snapshot("drtool snapshot (repeat)")
+        report.add(C.Row(REPEAT, again.seconds, ndocs, nbytes, baselines=(DIGEST,),
+                         memory=f"{C.fmt_mb(again.maxrss)} RSS",
+                         note=f"incremental: uploaded {C.fmt_mb(repeat['bytes_new'])}"))
 
         archive = work / "dump.tar.gz"
         run_dump = C.measure_process(
@@ -163,6 +181,8 @@ def real_bench(args, address: tuple[str, int]) -> C.Report:
                             "its one child's ru_maxrss)")
         C.speed_check(report, C.TARGETS[0], DRTOOL, scan.operation, within=1.3)
         C.speed_check(report, C.TARGETS[1], DRTOOL, DUMP, faster=5.0)
+        C.speed_check(report, "repeat snapshot of an unchanged table about one server-side "
+                      "digest (within 1.5x)", REPEAT, DIGEST, within=1.5)
         report.checks.append((C.TARGETS[3], run.maxrss < C.MEMORY_TARGET_MB * C.MB,
                               f"drtool's peak RSS {C.fmt_mb(run.maxrss)}"))
     finally:

@@ -11,11 +11,12 @@ before it) holds upsert segments (documents that changed or appeared, in key ord
 only the ranges they cover) and deletion objects (keys removed). Reading the table = merging
 layers, the latest layer winning per key.
 
-Digests follow shared/reql-facts.md "Deterministic hashing on the server": a segment's
-``digest`` is the fold ``acc = uuid5(NS, acc + text)`` over its texts from ``''``; it equals the
-server's ``range_digest(after=previous upto, upto=upto)`` of the table at snapshot time. The
-ranges of the final state are ``TableEntry.ranges``; the table ``digest`` is the same fold
-applied to the range digests in order, so a live table can be compared range by range.
+Digests (docs/FORMAT.md §6.2): a segment's ``digest`` is ``r.uuid`` of the JSON array of its
+documents' ``r.uuid(text)`` values in key order; it equals the server's
+``segment_digests`` of the range ``(previous upto, upto]`` at snapshot time. The ranges of the
+final state are ``TableEntry.ranges``; the table ``digest`` is the fold
+``acc = uuid5(NS, acc + digest)`` over the range digests in order, so a live table can be
+compared range by range.
 """
 
 from __future__ import annotations
@@ -25,23 +26,24 @@ from dataclasses import dataclass, field
 from drtool.digest import fold_digests
 from drtool.model import KeyText, TableMeta, TableName
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
 class SegmentRef:
     """A data object holding documents of one key range, and its index object.
 
-    The index object (sealed with the metadata key, readable by a writer) holds one line per
-    document, ``<key text>\t<first 16 hex digits of r.uuid(text)>``, in the segment's order:
+    The index object (sealed with the metadata key, readable by a writer) holds the JSON
+    array of the documents' ``r.uuid(text)`` on its first line, then one key text per line,
+    in the segment's order:
     what an incremental snapshot compares with the live table, and where a restore of layered
     snapshots takes the keys from. In a layer's ``deletions`` the ref points at an index
-    object of ``<key text>`` lines and has no index of its own."""
+    object with an empty first line and ``<key text>`` lines, and has no index of its own."""
 
     id: str  # object id (HMAC of plaintext, hex)
     upto: KeyText | None  # inclusive upper bound of the range; None = open end
     count: int  # documents in the segment
-    digest: str  # fold over the segment's texts
+    digest: str  # segment digest (r.uuid of the JSON array of its documents' r.uuid)
     plain_size: int  # bytes of NDJSON plaintext
     stored_size: int  # bytes of the stored (compressed, encrypted) object
     index: str | None = None  # index object id

@@ -112,6 +112,62 @@ class ClusterContract:
         assert await cluster.cluster.range_digest(t, after='"n05"', upto='"n05"') == ""
         assert await cluster.cluster.range_digest(t, after='"zzz"') == ""
 
+    async def test_scan_texts_are_the_canonical_texts_of_documents_and_keys(self, cluster: ContractTarget):
+        """On the real server the adapter takes these bytes from a scan of whole documents:
+        this checks that the server writes documents into a response exactly as
+        ``to_json_string()`` prints them (numbers, TIME, BINARY, GEOMETRY, escapes)."""
+        t = await cluster.new_table()
+        c = cluster.cluster
+        await c.insert_texts(t, [d["input"] for d in GOLDEN["documents"]])
+        batches = [b async for b in c.scan_texts(t, batch_size=7)]
+        assert all(1 <= len(b) <= 7 for b in batches)
+        docs = [bytes(d).decode() for b in batches for d in b.docs]
+        keys = [bytes(k).decode() for b in batches for k in b.keys]
+        assert docs == GOLDEN["table_in_key_order"]
+        assert keys == [json.dumps(json.loads(d)["id"]) for d in GOLDEN["table_in_key_order"]]
+        assert [b.last_key() for b in batches] == [bytes(b.keys[-1]).decode() for b in batches]
+        part = [bytes(d).decode() async for b in c.scan_texts(t, after=keys[3], upto=keys[10])
+                for d in b.docs]
+        assert part == docs[4:11]
+
+    async def test_scan_texts_key_is_the_top_level_primary_key(self, cluster: ContractTarget):
+        t = await cluster.new_table(primary_key="k")
+        texts = ['{"a":{"k":"nested"},"b":[{"k":1},{"k":2}],"k":"top"}',
+                 '{"k":5,"z":{"k":"x","y":"\\"k\\":7"}}', '{"k":[1,"a"]}']
+        res = await cluster.cluster.insert_texts(t, texts)
+        assert res.inserted == 3
+        batches = [b async for b in cluster.cluster.scan_texts(t)]
+        rows = [(bytes(k).decode(), bytes(d).decode()) for b in batches for k, d in zip(b.keys, b.docs)]
+        assert rows == [('[1,"a"]', texts[2]), ("5", texts[1]), ('"top"', texts[0])]
+        assert [row async for b in cluster.cluster.scan(t) for row in b] == rows
+
+    async def test_key_bounds_are_the_first_and_last_keys(self, cluster: ContractTarget):
+        t = await cluster.new_table()
+        c = cluster.cluster
+        assert await c.key_bounds(t) is None
+        await c.insert_texts(t, [d["input"] for d in GOLDEN["documents"]])
+        keys = [k for k, _ in await collect(c.scan(t))]
+        assert await c.key_bounds(t) == (keys[0], keys[-1])
+
+    async def test_segment_digests_are_r_uuid_of_the_json_array_of_document_hashes(self, cluster: ContractTarget):
+        t = await cluster.new_table()
+        c = cluster.cluster
+        await c.insert_texts(t, [d["input"] for d in GOLDEN["documents"]])
+        rows = await collect(c.scan(t))
+        keys, texts = [k for k, _ in rows], [d for _, d in rows]
+        golden_uuid = {d["canonical"]: d["uuid"] for d in GOLDEN["documents"]}
+
+        def expected(part: list[str]) -> tuple[int, str]:
+            hashes = [golden_uuid[text] for text in part]
+            return len(part), r_uuid(json.dumps(hashes, separators=(",", ":")))
+
+        ranges = [(None, keys[9]), (keys[9], keys[30]), (keys[30], None), (keys[5], keys[5]),
+                  (None, None)]
+        got = await c.segment_digests(t, ranges)
+        assert got == [expected(texts[:10]), expected(texts[10:31]), expected(texts[31:]),
+                       (0, r_uuid("[]")), expected(texts)]
+        assert await c.segment_digests(t, []) == []
+
     async def test_chunk_digests(self, cluster: ContractTarget):
         t = await cluster.new_table()
         c = cluster.cluster

@@ -96,6 +96,24 @@ def test_repository_path_missing_or_not_a_directory(tmp_path):
     _one_line_error(cli("init"), 6)
 
 
+def test_repository_of_an_older_format_is_refused_by_every_command(tmp_path, primary_server):
+    """A repository written by drtool 0.1 (format 1: other digests) is refused with one line
+    saying what to do, exit 6, and nothing is written to it."""
+    dep = write_policy(tmp_path)
+    cli = Cli(dep.path)
+    assert cli("keygen", "--out", str(dep.identity)).exit_code == 0
+    assert cli("init").exit_code == 0
+    config = dep.repo_dir / "config"
+    cfg = json.loads(config.read_text())
+    config.write_text(json.dumps({**cfg, "version": 1}, indent=2, sort_keys=True) + "\n")
+    before = sorted(p.relative_to(dep.repo_dir) for p in dep.repo_dir.rglob("*"))
+    load_table(primary_server, "app.t", sample_docs(20))
+    for args in (("snapshot",), ("snapshots",), ("verify",), ("restore", "latest")):
+        _one_line_error(cli(*args), 6, "repository format version 1 is not supported",
+                        "create a new repository with drtool init")
+    assert sorted(p.relative_to(dep.repo_dir) for p in dep.repo_dir.rglob("*")) == before
+
+
 def test_snapshots_where_no_repository(tmp_path):
     dep = write_policy(tmp_path)
     dep.repo_dir.mkdir()

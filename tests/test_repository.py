@@ -90,15 +90,29 @@ async def test_bad_recipient_is_named():
 
 async def test_unknown_version_is_refused(storage, repo, ident):
     cfg = json.loads(storage.objects["config"])
-    storage.objects["config"] = json.dumps({**cfg, "version": 2}).encode()
+    storage.objects["config"] = json.dumps({**cfg, "version": 3}).encode()
     with pytest.raises(RepositoryError) as err:
         await Repository.open(storage, KeySources(identity_file=ident))
     assert str(err.value) == (
-        "memory://test: repository format version 2 is not supported by this drtool (supports 1)"
+        "memory://test: repository format version 3 is not supported by this drtool "
+        "(supports 2); use a newer drtool"
     )
 
 
-@pytest.mark.parametrize("garbage", [b"", b"\xff\xfe", b"[1,2]", b'{"version":1}', b"{not json"])
+async def test_repository_of_the_older_format_is_refused_with_what_to_do(storage, repo, ident):
+    cfg = json.loads(storage.objects["config"])
+    storage.objects["config"] = json.dumps({**cfg, "version": 1}).encode()
+    with pytest.raises(RepositoryError) as err:
+        await Repository.open(storage, KeySources(identity_file=ident))
+    assert err.value.exit_code == 6
+    assert str(err.value) == (
+        "memory://test: repository format version 1 is not supported by this drtool "
+        "(supports 2); create a new repository with drtool init (this drtool cannot read "
+        "snapshots written by older versions)"
+    )
+
+
+@pytest.mark.parametrize("garbage", [b"", b"\xff\xfe", b"[1,2]", b'{"version":2}', b"{not json"])
 async def test_garbled_config_is_a_repository_error(storage, repo, ident, garbage):
     storage.objects["config"] = garbage
     with pytest.raises(RepositoryError, match="memory://test: repository config is damaged"):
@@ -109,7 +123,7 @@ async def test_config_is_plaintext_json_without_secrets(storage, ident):
     text, recipient = crypto.generate_identity()
     r = await Repository.create(storage, KeySources(recipients=(recipient,), passphrase="pw"))
     cfg = json.loads(storage.objects["config"])
-    assert (cfg["format"], cfg["version"], cfg["id"]) == ("drtool-repository", 1, r.id)
+    assert (cfg["format"], cfg["version"], cfg["id"]) == ("drtool-repository", 2, r.id)
     assert cfg["kdf"]["name"] == "scrypt" and cfg["kdf"]["n"] == 2**15
     assert recipient not in storage.objects["config"].decode()  # recipients are sealed
     assert len(cfg["writer_key"]["stanzas"]) == 2  # the recipient and the passphrase

@@ -261,11 +261,14 @@ async def test_cancelled_query_does_not_kill_the_shared_connection():
 
 
 async def test_scan_yields_buffered_batches_and_reports_a_dropped_connection():
+    # The scan reads whole documents; the adapter takes each document's text and its key's
+    # text from the response as the server wrote them.
+    docs = [{"id": i} for i in range(5)]
     rows = [[str(i), json.dumps({"id": i})] for i in range(5)]
     answers = iter([
         [(ATOM, ["id"], None)],  # primary key
-        [(PARTIAL, rows[:3], None)], [(SEQUENCE, rows[3:], None)],  # first scan
-        [(PARTIAL, rows[:1], None)], None,  # second scan: the server goes away
+        [(PARTIAL, docs[:3], None)], [(SEQUENCE, docs[3:], None)],  # first scan
+        [(PARTIAL, docs[:1], None)], None,  # second scan: the server goes away
         [(ATOM, [[7]], None)],  # after reconnecting
     ])
     ws, server, host = await wire(lambda query: next(answers))

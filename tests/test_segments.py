@@ -13,18 +13,21 @@ from drtool.core.segments import (
     SegmentWriter,
     decode_index,
     decode_segment,
+    encode_deletions,
+    encode_rows,
     encode_segment,
     merge_changes,
 )
-from drtool.digest import fold
+from drtool.digest import digest_of_hashes, digest_of_texts, hashes_json, r_uuid
 from drtool.repo.repository import KeySources, Repository
 from drtool.storage.memory import MemoryStorage
 
 SMALL = ChunkParams(min_bytes=2_000, target=4_000, max_bytes=20_000)
 
 
-def _hash(key: str) -> int:
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+def _hash(key: str | bytes) -> int:
+    data = key.encode() if isinstance(key, str) else key
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
 def _rows(keys, size=200):
@@ -34,10 +37,24 @@ def _rows(keys, size=200):
 
 def test_encode_decode_roundtrip_keeps_special_characters():
     texts = ['{"id":1,"v":"a\\nb"}', '{"id":2,"v":"\u2028 é"}']
-    plaintext, digest, index = encode_segment([(str(i), t) for i, t in enumerate(texts)])
-    assert decode_segment(plaintext) == texts and digest == fold(texts)
-    assert [k for k, _ in decode_index(index)] == ["0", "1"]
-    assert encode_segment([]) == (b"", "", b"") and decode_segment(b"") == []
+    plaintext, digest, index = encode_segment(*encode_rows([(str(i), t) for i, t in enumerate(texts)]))
+    assert decode_segment(plaintext) == texts and digest == digest_of_texts(texts)
+    assert decode_index(index) == [("0", r_uuid(texts[0])), ("1", r_uuid(texts[1]))]
+    assert encode_segment([], []) == (b"", r_uuid("[]"), b"[]\n") and decode_segment(b"") == []
+    assert decode_index(b"[]\n") == []
+
+
+def test_segment_digest_is_r_uuid_of_the_json_array_of_document_hashes():
+    texts = ['{"id":"é"}', '{"id":"\u2028"}', "{}"]
+    hashes = [r_uuid(t) for t in texts]
+    expected = r_uuid(json.dumps(hashes, separators=(",", ":")))
+    assert digest_of_texts(texts) == expected == digest_of_hashes(hashes)
+    assert hashes_json([t.encode() for t in texts]).decode() == json.dumps(hashes, separators=(",", ":"))
+    assert encode_segment(*encode_rows([("1", t) for t in texts]))[1] == expected
+
+
+def test_deletion_lists_decode_with_empty_hashes():
+    assert decode_index(encode_deletions(['"a"', "5"])) == [('"a"', ""), ("5", "")]
 
 
 def test_boundaries_depend_on_keys_not_positions():
@@ -105,7 +122,7 @@ async def test_segment_writer_tiles_the_range_and_records_digests():
     texts = []
     for ref in refs:
         segment = decode_segment(await repo.get_data(ref.id))
-        assert fold(segment) == ref.digest and len(segment) == ref.count
+        assert digest_of_texts(segment) == ref.digest and len(segment) == ref.count
         texts.extend(segment)
     assert texts == [doc for _, doc in rows]
     # Each segment's last document is its upper bound, except the open-ended last one.
@@ -118,7 +135,8 @@ async def test_empty_range_is_one_empty_segment_with_the_range_end():
     repo = await _writer_repo()
     writer = SegmentWriter(repo, Chunker(repo.boundary_hash, SMALL))
     refs = await writer.finish('"q"')
-    assert len(refs) == 1 and refs[0].count == 0 and refs[0].upto == '"q"' and refs[0].digest == ""
+    assert len(refs) == 1 and refs[0].count == 0 and refs[0].upto == '"q"'
+    assert refs[0].digest == digest_of_texts([]) == r_uuid("[]")
 
 
 async def test_pending_changes_fold_into_their_segment_and_split_when_large():

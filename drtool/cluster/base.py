@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Sequence
 from hashlib import sha1
 from typing import Literal
 
-from drtool.digest import NS, fold, r_uuid
+from drtool.digest import NS, digest_of_hashes, fold, r_uuid
 from drtool.model import (
     DocText,
     FeedEvent,
@@ -44,6 +44,26 @@ KeyRange = tuple[KeyText | None, KeyText | None]  # (after, upto]
 ChunkDigest = tuple[KeyText | None, int, str]  # (upto, document count, fold digest)
 Window = tuple[int, int]  # (skip, limit): positions within a range, in key order
 PER_DOC = "g"  # chunk_digests threshold: one chunk per document (above any hex digit)
+
+
+class TextBatch:
+    """Documents of a scan as UTF-8 texts: ``keys[i]`` is the canonical key text of the
+    document whose canonical text is ``docs[i]``; both are bytes-like objects (``bytes``,
+    or zero-copy views into the server's response)."""
+
+    __slots__ = ("keys", "docs")
+
+    def __init__(self, keys: Sequence, docs: Sequence) -> None:
+        self.keys, self.docs = keys, docs
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def last_key(self) -> KeyText:
+        return bytes(self.keys[-1]).decode()
+
+    def rows(self) -> list[Row]:
+        return [(bytes(k).decode(), bytes(d).decode()) for k, d in zip(self.keys, self.docs)]
 
 
 def chunk_spec(ranges: Sequence[KeyRange], windows: Sequence[Window] | None) -> str:
@@ -109,6 +129,41 @@ class Cluster(ABC):
         lists of at most ``batch_size``. One streaming query (no per-page round trips). If the
         connection drops the iterator raises ClusterUnreachable; callers resume with
         ``after=<last key received>`` (keyset pagination) instead of starting over."""
+
+    async def key_bounds(self, table: TableName) -> tuple[KeyText, KeyText] | None:
+        """The first and the last key of the table in key order (None: the table is empty).
+        Cheap on the server (two index lookups). This default scans; adapters override it."""
+        first = last = None
+        async for rows in self.scan(table):
+            first = first or rows[0][0]
+            last = rows[-1][0]
+        return None if first is None else (first, last)
+
+    async def scan_texts(
+        self, table: TableName, *, after: KeyText | None = None, upto: KeyText | None = None,
+        batch_size: int = 1000,
+    ) -> AsyncIterator[TextBatch]:
+        """``scan`` with each batch as a ``TextBatch`` of UTF-8 texts (the snapshot's hot
+        path: no ``str`` per document). Same order, ranges, batch bound and errors as
+        ``scan``. This default encodes ``scan``'s rows; adapters override it."""
+        async for rows in self.scan(table, after=after, upto=upto, batch_size=batch_size):
+            yield TextBatch([k.encode() for k, _ in rows], [d.encode() for _, d in rows])
+
+    async def segment_digests(
+        self, table: TableName, ranges: Sequence[KeyRange]
+    ) -> list[tuple[int, str]]:
+        """For each range ``(after, upto]``: its document count and its *segment digest*,
+        ``r.uuid`` of the JSON text of the array of ``r.uuid(doc.to_json_string())`` of its
+        documents in key order (``r.uuid('[]')`` for an empty range): the digest a snapshot
+        records for its ranges (docs/FORMAT.md §6.2). Only counts and digests cross the
+        network. This default computes it from ``hash_scan``; adapters compute it on the
+        server."""
+        out = []
+        for after, upto in ranges:
+            hashes = [h async for batch in self.hash_scan(table, after=after, upto=upto)
+                      for _, h in batch]
+            out.append((len(hashes), digest_of_hashes(hashes)))
+        return out
 
     @abstractmethod
     async def range_digest(

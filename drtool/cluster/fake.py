@@ -47,7 +47,7 @@ from drtool.cluster.base import (
 from drtool.cluster.fake_schema import HOOK_PREFIX, INDEX_PREFIX, FakeSchemaMixin
 from drtool.cluster.rethink_util import auth_message, unreachable_message  # same wording
 from drtool.cluster.fake_store import OVERFLOW_MESSAGE, FeedQueue, Table  # noqa: F401 (re-export)
-from drtool.digest import fold, r_uuid
+from drtool.digest import digest_of_hashes, fold, r_uuid
 from drtool.errors import AuthError, ClusterError, ClusterUnreachable, DrtoolError, NotFound
 from drtool.model import (
     ClusterConfig, FeedEvent, FeedReady, IndexDef, KeyText, TableMeta,
@@ -317,6 +317,12 @@ class FakeCluster(FakeSchemaMixin, Cluster):
                     if inspect.isawaitable(out):
                         await out
 
+    async def key_bounds(self, table: TableName) -> tuple[KeyText, KeyText] | None:
+        self._check("key_bounds")
+        tbl = self._table(table)
+        order = tbl.order()
+        return (tbl.docs[order[0]][0], tbl.docs[order[-1]][0]) if order else None
+
     async def scan(self, table: TableName, *, after: KeyText | None = None,
                    upto: KeyText | None = None, batch_size: int = 1000) -> AsyncIterator[list[Row]]:
         async for batch in self._rows("scan", table, after, upto, batch_size):
@@ -333,6 +339,17 @@ class FakeCluster(FakeSchemaMixin, Cluster):
         tbl = self._table(table)
         lo, hi = self._bounds(after, upto)
         return fold(doc for _, _, doc in tbl.range(lo, hi, len(tbl.docs)))
+
+    async def segment_digests(self, table: TableName,
+                              ranges: Sequence[KeyRange]) -> list[tuple[int, str]]:
+        self._check("segment_digests")
+        tbl = self._table(table)
+        out = []
+        for after, upto in ranges:
+            lo, hi = self._bounds(after, upto)
+            hashes = [r_uuid(doc) for _, _, doc in tbl.range(lo, hi, len(tbl.docs))]
+            out.append((len(hashes), digest_of_hashes(hashes)))
+        return out
 
     async def chunk_digests(self, table: TableName, ranges: Sequence[KeyRange], *,
                             threshold: str, windows: Sequence[Window] | None = None,

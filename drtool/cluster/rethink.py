@@ -1,6 +1,7 @@
 """The real-server adapter: ``Cluster`` over the official ``rethinkdb`` driver in asyncio mode.
 
-This is the ONLY drtool module that imports ``rethinkdb``. Driver exceptions are translated
+This is the ONLY drtool module that imports ``rethinkdb`` (and ``msgspec``, which splits scan
+responses into document texts without decoding them). Driver exceptions are translated
 here (``translate_error``) and never escape. Behaviour relied on is recorded in
 shared/reql-facts.md; the rest follows the official ReQL documentation.
 
@@ -17,19 +18,23 @@ is awaited through ``asyncio.shield`` and never under ``wait_for``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import msgspec
 from rethinkdb import RethinkDB
 from rethinkdb import errors as rerr
+from rethinkdb import ql2_pb2
+from rethinkdb.ast import ReQLDecoder
 from rethinkdb.asyncio_net.net_asyncio import AsyncioCursor
 from rethinkdb.asyncio_net.net_asyncio import Connection as AsyncioConnection
 
 from drtool.cluster import rethink_util as util
-from drtool.cluster.base import Cluster
+from drtool.cluster.base import Cluster, TextBatch
 from drtool.cluster.rethink_cluster import RethinkCluster
 from drtool.cluster.rethink_util import PermissionDenied
 from drtool.errors import (
@@ -79,6 +84,45 @@ def translate_error(err: BaseException, where: str, table: TableName | None = No
     if isinstance(err, rerr.ReqlError):
         return ClusterError(f"{what}: the server refused the query: {msg}")
     return ClusterError(f"{what}: unexpected {type(err).__name__}: {msg}")
+
+
+_SUCCESS = (ql2_pb2.Response.ResponseType.SUCCESS_SEQUENCE,
+            ql2_pb2.Response.ResponseType.SUCCESS_PARTIAL)
+
+
+@functools.lru_cache(maxsize=64)
+def text_decoder(pk: str) -> type:
+    """A driver ``json_decoder`` class for scans of whole documents (``run(conn,
+    json_decoder=...)``): each server batch becomes ONE ``TextBatch`` whose documents are the
+    exact bytes of the response (the server writes a document in a response exactly as
+    ``to_json_string()`` prints it: tests/cluster_contract.py checks this) and whose keys are
+    the bytes of each document's top-level field ``pk``. msgspec only finds where values
+    begin and end (``msgspec.Raw``); nothing is decoded into Python objects, and each text
+    is copied out as ``bytes``. Any other
+    response (errors) goes to the driver's own decoder."""
+    key = msgspec.defstruct("Key", [("key", msgspec.Raw)], rename={"key": pk})
+    docs_of = msgspec.json.Decoder(msgspec.defstruct("Docs", [("t", int), ("r", list[msgspec.Raw])])).decode
+    keys_of = msgspec.json.Decoder(msgspec.defstruct("Keys", [("r", list[key])])).decode
+
+    class TextDecoder:
+        def __init__(self, reql_format_opts: Any = None) -> None:
+            self._fallback = ReQLDecoder(reql_format_opts)
+
+        def decode(self, text: str) -> dict:
+            try:
+                docs = docs_of(text)
+                if docs.t in _SUCCESS:
+                    keys = keys_of(text).r
+                    # Copies: a Raw keeps the whole response alive (as str and its UTF-8),
+                    # and segments hold documents from several responses.
+                    batch = [TextBatch([bytes(k.key) for k in keys],
+                                       [bytes(d) for d in docs.r])] if keys else []
+                    return {"t": docs.t, "r": batch}
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                pass
+            return self._fallback.decode(text)
+
+    return TextDecoder
 
 
 def _new_driver() -> RethinkDB:
@@ -304,6 +348,29 @@ class RethinkSession:
                         pending.appendleft(item)  # it was popped from the head: put it back
                     n = min(len(pending), batch_size)
                     yield [convert(pending.popleft()) for _ in range(n)]
+            finally:
+                await _close_cursor(cursor)
+
+    async def stream_texts(self, query: Any, table: TableName, pk: str,
+                           batch_size: int) -> AsyncIterator[TextBatch]:
+        """Yield a streaming query of whole documents as one ``TextBatch`` per server batch
+        (at most ``batch_size`` documents: ``max_batch_rows``, and a larger batch is split);
+        see ``text_decoder``."""
+        batch_size = max(int(batch_size), 1)
+        async with self._lease() as conn:
+            cursor = await self._start(conn, query, table, json_decoder=text_decoder(pk),
+                                       max_batch_rows=batch_size)
+            try:
+                while (item := await self._next(cursor, table)) is not _END:
+                    if not isinstance(item, TextBatch):
+                        raise ClusterError(f"{self.description} table {table}: unexpected "
+                                           f"scan response {str(item)[:100]!r}")
+                    if len(item) <= batch_size:
+                        yield item
+                        continue
+                    for start in range(0, len(item), batch_size):
+                        end = start + batch_size
+                        yield TextBatch(item.keys[start:end], item.docs[start:end])
             finally:
                 await _close_cursor(cursor)
 

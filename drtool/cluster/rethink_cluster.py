@@ -12,6 +12,7 @@ Keys travel as canonical text and become values on the server with ``r.json(text
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from typing import Any
@@ -24,12 +25,17 @@ from drtool.cluster.base import (
     ConflictMode,
     KeyRange,
     Row,
+    TextBatch,
     Window,
     chunk_spec,
 )
 from drtool.cluster.rethink_util import PermissionDenied
 from drtool.errors import ClusterError, NotFound, UsageError
 from drtool.model import FeedEvent, IndexDef, KeyText, TableMeta, TableName, WriteResult
+
+
+DIGEST_QUERIES = 4  # segment_digests: parallel queries per call
+ARRAY_LIMIT = 1 << 30  # segment_digests builds one array of hashes per range on the server
 
 
 class RethinkCluster(Cluster):
@@ -93,14 +99,61 @@ class RethinkCluster(Cluster):
         return int(sum(await self._session.fetch(query, table)))
 
     # --- reading ------------------------------------------------------------------------
+    async def key_bounds(self, table: TableName) -> tuple[KeyText, KeyText] | None:
+        pk, r = await self._primary_key(table), self._r
+        ends = []
+        for index in (pk, r.desc(pk)):
+            query = self._table(table).order_by(index=index).limit(1).map(
+                lambda d: d[pk].to_json_string())
+            ends.extend(await self._session.fetch(query, table))
+        return (str(ends[0]), str(ends[1])) if len(ends) == 2 else None
+
     async def scan(self, table: TableName, *, after: KeyText | None = None,
                    upto: KeyText | None = None, batch_size: int = 1000) -> AsyncIterator[list[Row]]:
+        async with aclosing(self.scan_texts(table, after=after, upto=upto,
+                                            batch_size=batch_size)) as batches:
+            async for batch in batches:
+                yield batch.rows()
+
+    async def scan_texts(self, table: TableName, *, after: KeyText | None = None,
+                         upto: KeyText | None = None,
+                         batch_size: int = 1000) -> AsyncIterator[TextBatch]:
+        # Whole documents, no .map(): the server's cheapest scan (a per-document ReQL
+        # function costs it more than the scan itself); the adapter cuts the response into
+        # texts (drtool.cluster.rethink.text_decoder).
         pk = await self._primary_key(table)
-        query = self._range(table, pk, after, upto).map(
-            lambda d: [d[pk].to_json_string(), d.to_json_string()])
-        async with aclosing(self._session.stream(query, table, batch_size, tuple)) as batches:
+        query = self._range(table, pk, after, upto)
+        async with aclosing(self._session.stream_texts(query, table, pk, batch_size)) as batches:
             async for batch in batches:
                 yield batch
+
+    async def segment_digests(self, table: TableName,
+                              ranges: Sequence[KeyRange]) -> list[tuple[int, str]]:
+        if not ranges:
+            return []
+        pk, r, tbl = await self._primary_key(table), self._r, self._table(table)
+
+        def digest(p: Any) -> Any:  # p = [index, after or null, upto or null]
+            rows = tbl.between(r.branch(p.nth(1).eq(None), r.minval, p.nth(1)),
+                               r.branch(p.nth(2).eq(None), r.maxval, p.nth(2)),
+                               left_bound="open", right_bound="closed", index=pk)
+            hashes = rows.order_by(index=pk).map(lambda d: r.uuid(d.to_json_string()))
+            return hashes.coerce_to("array").do(
+                lambda a: [p.nth(0), a.count(), r.uuid(a.to_json_string())])
+
+        # Consecutive groups of ranges in parallel queries: the server folds them on
+        # several cores at once.
+        size = -(-len(ranges) // DIGEST_QUERIES)
+        groups = [list(enumerate(ranges))[i:i + size] for i in range(0, len(ranges), size)]
+
+        async def run(group: list) -> list:
+            spec = chunk_spec([rg for _, rg in group], None)
+            rows = await self._session.fetch(r.json(spec).map(digest), table,
+                                             array_limit=ARRAY_LIMIT)
+            return [(group[int(i)][0], int(n), str(d)) for i, n, d in rows]
+
+        results = await asyncio.gather(*(run(g) for g in groups))
+        return [(n, d) for _, n, d in sorted(row for rows in results for row in rows)]
 
     async def range_digest(self, table: TableName, *, after: KeyText | None = None,
                            upto: KeyText | None = None) -> str:

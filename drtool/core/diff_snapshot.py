@@ -1,8 +1,8 @@
 """Comparing a live cluster's tables with a snapshot, by the snapshot's recorded range digests.
 
 The snapshot recorded, per table, the digest and count of each key range of its final state
-(``TableEntry.ranges``). The live cluster folds the same ranges on the server (one query, only
-counts and digests cross the network) and equal ranges are done. For a differing range the
+(``TableEntry.ranges``). The live cluster computes the same ranges' digests on the server
+(``Cluster.segment_digests``: only counts and digests cross the network) and equal ranges are done. For a differing range the
 live side streams ``(key, r.uuid(text))`` pairs and they are merged with the snapshot's
 per-document hashes of that range, taken from its index objects (all layers merged): every
 differing key is listed, with the writer key alone (no document is decrypted).
@@ -19,7 +19,6 @@ from drtool.core.diff_ranges import QUERY_OVERHEAD, WHOLE, Differences, Side, me
 from drtool.core.layers import ParentState
 from drtool.core.progress import NullProgress, Progress
 from drtool.core.session import select_tables
-from drtool.digest import short_of_uuid
 from drtool.ordering import key_order
 from drtool.manifest import Manifest, TableEntry
 from drtool.model import TableName
@@ -86,10 +85,13 @@ def recorded_ranges(entry: TableEntry) -> list[KeyRange]:
 
 async def _compare_ranges(side: Side, repo: Repository, entry: TableEntry, result: TableDiff) -> None:
     ranges = recorded_ranges(entry)
-    live = await side.chunks(ranges, WHOLE)
-    result.source_count = sum(c[0][1] for c in live)
-    differing = [i for i, (c, rec) in enumerate(zip(live, entry.ranges))
-                 if (c[0][1], c[0][2]) != (rec.count, rec.digest)]
+    live = await side.cluster.segment_digests(side.table, ranges)
+    side.traffic.queries += 1
+    side.traffic.sent += QUERY_OVERHEAD + sum(len(a or "") + len(u or "") + 8 for a, u in ranges)
+    side.traffic.received += sum(len(d) + 16 for _, d in live)
+    result.source_count = sum(n for n, _ in live)
+    differing = [i for i, (found, rec) in enumerate(zip(live, entry.ranges))
+                 if found != (rec.count, rec.digest)]
     if not differing:
         return
     base = entry.layers[0].segments
@@ -111,12 +113,12 @@ async def _compare_ranges(side: Side, repo: Repository, entry: TableEntry, resul
 
 
 async def _live_hashes(side: Side, key_range: KeyRange) -> list[ChunkDigest]:
-    """``(key, 1, short hash)`` of every live document of the range, in key order; the traffic
+    """``(key, 1, r.uuid of the text)`` of every live document of the range, in key order; the traffic
     (one query; each row ``["key","uuid"]``) is counted on ``side``."""
     after, upto = key_range
     out: list[ChunkDigest] = []
     async for rows in side.cluster.hash_scan(side.table, after=after, upto=upto):
-        out.extend((k, 1, short_of_uuid(u)) for k, u in rows)
+        out.extend((k, 1, u) for k, u in rows)
         side.traffic.received += sum(len(k) + len(u) + 6 for k, u in rows)
     side.traffic.queries += 1
     side.traffic.sent += QUERY_OVERHEAD + len(after or "") + len(upto or "")

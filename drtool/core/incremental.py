@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from functools import partial
 from dataclasses import dataclass, field
 
 from drtool.cluster.base import Cluster, Row
 from drtool.core.layers import ParentState
 from drtool.core.scanning import FeedCollector, resumable_scan
-from drtool.core.tasks import gather_bounded
 from drtool.core.segments import (
     Chunker,
     PendingChanges,
@@ -31,7 +29,7 @@ from drtool.core.segments import (
     encode_deletions,
     merge_changes,
 )
-from drtool.digest import fold, fold_digests, short_hash, short_of_uuid
+from drtool.digest import digest_of_texts, fold_digests, r_uuid
 from drtool.manifest import Layer, Range, SegmentRef, TableEntry
 from drtool.model import KeyText, TableMeta, TableName, utcnow
 from drtool.ordering import key_order
@@ -93,9 +91,10 @@ async def _store_deletions(repo: Repository, keys: list[KeyText]) -> tuple[list[
 
 
 def _compare(rows: list[Row], before: dict[KeyText, str | None]) -> tuple[list[Row], list[KeyText]]:
-    """Rows that differ from ``before`` (key -> short hash, None = absent) and keys gone."""
+    """Rows that differ from ``before`` (key -> r.uuid of the text, None = absent) and keys
+    gone."""
     before = dict(before)
-    upserts = [(k, d) for k, d in rows if before.pop(k, None) != short_hash(d)]
+    upserts = [(k, d) for k, d in rows if before.pop(k, None) != r_uuid(d)]
     deleted = sorted((k for k, h in before.items() if h is not None), key=key_order)
     return upserts, deleted
 
@@ -110,10 +109,8 @@ async def incremental_table(
     parent_state = ParentState(repo, parent)
     ranges = list(parent.ranges)
     bounds = [None] + [r.upto for r in ranges[:-1]]
-    digests = await gather_bounded([
-        partial(cluster.range_digest, table, after=bounds[i], upto=ranges[i].upto)
-        for i in range(len(ranges))
-    ], 4)
+    digests = [digest for _, digest in await cluster.segment_digests(
+        table, [(bounds[i], ranges[i].upto) for i in range(len(ranges))])]
     first = _Delta(SegmentWriter(repo, chunker))
     emitted: dict[int, dict[KeyText, str | None]] = {}
 
@@ -124,10 +121,10 @@ async def incremental_table(
             rows.extend(batch)
         rows = merge_changes(rows, changes)
         upserts, deleted = _compare(rows, base)
-        emitted[i] = {**emitted.get(i, {}), **{k: short_hash(d) for k, d in upserts},
+        emitted[i] = {**emitted.get(i, {}), **{k: r_uuid(d) for k, d in upserts},
                       **{k: None for k in deleted}}
         await delta.add(upserts, deleted)
-        ranges[i] = Range(ranges[i].upto, len(rows), fold(d for _, d in rows))
+        ranges[i] = Range(ranges[i].upto, len(rows), digest_of_texts(d for _, d in rows))
 
     async def process_by_hashes(i: int, delta: _Delta, base: dict[KeyText, str | None]) -> None:
         """A changed range with no feed change received: compare the server's per-document
@@ -138,14 +135,14 @@ async def incremental_table(
         async for batch in resumable_scan(cluster, table, after=bounds[i], upto=ranges[i].upto,
                                           batch_size=5 * batch_size, reads=reads, hashes=True):
             current.extend(batch)
-        changed = [k for k, u in current if base.get(k) != short_of_uuid(u)]
+        changed = [k for k, u in current if base.get(k) != u]
         present = {k for k, _ in current}
         deleted = sorted((k for k, h in base.items() if h is not None and k not in present),
                          key=key_order)
         upserts: list[Row] = []
         for start in range(0, len(changed), batch_size):
             upserts.extend(await cluster.get_docs(table, changed[start:start + batch_size]))
-        emitted[i] = {**emitted.get(i, {}), **{k: short_hash(d) for k, d in upserts},
+        emitted[i] = {**emitted.get(i, {}), **{k: r_uuid(d) for k, d in upserts},
                       **{k: None for k in deleted}}
         await delta.add(upserts, deleted)
         ranges[i] = Range(ranges[i].upto, len(current), digests[i])

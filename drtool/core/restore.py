@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import aclosing
-from functools import partial
 from dataclasses import dataclass, field
 
 from drtool.cluster.base import Cluster, ConflictMode
-from drtool.core.tasks import gather_bounded
 from drtool.core.progress import NullProgress, Progress
 from drtool.core.layers import final_texts
 from drtool.core.shape import apply_shape, create_table_like, plan_shape
-from drtool.digest import fold
+from drtool.digest import fold_digests
 from drtool.errors import (
     ClusterError,
     ConflictError,
@@ -241,12 +239,10 @@ async def _check_digest(cluster: Cluster, entry: TableEntry, target: TableName,
                         report: TableRestore) -> None:
     """Server-side digests of every recorded range, a few at a time."""
     bounds = [None] + [r.upto for r in entry.ranges[:-1]]
-    found = await gather_bounded([
-        partial(cluster.range_digest, target, after=after, upto=r.upto)
-        for after, r in zip(bounds, entry.ranges)
-    ], 4)
+    found = [digest for _, digest in await cluster.segment_digests(
+        target, list(zip(bounds, (r.upto for r in entry.ranges))))]
     report.ranges_differing = sum(f != r.digest for f, r in zip(found, entry.ranges))
-    report.digest_found = fold(found)
+    report.digest_found = fold_digests(found)
     if not report.digest_ok and report.had_documents:
         report.notes.append("the table had other documents before the restore")
 

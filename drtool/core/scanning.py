@@ -7,7 +7,7 @@ import contextlib
 from contextlib import aclosing
 from collections.abc import AsyncIterator
 
-from drtool.cluster.base import Cluster, Row
+from drtool.cluster.base import Cluster, Row, TextBatch
 from drtool.core.segments import PendingChanges
 from drtool.errors import ClusterError, ClusterUnreachable
 from drtool.model import FeedChange, FeedOverflow, FeedReady, KeyText, TableName
@@ -20,8 +20,8 @@ RESUME_BASE_DELAY = 0.2
 async def resumable_scan(
     cluster: Cluster, table: TableName, *, after: KeyText | None = None,
     upto: KeyText | None = None, batch_size: int = 1000, attempts: int = RESUME_ATTEMPTS,
-    reads: RateLimiter | None = None, hashes: bool = False,
-) -> AsyncIterator[list[Row]]:
+    reads: RateLimiter | None = None, hashes: bool = False, texts: bool = False,
+) -> AsyncIterator[list[Row] | TextBatch]:
     """``cluster.scan`` that survives dropped connections: after a retryable failure it waits
     (exponential backoff) and resumes after the last key received, never starting over.
     Gives up after ``attempts`` consecutive failures without progress.
@@ -29,21 +29,22 @@ async def resumable_scan(
     ``reads`` (the ``throttle.primary_reads`` limiter, shared by every scan of one snapshot)
     is charged for each batch before it is passed on; batches are then kept to about a tenth
     of a second's budget so the server sees no big bursts. With ``hashes`` the rows are
-    ``(key, r.uuid(text))`` pairs (``cluster.hash_scan``) instead of documents."""
+    ``(key, r.uuid(text))`` pairs (``cluster.hash_scan``) instead of documents; with
+    ``texts`` each batch is a ``TextBatch`` (``cluster.scan_texts``)."""
     if reads is not None and reads.rate is not None:
         batch_size = min(batch_size, max(1, int(reads.rate * reads.period)))
     failures = 0
     while True:
         try:
-            read = cluster.hash_scan if hashes else cluster.scan
+            read = cluster.hash_scan if hashes else cluster.scan_texts if texts else cluster.scan
             async with aclosing(read(table, after=after, upto=upto,
                                      batch_size=batch_size)) as batches:
                 async for rows in batches:
-                    if not rows:
+                    if not len(rows):
                         continue
                     if reads is not None:
                         await reads.acquire(len(rows))
-                    after = rows[-1][0]
+                    after = rows.last_key() if texts else rows[-1][0]
                     failures = 0
                     yield rows
             return

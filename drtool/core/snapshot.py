@@ -23,7 +23,8 @@ from drtool.core.progress import NullProgress, Progress
 from drtool.core.incremental import incremental_table, needs_full
 from drtool.core.scanning import FeedCollector, resumable_scan
 from drtool.core.tasks import gather_bounded
-from drtool.core.segments import Chunker, ChunkParams, PendingChanges, SegmentWriter
+from drtool.core.partition import table_parts
+from drtool.core.segments import Chunker, ChunkParams, PendingChanges, RangedChanges, SegmentWriter
 from drtool.errors import ClusterError
 from drtool.manifest import Manifest, SegmentRef, TableEntry
 from drtool.model import KeyText, TableName, utcnow
@@ -38,7 +39,11 @@ class SnapshotOptions:
     table_concurrency: int = 2
     settle: float = 0.5  # seconds the feed is drained after the scan ends
     max_rereads: int = 3  # full re-reads after feed overflows before giving up
-    batch_size: int = 1000
+    batch_size: int = 1000  # documents per query where keys are sent (incremental snapshots)
+    scan_batch_size: int = 5000  # documents per server batch of a full scan, at most
+    scan_parts: int = 4  # key ranges of a table scanned at the same time (core.partition)
+    docs_per_part: int = 25_000  # ... at least this many documents (estimated) each
+    in_flight: int = 2  # segments being stored at once, per part
     chunks: ChunkParams = ChunkParams()
     full: bool = False  # never build on an earlier snapshot
     max_layers: int = 7  # a table whose chain of delta layers is this deep is copied in full
@@ -106,12 +111,13 @@ async def snapshot_table(
     chain is too deep or the deltas too big (then the table is copied in full)."""
     task = str(table)
     chunker = Chunker(repo.boundary_hash, options.chunks)
-    progress.start(task, await cluster.doc_count_estimate(table))
+    estimate = await cluster.doc_count_estimate(table)
+    progress.start(task, estimate)
     bytes_new = 0
     try:
         for attempt in range(options.max_rereads + 1):
             pending = PendingChanges()
-            writer = SegmentWriter(repo, chunker, pending=pending, progress=progress, task=task)
+            writers: list[SegmentWriter] = []
             collector = FeedCollector(cluster, table, pending)
             try:
                 await collector.wait_ready()
@@ -132,27 +138,27 @@ async def snapshot_table(
                     return replace(entry, rescans=attempt), bytes_new + uploaded
                 if why_full:
                     progress.note(task, f"copied in full: {why_full}")
-                scan = resumable_scan(cluster, table, batch_size=options.batch_size, reads=reads)
-                async with aclosing(scan):
-                    async for rows in scan:
-                        collector.check()
-                        if collector.overflows:
-                            break
-                        await writer.add(rows)
-                if not collector.overflows:
-                    segments = await writer.finish()
-                    await asyncio.sleep(options.settle)
-                    collector.check()
+                parts = await table_parts(cluster, table, parts=options.scan_parts,
+                                          docs_per_part=options.docs_per_part, estimate=estimate)
+                bounds = [None] + [upto for _, upto in parts]
+                routed = RangedChanges(bounds, pending)
+                collector.pending = routed  # from now on each change goes to its part
+                writers = [SegmentWriter(repo, chunker, pending=part, progress=progress,
+                                         task=task, in_flight=options.in_flight)
+                           for part in routed.parts]
+                segments = await _scan_parts(cluster, table, bounds, writers, collector,
+                                             options, reads)
             finally:
-                await writer.abort()
+                for writer in writers:
+                    await writer.abort()
+                    bytes_new += writer.bytes_new
                 await collector.close()
-                bytes_new += writer.bytes_new
-            if collector.overflows:
+            if segments is None:
                 progress.note(task, "changefeed overflowed during the scan: reading the table again")
                 continue
-            if pending.late:
+            if routed.late:
                 segments, extra = await _reread_ranges(
-                    repo, cluster, table, chunker, segments, pending.late, options, reads
+                    repo, cluster, table, chunker, segments, routed.late, options, reads
                 )
                 bytes_new += extra
             entry = TableEntry.full_copy(meta, segments, started=started, finished=utcnow(),
@@ -164,6 +170,39 @@ async def snapshot_table(
         )
     finally:
         progress.finish(task)
+
+
+async def _scan_parts(
+    cluster: Cluster, table: TableName, bounds: list[KeyText | None],
+    writers: list[SegmentWriter], collector: FeedCollector, options: SnapshotOptions,
+    reads: RateLimiter | None,
+) -> list[SegmentRef] | None:
+    """Scan the parts ``(bounds[i], bounds[i+1]]`` at the same time, each into its writer;
+    then drain the feed for ``options.settle`` seconds after the last scan ended. Returns
+    every segment in key order, or None when the feed overflowed."""
+    loop = asyncio.get_running_loop()
+    scans_ended = [loop.time()]
+
+    async def part(i: int) -> list[SegmentRef] | None:
+        scan = resumable_scan(cluster, table, after=bounds[i], upto=bounds[i + 1],
+                              batch_size=options.scan_batch_size, reads=reads, texts=True)
+        async with aclosing(scan):
+            async for batch in scan:
+                collector.check()
+                if collector.overflows:
+                    return None
+                await writers[i].add_texts(batch.keys, batch.docs)
+        scans_ended.append(loop.time())
+        return await writers[i].finish(bounds[i + 1])
+
+    results = await gather_bounded([lambda i=i: part(i) for i in range(len(writers))],
+                                   len(writers))
+    if collector.overflows or any(r is None for r in results):
+        return None
+    # Sealing the last segments overlapped the settle, which counts from the end of the scans.
+    await asyncio.sleep(max(0.0, options.settle - (loop.time() - max(scans_ended))))
+    collector.check()
+    return None if collector.overflows else [ref for refs in results for ref in refs]
 
 
 async def _reread_ranges(
@@ -182,10 +221,10 @@ async def _reread_ranges(
         after = segments[index - 1].upto if index else None
         writer = SegmentWriter(repo, chunker)
         scan = resumable_scan(cluster, table, after=after, upto=segments[index].upto,
-                              batch_size=options.batch_size, reads=reads)
+                              batch_size=options.scan_batch_size, reads=reads, texts=True)
         async with aclosing(scan):
-            async for rows in scan:
-                await writer.add(rows)
+            async for batch in scan:
+                await writer.add_texts(batch.keys, batch.docs)
         result.extend(await writer.finish(segments[index].upto))
         bytes_new += writer.bytes_new
         previous = index + 1

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from drtool.core.progress import NullProgress, Progress
 from drtool.core.layers import merged_rows
 from drtool.core.segments import decode_index, decode_segment
-from drtool.digest import fold, fold_digests, short_hash
+from drtool.digest import digest_of_hashes, digest_of_texts, fold_digests, r_uuid
 from drtool.ordering import key_order
 from drtool.errors import DrtoolError, EncryptionKeyError
 from drtool.manifest import Manifest, TableEntry
@@ -109,7 +109,7 @@ async def _verify(
             return f"holds {len(lines)} entries, expected {count}"
         if kind == "data":
             progress.advance(task, count, 0)
-            if fold(lines) != digest:
+            if digest_of_texts(lines) != digest:
                 return "digest does not match the manifest"
             if index is not None and index in stored["index"]:
                 try:
@@ -169,7 +169,7 @@ def _index_mismatch(texts: list[str], keys: list[tuple[str, str]], index: str) -
         return f"index object {index} lists {len(keys)} documents, the segment holds {len(texts)}"
     previous = None
     for n, ((key, h), text) in enumerate(zip(keys, texts)):
-        if h != short_hash(text):
+        if h != r_uuid(text):
             return f"index object {index} line {n + 1} does not match the document's hash"
         order = key_order(key)
         if previous is not None and order <= previous:
@@ -189,16 +189,16 @@ async def _final_state_problems(repo: Repository, entry: TableEntry) -> list[str
                 if (s.count, s.digest) != (r.count, r.digest)]
     bounds = [None if r.upto is None else key_order(r.upto) for r in ranges]
     found: list[tuple[int, str]] = []
-    i, acc, count = 0, "", 0
+    i, hashes = 0, []
     async for rows in merged_rows(repo, entry):
         for key, text in rows:
             order = key_order(key)
             while bounds[i] is not None and order > bounds[i]:
-                found.append((count, acc))
-                i, acc, count = i + 1, "", 0
-            acc, count = fold([text], acc), count + 1
-    found.append((count, acc))
-    found += [(0, "")] * (len(ranges) - len(found))
+                found.append((len(hashes), digest_of_hashes(hashes)))
+                i, hashes = i + 1, []
+            hashes.append(r_uuid(text))
+    found.append((len(hashes), digest_of_hashes(hashes)))
+    found += [(0, digest_of_hashes([]))] * (len(ranges) - len(found))
     return [f"range {n + 1} of {len(ranges)}: the layers merged give {c} documents / digest "
-            f"{d or '(empty)'}, the manifest records {r.count} / {r.digest or '(empty)'}"
+            f"{d}, the manifest records {r.count} / {r.digest}"
             for n, ((c, d), r) in enumerate(zip(found, ranges)) if (c, d) != (r.count, r.digest)]

@@ -12,7 +12,7 @@ import re
 from drtool.errors import RepositoryError
 
 FORMAT_NAME = "drtool-repository"
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2  # 1: segment digests were folds over the texts (drtool 0.1)
 FIXED_FIELDS = {"cipher": "AES-256-GCM", "compression": "zstd", "object_id": "HMAC-SHA256"}
 _REPO_ID = re.compile(r"^[0-9a-f]{32}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -59,9 +59,12 @@ def parse_config(blob: bytes, location: str) -> dict:
     version = cfg.get("version")
     if version != CONFIG_VERSION:
         if isinstance(version, int) and not isinstance(version, bool):
+            todo = ("; create a new repository with drtool init (this drtool cannot read "
+                    "snapshots written by older versions)") if version < CONFIG_VERSION else \
+                "; use a newer drtool"
             raise RepositoryError(
                 f"{location}: repository format version {version} is not supported by this "
-                f"drtool (supports {CONFIG_VERSION})"
+                f"drtool (supports {CONFIG_VERSION}){todo}"
             )
         raise damaged("no format version")
     if cfg.get("format") != FORMAT_NAME:

@@ -158,9 +158,9 @@ class Repository(SnapshotCatalog):
 
     # --- writing ---------------------------------------------------------------------------
     @property
-    def boundary_hash(self) -> Callable[[str], int]:
-        """The keyed 64-bit hash of a key text (a function: call ``repo.boundary_hash(key)``),
-        for content-defined segment boundaries."""
+    def boundary_hash(self) -> Callable[[str | bytes], int]:
+        """The keyed 64-bit hash of a key text, str or UTF-8 bytes (a function: call
+        ``repo.boundary_hash(key)``), for content-defined segment boundaries."""
         return self._boundary_hash
 
     async def _session_key(self) -> tuple[str, bytes]:

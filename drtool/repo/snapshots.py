@@ -54,7 +54,7 @@ class SnapshotCatalog:
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise IntegrityError(f"snapshot {snapshot_id}: manifest is not valid JSON") from None
         version = data.get("version") if isinstance(data, dict) else None
-        if isinstance(version, int) and version > FORMAT_VERSION:
+        if isinstance(version, int) and version != FORMAT_VERSION:
             raise RepositoryError(
                 f"snapshot {snapshot_id}: manifest format version {version} is not supported "
                 f"by this drtool (supports {FORMAT_VERSION})"
