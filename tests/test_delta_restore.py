@@ -39,11 +39,7 @@ def _damage(server: FakeServer, table: TableName, fraction: float = 0.001, seed:
 def _range_digests(server: FakeServer, table: TableName, entry) -> list[tuple[int, str]]:
     async def go(cluster):
         bounds = [None] + [r.upto for r in entry.ranges[:-1]]
-        out = []
-        for after, r in zip(bounds, entry.ranges):
-            (chunks,) = await cluster.chunk_digests(table, [(after, r.upto)], threshold="")
-            out.append(chunks[0][1:])
-        return out
+        return await cluster.segment_digests(table, list(zip(bounds, [r.upto for r in entry.ranges])))
 
     return on_cluster(server, go)
 

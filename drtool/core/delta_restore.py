@@ -188,20 +188,18 @@ async def delta_table(repo: Repository, cluster: Cluster, entry: TableEntry, tar
     try:
         live = Side(cluster, target, options.search)
         ranges = recorded_ranges(entry)
-        before = await _fold_ranges(live, ranges)
-        changed = [i for i, (c, r) in enumerate(zip(before, entry.ranges))
-                   if (c[0][1], c[0][2]) != (r.count, r.digest)]
+        before = await cluster.segment_digests(target, ranges)
+        changed = [i for i, (live_range, r) in enumerate(zip(before, entry.ranges))
+                   if live_range != (r.count, r.digest)]
         report.ranges_changed = len(changed)
         progress.advance(task, entry.doc_count - sum(entry.ranges[i].count for i in changed), 0)
 
         async def repair(group: list[int]) -> None:
-            snap = SnapshotRanges(
-                [(ranges[i], await range_rows(repo, entry, i)) for i in group],
-                {ranges[i]: (ranges[i][1], entry.ranges[i].count, entry.ranges[i].digest)
-                 for i in group})
+            # The search compares chunk folds computed alike on both sides (the recorded
+            # range digests are segment digests, another function: FORMAT.md §6.2).
+            snap = SnapshotRanges([(ranges[i], await range_rows(repo, entry, i)) for i in group])
             found = await find_differences(Side(snap, target, options.search), live,  # type: ignore[arg-type]
-                                           [ranges[i] for i in group], options.search,
-                                           target_whole=[before[i] for i in group])
+                                           [ranges[i] for i in group], options.search)
             await _apply(cluster, target, snap, found, options, report)
             progress.advance(task, sum(entry.ranges[i].count for i in group), 0)
 
@@ -215,25 +213,15 @@ async def delta_table(repo: Repository, cluster: Cluster, entry: TableEntry, tar
         if not options.dry_run:
             await cluster.sync(target)
             await apply_shape(cluster, target, plan.actions)
-            after = await _fold_ranges(live, ranges)
-            report.ranges_differing = sum((c[0][1], c[0][2]) != (r.count, r.digest)
-                                          for c, r in zip(after, entry.ranges))
+            after = await cluster.segment_digests(target, ranges)
+            report.ranges_differing = sum(live_range != (r.count, r.digest)
+                                          for live_range, r in zip(after, entry.ranges))
         else:
             report.ranges_differing = report.ranges_changed
         report.traffic.add(live.traffic)
         return report
     finally:
         progress.finish(task)
-
-
-async def _fold_ranges(live: Side, ranges: list[KeyRange]) -> list[list[ChunkDigest]]:
-    """Count and digest of every range, as a few queries run at once (one fold is sequential
-    on the server; parallel queries use its cores)."""
-    parts = max(1, min(live.params.queries_in_flight, len(ranges)))
-    step = -(-len(ranges) // parts)
-    results = await asyncio.gather(*(live.chunks(ranges[i:i + step], WHOLE)
-                                     for i in range(0, len(ranges), step)))
-    return [chunks for result in results for chunks in result]
 
 
 def _groups(entry: TableEntry, indexes: list[int], limit: int) -> list[list[int]]:
