@@ -146,3 +146,18 @@ class ConflictError(ClusterError):
 
 class SchemaMismatch(ClusterError):
     """The target table's shape (e.g. primary key) does not match the source."""
+
+
+class PermissionDenied(ClusterError):
+    """The server refused a query for lack of a permission (the user's read, write or config
+    permission in that database or table)."""
+
+
+class StaleGeneration(ClusterError):
+    """A cluster's roles carry a higher generation than the one this process acted on: another
+    failover happened; this process must not write into that cluster."""
+
+
+class FailoverError(ClusterError):
+    """A failover or failback cannot go on (a check failed, another one is running, the
+    clusters are not in the state the step needs). The message says what to do."""

@@ -33,8 +33,10 @@ from drtool.model import (
     FeedEvent,
     IndexDef,
     KeyText,
+    PermissionRow,
     TableMeta,
     TableName,
+    UserInfo,
     WriteResult,
 )
 
@@ -239,6 +241,47 @@ class Cluster(ABC):
     @abstractmethod
     async def set_write_hook(self, table: TableName, blob: bytes | None) -> None:
         """Set the write hook from its blob, or remove it with None."""
+
+    @abstractmethod
+    async def set_rejecting_write_hook(self, table: TableName, message: str) -> None:
+        """Set a write hook on the table that refuses every write (insert, update, replace,
+        delete) with ``message``: such a write comes back in its WriteResult as an error,
+        ``first_error == "Error in write hook: " + message`` (not as an exception), for every
+        user including admin. Writes with ``ignore_write_hook=True`` (the config permission
+        needed) still go through. Replaces any existing hook: read ``table_meta().write_hook``
+        first to restore it later with ``set_write_hook``. Idempotent."""
+
+    # --- users and permissions (need the admin user) -----------------------------------
+    @abstractmethod
+    async def list_users(self) -> list[UserInfo]:
+        """Every user (``rethinkdb.users``), sorted by name, admin included. Passwords are
+        never returned, only whether one is set. Raises PermissionDenied for a user without
+        read permission on the ``rethinkdb`` database (a global read grant is not enough)."""
+
+    @abstractmethod
+    async def list_permissions(self) -> list[PermissionRow]:
+        """Every row of ``rethinkdb.permissions`` (global, database and table scopes; admin's
+        rows included), sorted by (user, db, table). Raises PermissionDenied like
+        ``list_users``."""
+
+    @abstractmethod
+    async def grant(self, user: str, permissions: dict[str, bool | None], *,
+                    db: str | None = None, table: str | None = None
+                    ) -> tuple[dict | None, dict | None]:
+        """Set ``user``'s overrides at one scope: global (no ``db``), database ``db``, or table
+        ``db.table``. A value of None removes that override; keys not named keep their value.
+        Returns ``(old, new)``: the scope's overrides before and after (None for no row).
+        Atomic per scope and idempotent. Raises NotFound for an unknown user, database or
+        table, ClusterError for the ``admin`` user (its permissions cannot be changed)."""
+
+    @abstractmethod
+    async def ensure_user(self, user: str, password: str) -> bool:
+        """Create ``user`` with ``password``, or set the password of an existing user.
+        Returns True when the user was created. The password never appears in an error."""
+
+    @abstractmethod
+    async def drop_user(self, user: str) -> None:
+        """Delete a user and its permission rows; a missing user is not an error."""
 
     # --- changefeeds ----------------------------------------------------------------------
     @abstractmethod

@@ -12,7 +12,10 @@ the server's canonical text (``drtool.cluster.canonical``) in the server's prima
 server's exact ``first_error`` texts; changefeeds yield FeedReady, then every change, and
 FeedOverflow with the server's message when the consumer falls behind. What the fake cannot
 do: evaluate index functions or write hooks (blobs are stored opaque; a hooked write is
-counted in ``hooked_writes`` and stored unchanged), permissions, ``doc_count_estimate`` is exact.
+counted in ``hooked_writes`` and stored unchanged, except that the rejecting hook of
+``set_rejecting_write_hook`` refuses it), read permissions on user tables;
+``doc_count_estimate`` is exact. Write and config permissions are enforced
+(drtool.cluster.fake_users).
 
 Test hooks on ``FakeServer`` (all synchronous, effective immediately):
 * ``down = True``: ``connect`` and every call on open clusters raise ClusterUnreachable naming
@@ -45,6 +48,7 @@ from drtool.cluster.base import (
     ChunkDigest, Cluster, ConflictMode, KeyRange, Row, Window, fold_chunks,
 )
 from drtool.cluster.fake_schema import HOOK_PREFIX, INDEX_PREFIX, FakeSchemaMixin
+from drtool.cluster.fake_users import ADMIN_ROWS, FakeUsersMixin, hook_refusal
 from drtool.cluster.rethink_util import auth_message, unreachable_message  # same wording
 from drtool.cluster.fake_store import OVERFLOW_MESSAGE, FeedQueue, Table  # noqa: F401 (re-export)
 from drtool.digest import fold, r_uuid
@@ -111,6 +115,8 @@ class FakeServer:
 
     def __init__(self, users: dict[str, str] | None = None, *, servers: int = 1) -> None:
         self.users = dict(users if users is not None else {"admin": ""})
+        #: (user, db or None, table or None) -> overrides, like rethinkdb.permissions
+        self.permissions: dict[tuple, dict] = {k: dict(v) for k, v in ADMIN_ROWS.items()}
         self.servers = servers  # replicas per shard cannot exceed this, like a real cluster
         self.dbs: dict[str, dict[str, Table]] = {}
         self.changefeed_queue_size = 100000
@@ -128,7 +134,7 @@ class FakeServer:
         host = next((h for h in config.hosts if _REGISTRY.get(h) is self), config.hosts[0])
         if config.user not in self.users or self.users[config.user] != config.password:
             raise AuthError(auth_message(config.role, host, config.user))
-        return FakeCluster(self, f"{config.role} {host}", config.hosts)
+        return FakeCluster(self, f"{config.role} {host}", config.hosts, config.user)
 
     @property
     def down(self) -> bool:
@@ -231,6 +237,11 @@ class FakeServer:
                 if conflict == "skip" or existing[1] == doc:
                     res.unchanged += 1
                     continue
+            refused = None if ignore_hook else hook_refusal(tbl.write_hook)
+            if refused:
+                error(refused)
+                continue
+            if existing is not None:
                 res.replaced += 1
             else:
                 res.inserted += 1
@@ -240,12 +251,13 @@ class FakeServer:
         return res
 
 
-class FakeCluster(FakeSchemaMixin, Cluster):
+class FakeCluster(FakeUsersMixin, FakeSchemaMixin, Cluster):
     """A connection to a FakeServer, implementing drtool.cluster.base.Cluster (schema
     operations live in ``drtool.cluster.fake_schema``)."""
 
-    def __init__(self, server: FakeServer, description: str, hosts: Sequence[str]) -> None:
-        self.server = server
+    def __init__(self, server: FakeServer, description: str, hosts: Sequence[str],
+                 user: str = "admin") -> None:
+        self.server, self.user = server, user
         self.description = description
         self._hosts = ", ".join(hosts)
         self._closed = False
@@ -363,16 +375,22 @@ class FakeCluster(FakeSchemaMixin, Cluster):
         self._check("insert_texts")
         if conflict not in ("error", "replace", "skip"):
             raise ClusterError(f"{self.description}: unknown conflict mode {conflict!r}")
+        self._may_write(table, ignore_write_hook)
         return self.server._insert(self._table(table), docs, conflict, ignore_write_hook)
 
     async def delete_keys(self, table: TableName, keys: Sequence[KeyText], *,
                           ignore_write_hook: bool = False) -> WriteResult:
         self._check("delete_keys")
         tbl = self._table(table)
+        self._may_write(table, ignore_write_hook)
         orders = [self.server._order(k) for k in keys]
         res = WriteResult()
+        refused = None if ignore_write_hook else hook_refusal(tbl.write_hook)
         for order in orders:
-            if order in tbl.docs:
+            if order in tbl.docs and refused:
+                res.errors += 1
+                res.first_error = res.first_error or refused
+            elif order in tbl.docs:
                 if tbl.write_hook is not None and not ignore_write_hook:
                     tbl.hooked_writes += 1
                 res.deleted += tbl.delete(order)

@@ -27,12 +27,13 @@ from drtool.cluster.base import (
     Window,
     chunk_spec,
 )
+from drtool.cluster.rethink_users import RethinkUsersMixin
 from drtool.cluster.rethink_util import PermissionDenied
 from drtool.errors import ClusterError, NotFound, UsageError
 from drtool.model import FeedEvent, IndexDef, KeyText, TableMeta, TableName, WriteResult
 
 
-class RethinkCluster(Cluster):
+class RethinkCluster(RethinkUsersMixin, Cluster):
     """A connected RethinkDB cluster (see drtool.cluster.base for every method's contract).
 
     ``session`` is a drtool.cluster.rethink.RethinkSession; ``r`` the driver's ReQL builder."""
@@ -202,7 +203,11 @@ class RethinkCluster(Cluster):
             except PermissionDenied as refused:
                 # ignore_write_hook needs the config permission: without it, writing is only
                 # equivalent when the table has no write hook.
-                hook = await fetch(self._table(table).get_write_hook(), table, binary_format="raw")
+                try:  # reading the hook needs the config permission too (2.4.4)
+                    hook = await fetch(self._table(table).get_write_hook(), table,
+                                       binary_format="raw")
+                except PermissionDenied:
+                    raise refused from None
                 if hook is not None:
                     raise ClusterError(
                         f"{where}: the table has a write hook that user "
