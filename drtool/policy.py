@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 
 from drtool.errors import PolicyError
 from drtool.model import ClusterConfig, TableName
+from drtool.policy_failover import KEYS as FAILOVER_KEYS
+from drtool.policy_failover import FailoverPolicy, parse_failover
 from drtool.policy_fields import Section, parse_host, read_env, resolve_path, show
 from drtool.repo.repository import KeySources
 from drtool.units import (
@@ -53,7 +55,7 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     "throttle": ("bandwidth", "primary_reads"),
     "schedule": ("snapshot_every", "snapshot_from", "full_after_layers", "full_after_delta"),
     "retention": ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly"),
-    "failover": ("app_users",),
+    "failover": FAILOVER_KEYS,
 }
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _RECIPIENT_RE = re.compile(r"drtool1[A-Za-z0-9_-]{43}")
@@ -183,13 +185,6 @@ class RetentionPolicy:
 
 
 @dataclass(frozen=True)
-class FailoverPolicy:
-    """``app_users``: the RethinkDB users whose write permission fencing revokes."""
-
-    app_users: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class Policy:
     """One deployment. ``path`` is the policy file as given; ``name`` is recorded in every
     snapshot."""
@@ -240,7 +235,7 @@ def load_policy(path: str | Path) -> Policy:
         throttle=_throttle(section("throttle")),
         schedule=schedule,
         retention=_retention(section("retention")),
-        failover=_failover(section("failover")),
+        failover=parse_failover(section("failover"), file, base),
     )
 
 
@@ -395,6 +390,3 @@ def _retention(sec: Section | None) -> RetentionPolicy:
         return RetentionPolicy()
     return RetentionPolicy(**{key: sec.integer(key) for key in SCHEMA["retention"]})
 
-
-def _failover(sec: Section | None) -> FailoverPolicy:
-    return FailoverPolicy() if sec is None else FailoverPolicy(app_users=sec.strings("app_users"))
