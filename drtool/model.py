@@ -162,6 +162,24 @@ class PermissionRow:
         return cls(data["user"], data.get("db"), data.get("table"), dict(data["permissions"]))
 
 
+def effective_permission(overrides: dict, user: str, key: str, db: str, table: str) -> bool:
+    """Whether ``user`` has permission ``key`` on ``db.table``: the nearest override (table,
+    then database, then global) decides, none means no; ``admin`` has every permission.
+    ``overrides`` maps ``(user, db or None, table or None)`` to a permissions dict."""
+    if user == "admin":
+        return True
+    for scope in ((user, db, table), (user, db, None), (user, None, None)):
+        value = overrides.get(scope, {}).get(key)
+        if value is not None:
+            return bool(value)
+    return False
+
+
+def overrides_of(rows: list[PermissionRow]) -> dict:
+    """``list_permissions`` rows as the mapping ``effective_permission`` reads."""
+    return {(r.user, r.db, r.table): r.permissions for r in rows}
+
+
 # --- changefeed events --------------------------------------------------------------------
 @dataclass(frozen=True)
 class FeedReady:

@@ -16,7 +16,7 @@ import re
 
 from drtool.cluster.fake_schema import HOOK_PREFIX
 from drtool.errors import ClusterError, NotFound, PermissionDenied
-from drtool.model import PERMISSION_KEYS, PermissionRow, TableName, UserInfo
+from drtool.model import PERMISSION_KEYS, PermissionRow, TableName, UserInfo, effective_permission
 
 ADMIN = "admin"
 ADMIN_ROWS = {(ADMIN, None, None): {"config": True, "connect": True, "read": True, "write": True},
@@ -39,23 +39,12 @@ def hook_refusal(blob: bytes | None) -> str | None:
     return None if found is None else "Error in write hook: " + json.loads(found.group(1))
 
 
-def effective(permissions: dict, user: str, key: str, db: str, table: str) -> bool:
-    """The nearest override of ``key`` for ``user`` on ``db.table`` (False when none)."""
-    if user == ADMIN:
-        return True
-    for scope in ((user, db, table), (user, db, None), (user, None, None)):
-        value = permissions.get(scope, {}).get(key)
-        if value is not None:
-            return bool(value)
-    return False
-
-
 class FakeUsersMixin:
     """Implements the users/permissions/fence part of drtool.cluster.base.Cluster."""
 
     def _require(self, key: str, table: TableName) -> None:
         perms = self.server.permissions
-        if not effective(perms, self.user, key, table.db, table.table):
+        if not effective_permission(perms, self.user, key, table.db, table.table):
             raise PermissionDenied(f"{self.description} table {table}: permission denied: User "
                                    f"`{self.user}` does not have the required `{key}` permission.")
 

@@ -1,0 +1,104 @@
+"""Keeping users and permissions the same on the other cluster (the runner calls
+``sync_users`` on every schema poll; failover calls it once more before promoting).
+
+Users: every user of the source except admin exists on the target. Passwords cannot be read
+from RethinkDB: a user missing on the target is created with the password the policy names
+(``[failover.users.NAME]``); a user without a password source is reported and not created
+(creating it without a password would let anyone log in as it). ``refresh_passwords`` sets
+the password of every user that has a source (the runner does this once when it starts).
+Users only on the target are reported, never dropped.
+
+Permissions: for every user of the source except admin, the target's global, database and
+table overrides are made equal to the source's (extra overrides removed); only rows that
+differ are written. Rows for a database or table the target does not have yet are reported
+as pending (the runner copies the table first). ``keep_fenced``: ``(user, db, table)`` scopes
+whose ``write`` is left alone on the target (a fenced old primary stays fenced).
+Idempotent; a second run with nothing changed writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from drtool.cluster.base import Cluster
+from drtool.errors import NotFound
+from drtool.model import PERMISSION_KEYS, PermissionRow
+from drtool.policy_failover import FailoverPolicy
+
+Scope = tuple[str, str | None, str | None]
+
+
+@dataclass
+class UsersSync:
+    """What ``sync_users`` did and what it could not do."""
+
+    created: list[str] = field(default_factory=list)
+    passwords_set: list[str] = field(default_factory=list)
+    no_password: list[str] = field(default_factory=list)  # missing on target, no source
+    unmanaged_passwords: list[str] = field(default_factory=list)  # exist, no source
+    extra_users: list[str] = field(default_factory=list)  # only on the target
+    granted: list[str] = field(default_factory=list)  # scopes written, "user: scope"
+    pending: list[str] = field(default_factory=list)  # db/table not on the target yet
+
+    @property
+    def problems(self) -> list[str]:
+        """One line per thing an operator should fix (for ``status`` and the failover plan)."""
+        return ([f"user {u} has no password source in the policy ([failover.users.{u}]): "
+                 "not created on the target" for u in self.no_password]
+                + [f"permissions of {p}: the target has no such database or table yet"
+                   for p in self.pending])
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in (
+            "created", "passwords_set", "no_password", "unmanaged_passwords", "extra_users",
+            "granted", "pending")}
+
+
+def _scope_text(row: PermissionRow) -> str:
+    return f"{row.user}: {row.scope}"
+
+
+async def sync_users(source: Cluster, target: Cluster, policy: FailoverPolicy, *,
+                     refresh_passwords: bool = False,
+                     keep_fenced: frozenset[Scope] = frozenset()) -> UsersSync:
+    """Make the target's users and permissions equal to the source's (see the module doc).
+    Needs the admin user on both; raises PermissionDenied otherwise, and PolicyError when a
+    named password source cannot be read."""
+    report = UsersSync()
+    s_users = {u.name for u in await source.list_users()} - {"admin"}
+    t_users = {u.name for u in await target.list_users()} - {"admin"}
+    report.extra_users = sorted(t_users - s_users)
+    for user in sorted(s_users):
+        exists = user in t_users
+        if exists and not refresh_passwords:
+            continue
+        password = policy.password(user)
+        if password is None:
+            (report.unmanaged_passwords if exists else report.no_password).append(user)
+            continue
+        if await target.ensure_user(user, password):
+            report.created.append(user)
+        else:
+            report.passwords_set.append(user)
+    present = (s_users & t_users) | set(report.created)
+    want = {(r.user, r.db, r.table): r for r in await source.list_permissions() if r.user in present}
+    have = {(r.user, r.db, r.table): r for r in await target.list_permissions() if r.user in present}
+    for scope in sorted(set(want) | set(have), key=lambda s: (s[0], s[1] or "", s[2] or "")):
+        wanted = dict(want[scope].permissions) if scope in want else {}
+        current = dict(have[scope].permissions) if scope in have else {}
+        if scope in keep_fenced:
+            wanted["write"] = current.get("write")
+            if wanted["write"] is None:
+                wanted.pop("write")
+        if wanted == current:
+            continue
+        keys = PERMISSION_KEYS if scope[1] is None else PERMISSION_KEYS[:3]
+        change = {k: wanted.get(k) for k in keys if wanted.get(k) != current.get(k)}
+        row = want.get(scope) or have[scope]
+        try:
+            await target.grant(scope[0], change, db=scope[1], table=scope[2])
+        except NotFound:
+            report.pending.append(_scope_text(row))
+            continue
+        report.granted.append(_scope_text(row))
+    return report
