@@ -23,7 +23,8 @@ Conventions:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from hashlib import sha1
 from typing import Literal
 
@@ -46,6 +47,42 @@ KeyRange = tuple[KeyText | None, KeyText | None]  # (after, upto]
 ChunkDigest = tuple[KeyText | None, int, str]  # (upto, document count, fold digest)
 Window = tuple[int, int]  # (skip, limit): positions within a range, in key order
 PER_DOC = "g"  # chunk_digests threshold: one chunk per document (above any hex digit)
+DEFAULT_FEED_QUEUE = 100_000  # the server's default changefeed_queue_size
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A condition on a document's current value, evaluated by the server in the same atomic
+    step as the write it guards (``write_state``). It passes when ANY of these holds:
+
+    * ``always``;
+    * the document is absent and ``if_absent``;
+    * the document is present, ``fields`` is not empty and every ``(field, value)`` pair
+      matches: the field exists and equals the canonical JSON text ``value`` (``'3'``,
+      ``'"runner-a"'``, ``'null'`` matches a missing field too);
+    * the document is present and ``expired`` names one of its TIME fields that is earlier
+      than the server's ``r.now()`` (the server's clock decides, never the client's).
+
+    ``Guard()`` passes only for an absent document (create-if-absent)."""
+
+    always: bool = False
+    if_absent: bool = True
+    fields: tuple[tuple[str, str], ...] = ()
+    expired: str | None = None
+
+
+ALWAYS = Guard(always=True)
+
+
+@dataclass(frozen=True)
+class StateWrite:
+    """The outcome of ``write_state``: whether the guard passed (and so the write happened),
+    the document stored now (the new one, or the unchanged existing one when the guard
+    failed, None when absent), and the server's ``r.now()`` of that write (epoch seconds)."""
+
+    applied: bool
+    doc: DocText | None
+    now: float
 
 
 def chunk_spec(ranges: Sequence[KeyRange], windows: Sequence[Window] | None) -> str:
@@ -217,6 +254,15 @@ class Cluster(ABC):
     ) -> None:
         """Create a table (the database must exist) with these settings (``write_acks``:
         "majority" or "single"). Raises ClusterError if it exists."""
+
+    @abstractmethod
+    async def ensure_table(self, table: TableName, *, primary_key: str = "id") -> bool:
+        """Create the database and a one-shard, one-replica table where missing; return True
+        if this call created the table. Safe when several processes call it at once: the
+        server can create two databases or tables of one name when creations race (observed
+        on 2.4.4: "Table `d.t` is ambiguous; there are multiple tables with that name"), so
+        duplicates are removed, every caller keeping the same one (the smallest id). For
+        drtool's own small tables, not for user data."""
 
     @abstractmethod
     async def drop_table(self, table: TableName) -> None:

@@ -40,12 +40,15 @@ Test hooks on ``FakeServer`` (all synchronous, effective immediately):
 from __future__ import annotations
 
 import inspect
+import json
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 
 from drtool.cluster import canonical
 from drtool.cluster.base import (
-    ChunkDigest, Cluster, ConflictMode, KeyRange, Row, Window, fold_chunks,
+    DEFAULT_FEED_QUEUE, ChunkDigest, Cluster, ConflictMode, Guard, KeyRange, Row, StateWrite,
+    Window, fold_chunks,
 )
 from drtool.cluster.fake_schema import HOOK_PREFIX, INDEX_PREFIX, FakeSchemaMixin
 from drtool.cluster.fake_users import ADMIN_ROWS, FakeUsersMixin, hook_refusal
@@ -79,6 +82,19 @@ def lookup(hosts: Iterable[str]) -> "FakeServer | None":
         if host in _REGISTRY:
             return _REGISTRY[host]
     return None
+
+
+def guard_passes(guard: Guard, old: dict | None, now: float) -> bool:
+    """``Guard`` evaluated like the real server does (see drtool.cluster.base.Guard)."""
+    if guard.always:
+        return True
+    if old is None:
+        return guard.if_absent
+    if guard.fields and all(old.get(f) == json.loads(v) for f, v in guard.fields):
+        return True
+    stamp = old.get(guard.expired) if guard.expired else None
+    return isinstance(stamp, dict) and stamp.get("$reql_type$") == "TIME" and \
+        float(stamp["epoch_time"]) < now
 
 
 def _trunc(text: str) -> str:
@@ -119,11 +135,18 @@ class FakeServer:
         self.permissions: dict[tuple, dict] = {k: dict(v) for k, v in ADMIN_ROWS.items()}
         self.servers = servers  # replicas per shard cannot exceed this, like a real cluster
         self.dbs: dict[str, dict[str, Table]] = {}
-        self.changefeed_queue_size = 100000
+        #: overrides every feed's queue_size when set (tests); None: the feed's own
+        self.changefeed_queue_size: int | None = None
+        #: the server's clock (epoch seconds); tests may replace it with their own function
+        self.clock = time.time
         self._down = False
         self._scan_fail_after: int | None = None
         self._scan_hook = None
         self._fail: dict[str, list] = {}
+
+    def now(self) -> float:
+        """The server's r.now(): millisecond precision, like a RethinkDB TIME."""
+        return round(self.clock(), 3)
 
     # --- connections ------------------------------------------------------------------
     def connect(self, config: ClusterConfig) -> "FakeCluster":
@@ -400,11 +423,40 @@ class FakeCluster(FakeUsersMixin, FakeSchemaMixin, Cluster):
         self._check("sync")
         self._table(table)
 
+    # --- drtool's own state -------------------------------------------------------------
+    async def server_time(self) -> float:
+        self._check("server_time")
+        return self.server.now()
+
+    async def write_state(self, table: TableName, key: KeyText, doc: str | None, guard: Guard, *,
+                          now_fields: Mapping[str, float] | None = None) -> StateWrite:
+        self._check("write_state")
+        tbl, now = self._table(table), self.server.now()
+        order = self.server._order(key)
+        old = tbl.docs.get(order)
+        if not guard_passes(guard, None if old is None else json.loads(old[1]), now):
+            return StateWrite(False, None if old is None else old[1], now)
+        if doc is None:
+            tbl.delete(order)
+            return StateWrite(True, None, now)
+        value = json.loads(doc)
+        for field, offset in (now_fields or {}).items():
+            value[field] = {"$reql_type$": "TIME", "epoch_time": round(now + offset, 3),
+                            "timezone": "+00:00"}
+        result = self.server._insert(tbl, [json.dumps(value)], "replace", True)
+        if result.errors:
+            raise ClusterError(f"{self.description} table {table}: the server refused the "
+                               f"write: {result.first_error}")
+        stored = tbl.docs[order][1]
+        return StateWrite(True, stored, now)
+
     # --- changefeeds ------------------------------------------------------------------
-    async def changes(self, table: TableName) -> AsyncIterator[FeedEvent]:
+    async def changes(self, table: TableName, *,
+                      queue_size: int = DEFAULT_FEED_QUEUE) -> AsyncIterator[FeedEvent]:
         self._check("changes")
         tbl = self._table(table)
-        feed = FeedQueue(self.server.changefeed_queue_size, self)
+        limit = self.server.changefeed_queue_size or queue_size
+        feed = FeedQueue(limit, self)
         tbl.feeds.append(feed)
         self._feeds.append(feed)
         try:
