@@ -48,7 +48,7 @@ async def failback(policy: Policy, *, lost_writes: Path | None = None, dry_run: 
         for role in ("primary", "standby"):
             await run.connect(role)
         refuse_other_kind(run, "failback")
-        reached, progress = run.newest.step, run.progress
+        reached, progress = run.reached, run.progress
         if reached is not None:
             current, returning = progress["from"], progress["to"]
             generation = int(progress["generation"])

@@ -70,7 +70,7 @@ def application_change(run: FailoverRun, target: str) -> str:
 
 def refuse_other_kind(run: FailoverRun, kind: str) -> None:
     """A different kind of run stopped half-way: it must be finished first."""
-    reached, recorded = run.newest.step, run.progress.get("kind")
+    reached, recorded = run.reached, run.progress.get("kind")
     if reached is not None and recorded not in (None, kind):
         command = {"planned": "drtool failover --planned", "unplanned": "drtool failover "
                    "--unplanned", "failback": "drtool failback"}.get(recorded, recorded)
@@ -142,7 +142,7 @@ async def planned_failover(policy: Policy, *, reverse: bool = False, dry_run: bo
         for role in ("primary", "standby"):
             run.require((await run.connect(role)).role)
         refuse_other_kind(run, "planned")
-        reached = run.newest.step
+        reached = run.reached
         progress = run.progress
         if reached is not None:
             source, target = progress["from"], progress["to"]

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from drtool import cluster as cluster_access
 from drtool.cluster.base import Cluster
 from drtool.core.state import LeaseHolder, Roles, StateStore, format_time, newest_roles
-from drtool.errors import DrtoolError, FailoverError, UsageError
+from drtool.errors import DrtoolError, FailoverError, LeaseHeld, UsageError
 from drtool.model import TableName
 from drtool.policy import Policy
 
@@ -39,6 +39,7 @@ LEASE_TTL = 15.0
 FAILPOINT = "DRTOOL_FAILPOINT"
 PROBE_TIMEOUT = 2.0  # connecting to a cluster that may be gone
 ROLE_NAMES = ("primary", "standby")
+STOP_REPLICATION = "stop-replication"  # the step the runner obeys (STATE-DB.md)
 
 
 def failover_lease(policy: str) -> str:
@@ -154,11 +155,27 @@ class FailoverRun:
             side.roles = now
         self.newest = newest_roles(*[s.roles for s in self.sides.values() if s.roles])
 
-    async def set_step(self, step: str | None, **progress) -> None:
-        """Record that ``step`` starts (with ``progress`` merged into extra["failover"])."""
+    @property
+    def reached(self) -> str | None:
+        """The step a run in progress recorded (None: no run in progress)."""
+        if self.newest.step is None:
+            return None
+        return self.progress.get("step") or self.newest.step
+
+    async def set_step(self, step: str, **progress) -> None:
+        """Record that ``step`` starts (with ``progress`` merged into extra["failover"]).
+
+        Once replication was asked to stop, ``roles.step`` stays "stop-replication" for the
+        rest of that generation (a waiting runner resumes when it changes, see
+        drtool.standby.runner); the step reached is ``extra["failover"]["step"]``."""
         extra = dict(self.newest.extra)
         extra["failover"] = {**self.progress, **progress, "step": step}
-        await self.record(dataclasses.replace(self.newest, step=step, extra=extra))
+        shown = step
+        if step == STOP_REPLICATION or (
+                self.progress.get("stopped_at") == self.newest.generation):
+            extra["failover"]["stopped_at"] = self.newest.generation
+            shown = STOP_REPLICATION
+        await self.record(dataclasses.replace(self.newest, step=shown, extra=extra))
         self.say(f"step {step}")
         if os.environ.get(FAILPOINT) == f"after-step:{step}":  # fault tests: a kill -9 here
             os.kill(os.getpid(), signal.SIGKILL)
@@ -181,8 +198,8 @@ class FailoverRun:
         if not got.acquired:
             who = (f"{lease.holder} on {lease.host} (pid {lease.pid}) until "
                    f"{format_time(lease.expires)}") if lease else "another run"
-            raise FailoverError(f"another failover or failback is running ({who}); wait for it "
-                                "to finish (drtool status shows its step)")
+            raise LeaseHeld(f"another failover or failback is running ({who}); wait for it "
+                            "to finish (drtool status shows its step)")
         self._lease_side = side
         self._renewer = asyncio.ensure_future(self._renew(store, name))
 

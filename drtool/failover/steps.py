@@ -15,12 +15,12 @@ from drtool.core.reconcile import reconcile_tables
 from drtool.core.state import Roles, format_time, runner_lease
 from drtool.errors import DrtoolError, FailoverError
 from drtool.failover.fence import FenceRecord, apply_fence, lift_fence, plan_fence
-from drtool.failover.run import FailoverRun
+from drtool.failover.run import STOP_REPLICATION, FailoverRun  # noqa: F401 (re-export)
 from drtool.failover.users_sync import sync_users
 from drtool.model import TableName
 
 POLL = 0.1
-STOP_REPLICATION = "stop-replication"  # the step the runner obeys (STATE-DB.md)
+
 
 
 async def check_runner(run: FailoverRun, source: str, target: str) -> float:

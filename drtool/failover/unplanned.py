@@ -40,7 +40,7 @@ async def unplanned_failover(policy: Policy, *, force: bool = False,
         for role in ("standby", "primary"):
             await run.connect(role, timeout=PROBE_TIMEOUT)
         refuse_other_kind(run, "unplanned")
-        reached, progress = run.newest.step, run.progress
+        reached, progress = run.reached, run.progress
         if reached is not None:
             source, target = progress["from"], progress["to"]
             generation = int(progress["generation"])
