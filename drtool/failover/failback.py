@@ -102,9 +102,8 @@ async def failback(policy: Policy, *, lost_writes: Path | None = None, dry_run: 
                 await _reconcile(run, current, returning, tables, returning_fence)
         out.lost_writes = run.progress.get("lost_writes")
         await switch(run, out, source=current, target=returning, generation=generation,
-                     record=current_fence, reverse=True, kind="failback",
-                     lift_also=[returning_fence.to_json()],
-                     reached=reached if reached in PLANNED else None)
+                     record=current_fence, target_record=returning_fence, reverse=True,
+                     kind="failback", reached=reached if reached in PLANNED else None)
         return out
 
 

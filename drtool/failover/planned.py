@@ -79,18 +79,22 @@ def refuse_other_kind(run: FailoverRun, kind: str) -> None:
 
 
 async def switch(run: FailoverRun, out: Outcome, *, source: str, target: str, generation: int,
-                 record: FenceRecord, reverse: bool, kind: str, lift_also: list[dict],
+                 record: FenceRecord, target_record: FenceRecord, reverse: bool, kind: str,
                  reached: str | None) -> None:
-    """Steps 2-7 from ``reached`` (shared by failback for its final switch)."""
+    """Steps 2-7 from ``reached`` (shared by failback for its final switch). The target is
+    fenced too (first) until it is promoted, so that no application write lands on it before
+    the final diff; at the end both records are lifted on it, the target's own last."""
     progress = {"kind": kind, "from": source, "to": target, "generation": generation,
                 "reverse": reverse, "fence": record.to_json(), "holder": run.holder.id,
-                "started": run.progress.get("started") or utcnow(), "lift_also": lift_also}
+                "started": run.progress.get("started") or utcnow(),
+                "target_fence": target_record.to_json()}
     tables = await run.selected_tables(source)
     fenced_at = run.progress.get("fenced_at")
     started = time.monotonic()
     for step in steps_to_run(PLANNED, reached):
         if step == "fence":
             await run.set_step("fence", **progress)
+            await steps.fence(run, target, target_record)
             fenced_at = await steps.fence(run, source, record)
             started = time.monotonic()
         elif step == "drain":
@@ -105,8 +109,7 @@ async def switch(run: FailoverRun, out: Outcome, *, source: str, target: str, ge
                     "stop drtool replicate, then run the same failover again to resume")
         elif step == "final-diff":
             await run.set_step("final-diff")
-            out.warnings += await steps.copy_users(
-                run, source, target, [FenceRecord.from_json(r) for r in lift_also])
+            out.warnings += await steps.copy_users(run, source, target, [target_record])
             out.repaired = await steps.final_diff(run, source, target, tables)
         elif step == "promote":
             await run.set_step("promote")
@@ -115,8 +118,7 @@ async def switch(run: FailoverRun, out: Outcome, *, source: str, target: str, ge
             extra["fenced"] = {"cluster": source, "fence": record.to_json()}
             await steps.promote(run, source, target, generation, replicate=reverse, extra=extra)
         elif step == "unfence":
-            lift = [record] + [FenceRecord.from_json(r) for r in lift_also]
-            skipped = await steps.unfence(run, target, lift)
+            skipped = await steps.unfence(run, target, [record, target_record])
             out.warnings += [f"not restored on the {target}: {s}" for s in skipped]
             out.timings["fence_to_writable_s"] = round(time.monotonic() - started, 3)
     await finish(run, kind, source, target)
@@ -156,6 +158,8 @@ async def planned_failover(policy: Policy, *, reverse: bool = False, dry_run: bo
             lag = await steps.check_runner(run, source, target)
             out.plan.append(f"check: the runner streams into the {target}, {lag:.1f} s behind")
         record = await steps.fence_plan(run, source, tables, generation + 1)
+        target_record = await steps.fence_plan(run, target, tables, generation + 1,
+                                               key="target_fence")
         out.warnings += record.warnings
         out.plan += _plan_lines(source, target, tables, record, generation, reverse, reached)
         out.application = application_change(run, target)
@@ -163,15 +167,16 @@ async def planned_failover(policy: Policy, *, reverse: bool = False, dry_run: bo
             return out
         await run.acquire_lease(target)
         await switch(run, out, source=source, target=target, generation=generation,
-                     record=record, reverse=reverse, kind="planned", lift_also=[],
-                     reached=reached)
+                     record=record, target_record=target_record, reverse=reverse,
+                     kind="planned", reached=reached)
         return out
 
 
 def _plan_lines(source: str, target: str, tables, record: FenceRecord, generation: int,
                 reverse: bool, reached: str | None) -> list[str]:
     lines = [f"resume the planned failover stopped at step {reached}"] if reached else []
-    lines += [f"fence the {source}: " + (", ".join(record.describe()) or "nothing to change"),
+    lines += [f"fence the {target} until it is promoted, then the {source}: "
+              + (", ".join(record.describe()) or "nothing to change"),
               f"drain: wait until a heartbeat written after the fence is on the {target}",
               "stop replication (the runner releases its lease)",
               f"final diff of {len(tables)} tables: {', '.join(map(str, tables))} "

@@ -43,10 +43,11 @@ async def check_runner(run: FailoverRun, source: str, target: str) -> float:
     return lag
 
 
-async def fence_plan(run: FailoverRun, role: str, tables: list[TableName], generation: int
-                     ) -> FenceRecord:
-    """The recorded fence of this run when resuming, else a new plan for ``role``."""
-    recorded = run.progress.get("fence")
+async def fence_plan(run: FailoverRun, role: str, tables: list[TableName], generation: int,
+                     *, key: str = "fence") -> FenceRecord:
+    """The fence this run recorded under ``key`` when resuming, else a new plan for
+    ``role``."""
+    recorded = run.progress.get(key)
     if recorded is not None:
         return FenceRecord.from_json(recorded)
     return await plan_fence(run.require(role).cluster, run.policy.failover, tables, generation)  # type: ignore[arg-type]

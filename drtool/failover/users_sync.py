@@ -102,3 +102,26 @@ async def sync_users(source: Cluster, target: Cluster, policy: FailoverPolicy, *
             continue
         report.granted.append(_scope_text(row))
     return report
+
+
+def runner_users_sync(policy, state_db: str, policy_name: str):
+    """The ``users_sync(source, target)`` hook of drtool.standby.runner.Runner: passwords set
+    on its first call, then only what changed; the write permissions a fence recorded on the
+    target (``roles.extra["fenced"]``) are kept, so a fenced old primary stays fenced."""
+    from drtool.core.state import StateStore
+    from drtool.failover.fence import FenceRecord
+
+    first = [True]
+
+    async def hook(source: Cluster, target: Cluster) -> None:
+        roles = await StateStore(target, state_db, policy_name).read_roles()
+        fenced = roles.extra.get("fenced") or {}
+        records = [(roles.extra.get("failover") or {}).get("target_fence")]
+        if roles.primary != fenced.get("cluster"):  # the target is the fenced cluster
+            records.append(fenced.get("fence"))
+        kept = frozenset((u, d, t) for r in records if r
+                         for u, d, t, _ in FenceRecord.from_json(r).writes)
+        await sync_users(source, target, policy, refresh_passwords=first[0], keep_fenced=kept)
+        first[0] = False
+
+    return hook
