@@ -71,7 +71,11 @@ def application_change(run: FailoverRun, target: str) -> str:
 def refuse_other_kind(run: FailoverRun, kind: str) -> None:
     """A different kind of run stopped half-way: it must be finished first."""
     reached, recorded = run.reached, run.progress.get("kind")
-    if reached is not None and recorded not in (None, kind):
+    if reached is not None and recorded is None:
+        raise FailoverError(f"the roles record step {reached} (generation "
+                            f"{run.newest.generation}) but not the run that set it: see drtool "
+                            "status; nothing was changed")
+    if reached is not None and recorded != kind:
         command = {"planned": "drtool failover --planned", "unplanned": "drtool failover "
                    "--unplanned", "failback": "drtool failback"}.get(recorded, recorded)
         raise FailoverError(f"a {recorded} run stopped at step {reached} (generation "

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from drtool import cluster as cluster_access
 from drtool.cluster.base import Cluster
-from drtool.core.state import LeaseHolder, Roles, StateStore, format_time, newest_roles
+from drtool.core.state import LeaseHolder, Roles, StateStore, format_time
 from drtool.errors import DrtoolError, FailoverError, LeaseHeld, UsageError
 from drtool.model import TableName
 from drtool.policy import Policy
@@ -109,8 +109,16 @@ class FailoverRun:
             side.cluster, side.store, side.error = None, None, err
             if not err.retryable:
                 raise
-        self.newest = newest_roles(*[s.roles for s in self.sides.values() if s.roles])
+        self._merge()
         return side
+
+    def _merge(self) -> None:
+        """The newest roles: highest generation, then the latest write of a run (a run killed
+        between writing the two clusters leaves them at one generation with different
+        steps), then one with a step."""
+        found = [s.roles for s in self.sides.values() if s.roles]
+        self.newest = max(found, default=Roles(), key=lambda r: (
+            r.generation, int(r.extra.get("seq", 0)), r.step is not None))
 
     def side(self, role: str) -> Side:
         return self.sides[role]
@@ -135,8 +143,10 @@ class FailoverRun:
 
     async def record(self, roles: Roles, *, only: tuple[str, ...] = ROLE_NAMES) -> None:
         """Store ``roles`` on every reachable cluster of ``only`` (compare-and-set on the
-        generation each one holds). A cluster whose roles changed meanwhile (another run)
-        stops this one."""
+        generation each one holds), with ``extra["seq"]`` one more than the newest's. A
+        cluster whose roles changed meanwhile (another run) stops this one."""
+        seq = max([int(s.roles.extra.get("seq", 0)) for s in self.sides.values() if s.roles] + [0])
+        roles = dataclasses.replace(roles, extra={**roles.extra, "seq": seq + 1})
         for role in only:
             side = self.sides[role]
             if not side.reachable:
@@ -153,7 +163,7 @@ class FailoverRun:
                     f"{role}: roles changed meanwhile (generation {now.generation}, step "
                     f"{now.step}): another failover is running? run drtool status")
             side.roles = now
-        self.newest = newest_roles(*[s.roles for s in self.sides.values() if s.roles])
+        self._merge()
 
     @property
     def reached(self) -> str | None:
