@@ -28,8 +28,8 @@ def failover_section(app_user: str = "app", *, fence: str = "permissions") -> st
 
 def with_users_sync(bg: Background) -> Background:
     policy = bg.policy
-    bg.runner.users_sync = runner_users_sync(policy.failover, policy.replication.state_db,
-                                             policy.name)
+    bg.runner.users_sync = runner_users_sync(policy.failover, policy.tables,
+                                             policy.replication.state_db, policy.name)
     return bg
 
 

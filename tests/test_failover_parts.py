@@ -94,14 +94,19 @@ async def test_users_sync(monkeypatch):
     await s.grant("app", {"read": True, "write": True})
     await s.grant("app", {"write": False}, db="app")
     await s.grant("reports", {"read": True}, db="app", table="users")  # T2 not on the target
-    await t.grant("local", {"read": True})
+    await s.grant("nopass", {"read": True}, db="app")
+    await s.ensure_user("elsewhere", "z")  # no permission in a replicated database: not synced
+    await s.grant("elsewhere", {"read": True}, db="app")
+    await s.grant("elsewhere", {"read": None}, db="app")
+    await t.grant("local", {"read": True}, db="app")
     monkeypatch.setenv("APP_PW_X", "app-secret")
     policy = FailoverPolicy(passwords={"app": PasswordSource(env="APP_PW_X"),
                                        "reports": PasswordSource(env="APP_PW_X")})
-    report = await sync_users(s, t, policy)
+    report = await sync_users(s, t, policy, [T1, T2])
     assert (report.created, report.no_password, report.extra_users) == (
         ["app", "reports"], ["nopass"], ["local"])
     assert report.granted == ["app: global", "app: db app"]
+    assert "elsewhere" not in dst.users
     assert report.pending == ["reports: table app.users"]
     assert dst.users["app"] == "app-secret"
     assert [r for r in await t.list_permissions() if r.user == "app"] == [
@@ -110,16 +115,16 @@ async def test_users_sync(monkeypatch):
     # changed on the source: only the difference is written; extra overrides removed
     await s.grant("app", {"write": None}, db="app")
     await t.grant("app", {"config": True}, db="app")
-    again = await sync_users(s, t, policy)
+    again = await sync_users(s, t, policy, [T1, T2])
     assert (again.created, again.granted) == ([], ["app: db app"])
     assert [r for r in await t.list_permissions() if r.user == "app"] == [
         PermissionRow("app", None, None, {"read": True, "write": True})]
-    assert (await sync_users(s, t, policy)).granted == []  # nothing left to do
+    assert (await sync_users(s, t, policy, [T1, T2])).granted == []  # nothing left to do
     # a fenced target keeps its write override
     await t.grant("app", {"write": False}, db="app")
-    kept = await sync_users(s, t, policy, keep_fenced=frozenset({("app", "app", None)}))
+    kept = await sync_users(s, t, policy, [T1, T2], keep_fenced=frozenset({("app", "app", None)}))
     assert kept.granted == [] and dst.permissions[("app", "app", None)] == {"write": False}
-    assert (await sync_users(s, t, policy, refresh_passwords=True)).passwords_set == ["app", "reports"]
+    assert (await sync_users(s, t, policy, [T1, T2], refresh_passwords=True)).passwords_set == ["app", "reports"]
 
 
 async def test_lost_writes_file_and_reapply(tmp_path):

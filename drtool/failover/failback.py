@@ -133,4 +133,4 @@ async def _reconcile(run: FailoverRun, current: str, returning: str, tables,
     moved = sum(r.written + r.deleted for r in results)
     run.say(f"  reconciled the {returning}: {moved} documents written or deleted")
     kept = frozenset((u, d, t) for u, d, t, _ in fence.writes)
-    await sync_users(src, dst, run.policy.failover, keep_fenced=kept)  # type: ignore[arg-type]
+    await sync_users(src, dst, run.policy.failover, tables, keep_fenced=kept)  # type: ignore[arg-type]

@@ -113,7 +113,7 @@ async def switch(run: FailoverRun, out: Outcome, *, source: str, target: str, ge
                     "stop drtool replicate, then run the same failover again to resume")
         elif step == "final-diff":
             await run.set_step("final-diff")
-            out.warnings += await steps.copy_users(run, source, target, [target_record])
+            out.warnings += await steps.copy_users(run, source, target, tables, [target_record])
             out.repaired = await steps.final_diff(run, source, target, tables)
         elif step == "promote":
             await run.set_step("promote")

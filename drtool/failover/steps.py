@@ -123,14 +123,14 @@ async def final_diff(run: FailoverRun, source: str, target: str, tables: list[Ta
     return sum(r.written + r.deleted for r in fixed)
 
 
-async def copy_users(run: FailoverRun, source: str, target: str,
+async def copy_users(run: FailoverRun, source: str, target: str, tables: list[TableName],
                      fenced: list[FenceRecord] = ()) -> list[str]:
     """Users and permissions made the same on the target (drtool.failover.users_sync), the
     write permissions of ``fenced`` (fences on the target) left alone; returns the problems
     to report."""
     src, dst = run.require(source).cluster, run.require(target).cluster
     kept = frozenset((u, d, t) for record in fenced for u, d, t, _ in record.writes)
-    report = await sync_users(src, dst, run.policy.failover, keep_fenced=kept)  # type: ignore[arg-type]
+    report = await sync_users(src, dst, run.policy.failover, tables, keep_fenced=kept)  # type: ignore[arg-type]
     return report.problems
 
 

@@ -1,7 +1,12 @@
 """Keeping users and permissions the same on the other cluster (the runner calls
 ``sync_users`` on every schema poll; failover calls it once more before promoting).
 
-Users: every user of the source except admin exists on the target. Passwords cannot be read
+Which users: the users of the replicated data (the app users, the users with a password
+source, and every user with a permission in a replicated database); which permissions: their
+global rows and their rows of the replicated databases and tables. (Users of databases the
+policy does not replicate are none of the standby's business.)
+
+Users: every such user of the source except admin exists on the target. Passwords cannot be read
 from RethinkDB: a user missing on the target is created with the password the policy names
 (``[failover.users.NAME]``); a user without a password source is reported and not created
 (creating it without a password would let anyone log in as it). ``refresh_passwords`` sets
@@ -22,7 +27,7 @@ from dataclasses import dataclass, field
 
 from drtool.cluster.base import Cluster
 from drtool.errors import NotFound
-from drtool.model import PERMISSION_KEYS, PermissionRow
+from drtool.model import PERMISSION_KEYS, PermissionRow, TableName
 from drtool.policy_failover import FailoverPolicy
 
 Scope = tuple[str, str | None, str | None]
@@ -58,17 +63,37 @@ def _scope_text(row: PermissionRow) -> str:
     return f"{row.user}: {row.scope}"
 
 
-async def sync_users(source: Cluster, target: Cluster, policy: FailoverPolicy, *,
-                     refresh_passwords: bool = False,
+def _in_scope(row: PermissionRow, dbs: set[str], tables: set[tuple[str, str]]) -> bool:
+    """Global rows, and rows of the replicated databases and tables."""
+    if row.db is None:
+        return True
+    return row.db in dbs if row.table is None else (row.db, row.table) in tables
+
+
+async def sync_users(source: Cluster, target: Cluster, policy: FailoverPolicy,
+                     selected: list[TableName], *, refresh_passwords: bool = False,
                      keep_fenced: frozenset[Scope] = frozenset()) -> UsersSync:
-    """Make the target's users and permissions equal to the source's (see the module doc).
-    Needs the admin user on both; raises PermissionDenied otherwise, and PolicyError when a
-    named password source cannot be read."""
+    """Make the target's users and permissions equal to the source's (see the module doc)
+    for the users of the replicated data: the app users, the users with a password source,
+    and every user with a permission in a database of ``selected`` (the tables replicated).
+    Only global rows and rows of those databases and tables are compared. Needs the admin
+    user on both; raises PermissionDenied otherwise, and PolicyError when a named password
+    source cannot be read."""
     report = UsersSync()
-    s_users = {u.name for u in await source.list_users()} - {"admin"}
-    t_users = {u.name for u in await target.list_users()} - {"admin"}
-    report.extra_users = sorted(t_users - s_users)
-    for user in sorted(s_users):
+    dbs = {t.db for t in selected}
+    tables = {(t.db, t.table) for t in selected}
+    s_rows = [r for r in await source.list_permissions() if r.user != "admin"]
+    t_rows = [r for r in await target.list_permissions() if r.user != "admin"]
+    named = set(policy.app_users) | set(policy.passwords)
+
+    def users_of(rows: list[PermissionRow]) -> set[str]:
+        return {r.user for r in rows if r.db in dbs} | named
+
+    s_users = {u.name for u in await source.list_users()} & users_of(s_rows)
+    t_all = {u.name for u in await target.list_users()}
+    t_users = t_all & (users_of(t_rows) | s_users)
+    report.extra_users = sorted((t_all & users_of(t_rows)) - s_users - {"admin"})
+    for user in sorted(s_users - {"admin"}):
         exists = user in t_users
         if exists and not refresh_passwords:
             continue
@@ -80,9 +105,11 @@ async def sync_users(source: Cluster, target: Cluster, policy: FailoverPolicy, *
             report.created.append(user)
         else:
             report.passwords_set.append(user)
-    present = (s_users & t_users) | set(report.created)
-    want = {(r.user, r.db, r.table): r for r in await source.list_permissions() if r.user in present}
-    have = {(r.user, r.db, r.table): r for r in await target.list_permissions() if r.user in present}
+    present = ((s_users & t_users) | set(report.created)) - {"admin"}
+    want = {(r.user, r.db, r.table): r for r in s_rows
+            if r.user in present and _in_scope(r, dbs, tables)}
+    have = {(r.user, r.db, r.table): r for r in t_rows
+            if r.user in present and _in_scope(r, dbs, tables)}
     for scope in sorted(set(want) | set(have), key=lambda s: (s[0], s[1] or "", s[2] or "")):
         wanted = dict(want[scope].permissions) if scope in want else {}
         current = dict(have[scope].permissions) if scope in have else {}
@@ -104,7 +131,7 @@ async def sync_users(source: Cluster, target: Cluster, policy: FailoverPolicy, *
     return report
 
 
-def runner_users_sync(policy, state_db: str, policy_name: str):
+def runner_users_sync(policy, tables_policy, state_db: str, policy_name: str):
     """The ``users_sync(source, target)`` hook of drtool.standby.runner.Runner: passwords set
     on its first call, then only what changed; the write permissions a fence recorded on the
     target (``roles.extra["fenced"]``) are kept, so a fenced old primary stays fenced."""
@@ -121,7 +148,9 @@ def runner_users_sync(policy, state_db: str, policy_name: str):
             records.append(fenced.get("fence"))
         kept = frozenset((u, d, t) for r in records if r
                          for u, d, t, _ in FenceRecord.from_json(r).writes)
-        await sync_users(source, target, policy, refresh_passwords=first[0], keep_fenced=kept)
+        selected = [t for t in await source.list_tables() if tables_policy.selects(t)]
+        await sync_users(source, target, policy, selected, refresh_passwords=first[0],
+                         keep_fenced=kept)
         first[0] = False
 
     return hook
