@@ -115,3 +115,13 @@ def test_reapply_into_the_current_primary(dep, standby_server, primary_server, t
     one_line(result, 7, "1 documents already exist on the standby with other content")
     assert '{"id":7,"v":"lost"}' in standby_server.texts(__import__("drtool.model").model.TableName("app", "orders"))
     assert Cli(dep.path)("reapply", str(lost), "--conflict", "replace").exit_code == 0
+
+
+def test_status_reports_users_without_a_password_source(dep, primary_server):
+    primary_server.users["reports"] = "pw"
+    primary_server.permissions[("reports", "app", None)] = {"read": True}
+    result = Cli(dep.path)("status")
+    assert result.exit_code == 1
+    assert ("problem: user reports has no password source in the policy "
+            "([failover.users.reports]): not created on the target") in result.stdout
+    assert "user app" not in result.stdout  # app has one (password_env)

@@ -150,6 +150,10 @@ async def test_planned_failover_resumes_after_a_crash_at_each_step(policy, prima
                 await planned_failover(policy, reverse=True)
         stopped = await roles_of(policy, "standby")
         assert stopped.step is not None and stopped.extra["failover"]["step"] == step
+        from drtool.standby.status import read_status
+
+        assert f"failover step {step} (generation 0): run the same failover/failback command " \
+            "again to finish it" in (await read_status(policy)).problems
         if PLANNED.index(step) <= PLANNED.index("final-diff"):  # diffed when resumed
             primary_server.put_texts(T, ['{"id":"during"}'])  # only drtool can write there
         out = await planned_failover(policy, reverse=True)

@@ -15,6 +15,7 @@ from drtool.cli.app import JsonOpt, PolicyOpt, app, policy_from, reports_errors,
 from drtool.core.state import format_time
 from drtool.errors import CheckFailed, UsageError
 from drtool.standby.events import LOGGER, Events, Metrics
+from drtool.failover.users_sync import runner_users_sync
 from drtool.standby.runner import Runner
 from drtool.standby.status import StandbyStatus, read_status
 
@@ -39,7 +40,8 @@ def replicate(
         from drtool.standby.metrics import PrometheusMetrics
 
         metrics = PrometheusMetrics()
-    runner = Runner(pol, Events(log_format, metrics))  # UsageError without [standby]
+    users_sync = runner_users_sync(pol.failover, pol.tables, pol.replication.state_db, pol.name)
+    runner = Runner(pol, Events(log_format, metrics), users_sync=users_sync)  # UsageError without [standby]
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s" if log_format == "json" else TEXT_LOG))
     logger = logging.getLogger(LOGGER)
@@ -87,7 +89,8 @@ def _print_status(s: StandbyStatus) -> None:
     r = s.roles
     print(f"policy {s.policy}: {'healthy' if s.healthy else 'NOT HEALTHY'}")
     print(f"roles: generation {r.generation}, primary is the policy's {r.primary}; replicating "
-          f"{r.source} -> {r.target}" + (f"; failover step {r.step}" if r.step else "")
+          f"{r.source} -> {r.target}"
+          + (f"; failover step {(r.extra.get('failover') or {}).get('step') or r.step}" if r.step else "")
           + ("" if r.replicate else "; replication off"))
     lag = "unknown (no heartbeat)" if s.lag is None else f"{s.lag:.3f} s"
     print(f"lag: {lag} (threshold {s.threshold:g} s)")

@@ -72,13 +72,14 @@ def _in_scope(row: PermissionRow, dbs: set[str], tables: set[tuple[str, str]]) -
 
 async def sync_users(source: Cluster, target: Cluster, policy: FailoverPolicy,
                      selected: list[TableName], *, refresh_passwords: bool = False,
-                     keep_fenced: frozenset[Scope] = frozenset()) -> UsersSync:
+                     keep_fenced: frozenset[Scope] = frozenset(), dry_run: bool = False
+                     ) -> UsersSync:
     """Make the target's users and permissions equal to the source's (see the module doc)
     for the users of the replicated data: the app users, the users with a password source,
     and every user with a permission in a database of ``selected`` (the tables replicated).
     Only global rows and rows of those databases and tables are compared. Needs the admin
     user on both; raises PermissionDenied otherwise, and PolicyError when a named password
-    source cannot be read."""
+    source cannot be read. ``dry_run``: report only (no password is read, nothing written)."""
     report = UsersSync()
     dbs = {t.db for t in selected}
     tables = {(t.db, t.table) for t in selected}
@@ -96,6 +97,12 @@ async def sync_users(source: Cluster, target: Cluster, policy: FailoverPolicy,
     for user in sorted(s_users - {"admin"}):
         exists = user in t_users
         if exists and not refresh_passwords:
+            continue
+        if dry_run:
+            if user not in policy.passwords:
+                (report.unmanaged_passwords if exists else report.no_password).append(user)
+            elif not exists:
+                report.created.append(user)
             continue
         password = policy.password(user)
         if password is None:
@@ -122,6 +129,9 @@ async def sync_users(source: Cluster, target: Cluster, policy: FailoverPolicy,
         keys = PERMISSION_KEYS if scope[1] is None else PERMISSION_KEYS[:3]
         change = {k: wanted.get(k) for k in keys if wanted.get(k) != current.get(k)}
         row = want.get(scope) or have[scope]
+        if dry_run:
+            report.granted.append(_scope_text(row))
+            continue
         try:
             await target.grant(scope[0], change, db=scope[1], table=scope[2])
         except NotFound:
@@ -154,3 +164,16 @@ def runner_users_sync(policy, tables_policy, state_db: str, policy_name: str):
         first[0] = False
 
     return hook
+
+
+async def users_problems(source: Cluster, target: Cluster, policy) -> list[str]:
+    """What ``drtool status`` reports about users on the target (read only): users without a
+    password source that a failover would leave unable to log in, or why it cannot tell."""
+    from drtool.errors import DrtoolError
+
+    try:
+        selected = [t for t in await source.list_tables() if policy.tables.selects(t)]
+        report = await sync_users(source, target, policy.failover, selected, dry_run=True)
+    except DrtoolError as err:
+        return [f"users and permissions: cannot compare them: {err}"]
+    return report.problems

@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from drtool.core.session import connect_role, open_repository
+from drtool.failover.users_sync import users_problems
 from drtool.core.state import (
     Heartbeat, Lease, Roles, StateStore, TableState, lag_seconds, newest_roles, runner_lease,
 )
@@ -82,6 +83,7 @@ async def read_status(policy: Policy) -> StandbyStatus:
         out.lease = await target.read_lease(runner_lease(policy.name))
         out.runner = await target.read_runner()
         out.tables = await target.table_states()
+        out.problems += await users_problems(clusters[roles.source], clusters[roles.target], policy)
     out.repository = await _repository(policy)
     if out.lag is None:
         out.problems.append(f"no heartbeat on the {roles.target}: is drtool replicate running?")
@@ -90,7 +92,9 @@ async def read_status(policy: Policy) -> StandbyStatus:
                             f"{out.threshold:g} s")
     out.problems.extend(f"{t.table}: {t.message}" for t in out.tables if t.state == "error")
     if roles.step is not None:
-        out.problems.append(f"failover step {roles.step} (generation {roles.generation})")
+        step = (roles.extra.get("failover") or {}).get("step") or roles.step
+        out.problems.append(f"failover step {step} (generation {roles.generation}): run the "
+                            "same failover/failback command again to finish it")
     return out
 
 
