@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 from rethinkdb import RethinkDB
 
-from test_replicate_e2e import Deployment, drtool, free_port, make_table, wait_until
+from conftest import ThrowawayServer
+from test_replicate_e2e import Deployment, drtool, make_table, wait_until
 
 r = RethinkDB()
 PLANNED = ("fence", "drain", "stop-replication", "final-diff", "promote")
@@ -195,25 +196,15 @@ def test_unplanned_refused_while_the_primary_answers(deployment: Deployment):
 @pytest.mark.skipif(not os.environ.get("DRTOOL_RETHINKDB_BIN"),
                     reason="set DRTOOL_RETHINKDB_BIN to start a throw-away primary server")
 def test_unplanned_failover_after_kill9_then_failback_lists_the_lost_writes(tmp_path, standby):
-    port, cluster_port = free_port(), free_port()
-    data = tmp_path / "primary-data"
-
-    def serve() -> subprocess.Popen:
-        return subprocess.Popen([os.environ["DRTOOL_RETHINKDB_BIN"], "--directory", str(data),
-                                 "--bind", "127.0.0.1", "--no-default-bind", "--driver-port",
-                                 str(port), "--cluster-port", str(cluster_port),
-                                 "--no-http-admin", "--server-name", "drtool_throwaway_primary"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    server = serve()
+    server = ThrowawayServer(tmp_path / "primary-data", "drtool_throwaway_primary").start()
     (tmp_path / "cfg").mkdir()
-    d = Deployment(tmp_path / "cfg", f"127.0.0.1:{port}", standby.address)
+    d = Deployment(tmp_path / "cfg", server.address, standby.address)
     d.policy_name = d.policy.read_text().split('"')[1]
     assert subprocess.run([sys.executable, "-m", "drtool", "keygen", "--out",
                            str(tmp_path / "cfg" / "id.txt")], capture_output=True).returncode == 0
     app = None
     try:
-        wait_until(lambda: _answers(port), "the throw-away primary")
+        wait_until(server.answering, "the throw-away primary")
         make_table(d, "t", 500)
         app = App(d)
         d.policy.write_text(d.policy.read_text() + app.section())
@@ -222,7 +213,6 @@ def test_unplanned_failover_after_kill9_then_failback_lists_the_lost_writes(tmp_
         app.start()
         wait_until(lambda: len(app.acked) > 300, "the application writing")
         server.kill()  # -9
-        server.wait()
         started = time.time()
         done = drtool(d.policy, "failover", "--unplanned", "--yes", "--json")
         assert done.returncode == 0, done.stderr
@@ -238,8 +228,8 @@ def test_unplanned_failover_after_kill9_then_failback_lists_the_lost_writes(tmp_
         # the window reported covers every acknowledged write found missing
         assert [i for i, t in missing if t < heartbeat] == [], (missing, heartbeat)
         # the old primary returns; failback lists what only it had
-        server = serve()
-        wait_until(lambda: _answers(port), "the restarted primary")
+        server.start()
+        wait_until(server.answering, "the restarted primary")
         with d.conn() as c:  # after a restart tables need a moment before they are readable
             for db in (d.db, d.state_db):
                 r.db(db).wait(wait_for="ready_for_writes", timeout=60).run(c)
@@ -258,14 +248,3 @@ def test_unplanned_failover_after_kill9_then_failback_lists_the_lost_writes(tmp_
         if app is not None:
             app.drop()
         server.kill()
-        server.wait()
-
-
-def _answers(port: int) -> bool:
-    import socket
-
-    try:
-        socket.create_connection(("127.0.0.1", port), 0.5).close()
-        return True
-    except OSError:
-        return False

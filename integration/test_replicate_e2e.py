@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,14 +22,10 @@ from pathlib import Path
 import pytest
 from rethinkdb import RethinkDB
 
+from conftest import ThrowawayServer
+
 r = RethinkDB()
 WAIT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def drtool(policy: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -268,26 +263,11 @@ def test_primary_key_differs_reported_not_overwritten(dep: Deployment):
 @pytest.mark.skipif(not os.environ.get("DRTOOL_RETHINKDB_BIN"),
                     reason="set DRTOOL_RETHINKDB_BIN to start a throw-away standby server")
 def test_standby_server_restarted(tmp_path, primary):
-    port, cluster_port = free_port(), free_port()
-    data = tmp_path / "standby-data"
-
-    def serve() -> subprocess.Popen:
-        return subprocess.Popen([os.environ["DRTOOL_RETHINKDB_BIN"], "--directory", str(data),
-                                 "--bind", "127.0.0.1", "--no-default-bind", "--driver-port",
-                                 str(port), "--cluster-port", str(cluster_port),
-                                 "--no-http-admin", "--server-name", "drtool_throwaway"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def answering():
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return True
-        except OSError:
-            return False
-
-    server = serve()
+    server = ThrowawayServer(tmp_path / "standby-data", "drtool_throwaway")
+    serve, answering = server.start, server.answering
+    serve()
     (tmp_path / "cfg").mkdir()
-    d = Deployment(tmp_path / "cfg", primary.address, f"127.0.0.1:{port}")
+    d = Deployment(tmp_path / "cfg", primary.address, server.address)
     assert subprocess.run([sys.executable, "-m", "drtool", "keygen", "--out",
                            str(tmp_path / "cfg" / "id.txt")], capture_output=True).returncode == 0
     try:
@@ -296,11 +276,10 @@ def test_standby_server_restarted(tmp_path, primary):
         d.start()
         d.streaming({"t"})
         server.kill()  # -9: soft-durability writes not yet on disk may be lost
-        server.wait()
         with d.conn() as c:
             r.db(d.db).table("t").insert([{"id": 5000 + i} for i in range(100)]).run(c)
             r.db(d.db).table("t").get(1).delete().run(c)
-        server = serve()
+        serve()
         wait_until(answering, "the restarted standby")
         d.streaming({"t"})
         d.equal()
@@ -311,4 +290,3 @@ def test_standby_server_restarted(tmp_path, primary):
     finally:
         d.cleanup()
         server.kill()
-        server.wait()
