@@ -121,10 +121,14 @@ def deployment(tmp_path, primary, standby):
     app = App(d)
     d.policy.write_text(d.policy.read_text() + app.section())
     d.app = app
-    yield d
-    app.stop()
-    d.cleanup()
-    app.drop()
+    try:
+        yield d
+    finally:
+        try:
+            app.stop()
+        finally:
+            d.cleanup()
+            app.drop()
 
 
 def test_planned_failover_then_failback_with_a_writer(deployment: Deployment, tmp_path):
