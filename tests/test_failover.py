@@ -62,6 +62,14 @@ async def test_planned_failover_with_a_writer(policy, primary_server, standby_se
     await make_table(primary_server)
     before = app_perms(primary_server)
     bg = await streaming(policy)
+    # while it is the standby, the application cannot write there (replication would
+    # overwrite or delete what it wrote): the runner keeps the app user fenced on it
+    await wait_until(lambda: standby_server.permissions.get(("app", "app", None)) == {"write": False},
+                     "the app user fenced on the standby")
+    stray = await app_connect(policy, "standby")
+    with pytest.raises(PermissionDenied):
+        await stray.insert_texts(T, ['{"id":"stray"}'])
+    await stray.close()
     writer = Writer(policy, T)
     task = asyncio.create_task(writer.run())
     try:

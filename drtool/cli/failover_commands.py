@@ -11,9 +11,9 @@ import typer
 from drtool.cli import render
 from drtool.cli.app import JsonOpt, PolicyOpt, app, policy_from, reports_errors, run
 from drtool.core.session import connect_role
-from drtool.errors import CheckFailed, UsageError
+from drtool.errors import CheckFailed, ClusterUnreachable, UsageError
 from drtool.failover.failback import failback as run_failback
-from drtool.failover.guard import check_write
+from drtool.failover.guard import check_write, current_roles
 from drtool.failover.lost_writes import reapply_lost_writes
 from drtool.failover.planned import Outcome, planned_failover
 from drtool.failover.unplanned import unplanned_failover
@@ -135,20 +135,27 @@ def reapply(
     pol = policy_from(ctx, policy)
 
     async def go():
-        async with await connect_role(pol, "primary") as primary:
-            other = await connect_role(pol, "standby") if pol.standby else None
-            try:
-                roles = await check_write(pol, "primary", primary, source=other,
-                                          what="reapply")
-                role = roles.primary
-                target = primary if role == "primary" else other
-                if target is None:
-                    raise UsageError(f"{pol.path}: no [standby] section")
-                return role, await reapply_lost_writes(target, file, conflict=conflict,  # type: ignore[arg-type]
-                                                       dry_run=dry_run)
-            finally:
-                if other is not None:
-                    await other.close()
+        clusters = {}
+        try:
+            for role in ("primary", "standby") if pol.standby else ("primary",):
+                try:  # the roles decide which one is written; one of them may be down
+                    clusters[role] = await connect_role(pol, role)
+                except ClusterUnreachable as err:
+                    clusters[role] = err
+            reachable = [c for c in clusters.values() if not isinstance(c, Exception)]
+            if not reachable:
+                raise next(iter(clusters.values()))
+            roles = await current_roles(pol, *reachable)
+            target = clusters.get(roles.primary)
+            if isinstance(target, Exception):
+                raise target
+            await check_write(pol, roles.primary, target, must_be_primary=True, what="reapply")
+            return roles.primary, await reapply_lost_writes(target, file, conflict=conflict,  # type: ignore[arg-type]
+                                                            dry_run=dry_run)
+        finally:
+            for c in clusters.values():
+                if not isinstance(c, Exception):
+                    await c.close()
 
     role, results = run(go())
     conflicts = sum(r.errors for r in results.values())

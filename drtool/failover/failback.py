@@ -29,7 +29,7 @@ from drtool.failover.fence import FenceRecord, apply_fence
 from drtool.failover.lost_writes import find_lost_writes
 from drtool.failover.planned import PLANNED, Confirm, Outcome, application_change, refuse_other_kind, switch
 from drtool.failover.run import FailoverRun, other
-from drtool.failover.users_sync import sync_users
+from drtool.failover.users_sync import standby_fence_users, sync_users
 from drtool.model import utcnow
 from drtool.policy import Policy
 
@@ -102,8 +102,9 @@ async def failback(policy: Policy, *, lost_writes: Path | None = None, dry_run: 
                 await _reconcile(run, current, returning, tables, returning_fence)
         out.lost_writes = run.progress.get("lost_writes")
         await switch(run, out, source=current, target=returning, generation=generation,
-                     record=current_fence, target_record=returning_fence, reverse=True,
-                     kind="failback", reached=reached if reached in PLANNED else None)
+                     record=current_fence, target_record=returning_fence, lift_target=True,
+                     reverse=True, kind="failback",
+                     reached=reached if reached in PLANNED else None)
         return out
 
 
@@ -133,4 +134,5 @@ async def _reconcile(run: FailoverRun, current: str, returning: str, tables,
     moved = sum(r.written + r.deleted for r in results)
     run.say(f"  reconciled the {returning}: {moved} documents written or deleted")
     kept = frozenset((u, d, t) for u, d, t, _ in fence.writes)
-    await sync_users(src, dst, run.policy.failover, tables, keep_fenced=kept)  # type: ignore[arg-type]
+    await sync_users(src, dst, run.policy.failover, tables, keep_fenced=kept,  # type: ignore[arg-type]
+                     fence_users=standby_fence_users(run.policy.failover))

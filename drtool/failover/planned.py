@@ -84,10 +84,12 @@ def refuse_other_kind(run: FailoverRun, kind: str) -> None:
 
 async def switch(run: FailoverRun, out: Outcome, *, source: str, target: str, generation: int,
                  record: FenceRecord, target_record: FenceRecord, reverse: bool, kind: str,
-                 reached: str | None) -> None:
+                 reached: str | None, lift_target: bool = False) -> None:
     """Steps 2-7 from ``reached`` (shared by failback for its final switch). The target is
-    fenced too (first) until it is promoted, so that no application write lands on it before
-    the final diff; at the end both records are lifted on it, the target's own last."""
+    fenced too (first: the runner normally keeps it so) until it is promoted, so that no
+    application write lands on it before the final diff. At the end the source's record is
+    lifted on it; with ``lift_target`` (failback: the target's record holds its own values
+    from before it was first fenced) the target's record too, last."""
     progress = {"kind": kind, "from": source, "to": target, "generation": generation,
                 "reverse": reverse, "fence": record.to_json(), "holder": run.holder.id,
                 "started": run.progress.get("started") or utcnow(),
@@ -122,7 +124,8 @@ async def switch(run: FailoverRun, out: Outcome, *, source: str, target: str, ge
             extra["fenced"] = {"cluster": source, "fence": record.to_json()}
             await steps.promote(run, source, target, generation, replicate=reverse, extra=extra)
         elif step == "unfence":
-            skipped = await steps.unfence(run, target, [record, target_record])
+            lift = [record, target_record] if lift_target else [record]
+            skipped = await steps.unfence(run, target, lift)
             out.warnings += [f"not restored on the {target}: {s}" for s in skipped]
             out.timings["fence_to_writable_s"] = round(time.monotonic() - started, 3)
     await finish(run, kind, source, target)

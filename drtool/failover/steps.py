@@ -16,7 +16,7 @@ from drtool.core.state import Roles, format_time, runner_lease
 from drtool.errors import DrtoolError, FailoverError
 from drtool.failover.fence import FenceRecord, apply_fence, lift_fence, plan_fence
 from drtool.failover.run import STOP_REPLICATION, FailoverRun  # noqa: F401 (re-export)
-from drtool.failover.users_sync import sync_users
+from drtool.failover.users_sync import standby_fence_users, sync_users
 from drtool.model import TableName
 
 POLL = 0.1
@@ -130,7 +130,8 @@ async def copy_users(run: FailoverRun, source: str, target: str, tables: list[Ta
     to report."""
     src, dst = run.require(source).cluster, run.require(target).cluster
     kept = frozenset((u, d, t) for record in fenced for u, d, t, _ in record.writes)
-    report = await sync_users(src, dst, run.policy.failover, tables, keep_fenced=kept)  # type: ignore[arg-type]
+    report = await sync_users(src, dst, run.policy.failover, tables, keep_fenced=kept,  # type: ignore[arg-type]
+                              fence_users=standby_fence_users(run.policy.failover))
     return report.problems
 
 

@@ -23,6 +23,7 @@ from drtool.failover import steps
 from drtool.failover.fence import FenceRecord
 from drtool.failover.planned import Confirm, Outcome, application_change, finish, refuse_other_kind, steps_to_run
 from drtool.failover.run import PROBE_TIMEOUT, FailoverRun, other
+from drtool.failover.users_sync import read_standby_fence
 from drtool.model import utcnow
 from drtool.policy import Policy
 
@@ -93,9 +94,10 @@ async def unplanned_failover(policy: Policy, *, force: bool = False,
                 await steps.promote(run, source, target, generation, replicate=False, extra=extra)
                 out.timings["promote_s"] = round(time.monotonic() - started, 3)
             elif step == "unfence":
-                if record is not None:
-                    skipped = await steps.unfence(run, target, [record])
-                    out.warnings += [f"not restored on the {target}: {s}" for s in skipped]
+                standing = await read_standby_fence(run.require(target).store)
+                lift = [r for r in (standing, record if alive else None) if r is not None]
+                skipped = await steps.unfence(run, target, lift)
+                out.warnings += [f"not restored on the {target}: {s}" for s in skipped]
         out.loss = out.loss or run.progress.get("loss")
         await finish(run, "unplanned", source, target, loss=out.loss)
         out.generation = run.newest.generation

@@ -23,6 +23,7 @@ Idempotent; a second run with nothing changed writes nothing.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from drtool.cluster.base import Cluster
@@ -44,6 +45,8 @@ class UsersSync:
     extra_users: list[str] = field(default_factory=list)  # only on the target
     granted: list[str] = field(default_factory=list)  # scopes written, "user: scope"
     pending: list[str] = field(default_factory=list)  # db/table not on the target yet
+    #: (user, db, table or None, the source's write) of the app users fenced on the target
+    standby_fence: list[tuple[str, str, str | None, bool | None]] = field(default_factory=list)
 
     @property
     def problems(self) -> list[str]:
@@ -56,7 +59,7 @@ class UsersSync:
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in (
             "created", "passwords_set", "no_password", "unmanaged_passwords", "extra_users",
-            "granted", "pending")}
+            "granted", "pending", "standby_fence")}
 
 
 def _scope_text(row: PermissionRow) -> str:
@@ -72,14 +75,20 @@ def _in_scope(row: PermissionRow, dbs: set[str], tables: set[tuple[str, str]]) -
 
 async def sync_users(source: Cluster, target: Cluster, policy: FailoverPolicy,
                      selected: list[TableName], *, refresh_passwords: bool = False,
-                     keep_fenced: frozenset[Scope] = frozenset(), dry_run: bool = False
-                     ) -> UsersSync:
+                     keep_fenced: frozenset[Scope] = frozenset(), dry_run: bool = False,
+                     fence_users: tuple[str, ...] = ()) -> UsersSync:
     """Make the target's users and permissions equal to the source's (see the module doc)
     for the users of the replicated data: the app users, the users with a password source,
     and every user with a permission in a database of ``selected`` (the tables replicated).
     Only global rows and rows of those databases and tables are compared. Needs the admin
     user on both; raises PermissionDenied otherwise, and PolicyError when a named password
-    source cannot be read. ``dry_run``: report only (no password is read, nothing written)."""
+    source cannot be read. ``dry_run``: report only (no password is read, nothing written).
+
+    ``fence_users`` (the app users, with the permissions fence): on the target their
+    ``write`` is False in every replicated database and in every replicated table where the
+    source grants it, so that the application cannot write into the standby (such writes
+    would be overwritten or deleted by replication); ``report.standby_fence`` records the
+    source's values there, which promotion restores."""
     report = UsersSync()
     dbs = {t.db for t in selected}
     tables = {(t.db, t.table) for t in selected}
@@ -115,6 +124,17 @@ async def sync_users(source: Cluster, target: Cluster, policy: FailoverPolicy,
     present = ((s_users & t_users) | set(report.created)) - {"admin"}
     want = {(r.user, r.db, r.table): r for r in s_rows
             if r.user in present and _in_scope(r, dbs, tables)}
+    for user in sorted(set(fence_users) & present):
+        for db in sorted(dbs):
+            row = want.get((user, db, None))
+            previous = None if row is None else row.permissions.get("write")
+            report.standby_fence.append((user, db, None, previous))
+            want[(user, db, None)] = PermissionRow(user, db, None, {
+                **(row.permissions if row else {}), "write": False})
+        for (u, db, table), row in sorted(want.items(), key=lambda i: str(i[0])):
+            if u == user and table is not None and row.permissions.get("write"):
+                report.standby_fence.append((user, db, table, True))
+                want[(u, db, table)] = PermissionRow(u, db, table, {**row.permissions, "write": False})
     have = {(r.user, r.db, r.table): r for r in t_rows
             if r.user in present and _in_scope(r, dbs, tables)}
     for scope in sorted(set(want) | set(have), key=lambda s: (s[0], s[1] or "", s[2] or "")):
@@ -141,9 +161,48 @@ async def sync_users(source: Cluster, target: Cluster, policy: FailoverPolicy,
     return report
 
 
+STANDBY_FENCE = "standby-fence"  # id suffix of the record in the target's ``runner`` table
+
+
+def standby_fence_users(policy) -> tuple[str, ...]:
+    """The users the standby keeps fenced: the app users, with the permissions fence."""
+    return policy.app_users if policy.fence == "permissions" else ()
+
+
+async def store_standby_fence(store, report: UsersSync) -> None:
+    """Keep the source's values of the standby fence in the target's state database (what an
+    unplanned failover restores when the old primary cannot be asked); written only when it
+    changed."""
+    from drtool.cluster.base import ALWAYS
+    from drtool.core.state import RUNNER
+    from drtool.failover.fence import FenceRecord
+
+    key = json.dumps(f"{store.policy}:{STANDBY_FENCE}")
+    record = FenceRecord("permissions", 0, [tuple(w) for w in report.standby_fence])
+    text = json.dumps({"id": f"{store.policy}:{STANDBY_FENCE}", "fence": record.to_json()},
+                      sort_keys=True, separators=(",", ":"))
+    rows = await store.cluster.get_docs(store.table(RUNNER), [key])
+    if not rows or json.loads(rows[0][1]).get("fence") != json.loads(text)["fence"]:
+        await store.cluster.write_state(store.table(RUNNER), key, text, ALWAYS)
+
+
+async def read_standby_fence(store):
+    """The standby fence recorded on this cluster (a FenceRecord), or None."""
+    from drtool.core.state import RUNNER
+    from drtool.failover.fence import FenceRecord
+
+    key = json.dumps(f"{store.policy}:{STANDBY_FENCE}")
+    try:
+        rows = await store.cluster.get_docs(store.table(RUNNER), [key])
+    except NotFound:
+        return None
+    return FenceRecord.from_json(json.loads(rows[0][1])["fence"]) if rows else None
+
+
 def runner_users_sync(policy, tables_policy, state_db: str, policy_name: str):
     """The ``users_sync(source, target)`` hook of drtool.standby.runner.Runner: passwords set
-    on its first call, then only what changed; the write permissions a fence recorded on the
+    on its first call, then only what changed; the app users stay fenced on the target (and
+    the values to restore are recorded there); the write permissions a fence recorded on the
     target (``roles.extra["fenced"]``) are kept, so a fenced old primary stays fenced."""
     from drtool.core.state import StateStore
     from drtool.failover.fence import FenceRecord
@@ -151,7 +210,8 @@ def runner_users_sync(policy, tables_policy, state_db: str, policy_name: str):
     first = [True]
 
     async def hook(source: Cluster, target: Cluster) -> None:
-        roles = await StateStore(target, state_db, policy_name).read_roles()
+        store = StateStore(target, state_db, policy_name)
+        roles = await store.read_roles()
         fenced = roles.extra.get("fenced") or {}
         records = [(roles.extra.get("failover") or {}).get("target_fence")]
         if roles.primary != fenced.get("cluster"):  # the target is the fenced cluster
@@ -159,8 +219,10 @@ def runner_users_sync(policy, tables_policy, state_db: str, policy_name: str):
         kept = frozenset((u, d, t) for r in records if r
                          for u, d, t, _ in FenceRecord.from_json(r).writes)
         selected = [t for t in await source.list_tables() if tables_policy.selects(t)]
-        await sync_users(source, target, policy, selected, refresh_passwords=first[0],
-                         keep_fenced=kept)
+        report = await sync_users(source, target, policy, selected, refresh_passwords=first[0],
+                                  keep_fenced=kept, fence_users=standby_fence_users(policy))
+        if report.standby_fence and not roles.step:
+            await store_standby_fence(store, report)
         first[0] = False
 
     return hook
