@@ -16,7 +16,9 @@ Users only on the target are reported, never dropped.
 Permissions: for every user of the source except admin, the target's global, database and
 table overrides are made equal to the source's (extra overrides removed); only rows that
 differ are written. Rows for a database or table the target does not have yet are reported
-as pending (the runner copies the table first). ``keep_fenced``: ``(user, db, table)`` scopes
+as pending (the runner copies the table first). The app users stay fenced on the target
+(``fence_users``: no application write can land on a standby, where replication would
+overwrite or delete it). ``keep_fenced``: ``(user, db, table)`` scopes
 whose ``write`` is left alone on the target (a fenced old primary stays fenced).
 Idempotent; a second run with nothing changed writes nothing.
 """
