@@ -144,6 +144,7 @@ class Writer:
         self.first_ack_after_refusal: float | None = None
         self.stop_flag = threading.Event()
         self.lock = threading.Lock()
+        self.last_error: dict[str, str] = {}
         self.threads = [threading.Thread(target=self._run, args=(k, threads), daemon=True)
                         for k in range(threads)]
 
@@ -162,9 +163,10 @@ class Writer:
                 if role not in conns:
                     conns[role] = connect(self.where[role], self.s.user, self.s.password)
                 ok = r.db(self.s.db).table("t").insert({"id": key}).run(conns[role])["inserted"] == 1
-            except (r.errors.ReqlError, OSError):
+            except (r.errors.ReqlError, OSError) as err:
                 conns.pop(role, None)
                 ok = False
+                self.last_error[role] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
             now = time.time()
             with self.lock:
                 if ok:
@@ -247,7 +249,10 @@ def unplanned(args, tmp: Path) -> None:
         if out.returncode:
             raise SystemExit(f"bench: failover failed: {out.stderr}")
         result = json.loads(out.stdout)
-        wait_until(lambda: w.first_ack_after_refusal is not None, "the writer on the new primary")
+        for warning in result.get("warnings", []):
+            print(f"  warning: {warning}")
+        wait_until(lambda: w.first_ack_after_refusal is not None,
+                   f"the writer on the new primary (last errors: {w.last_error})")
         time.sleep(1)
         w.stop()
         on_standby = s.ids(s.standby)
@@ -285,14 +290,17 @@ def main() -> None:
     p.add_argument("--docs", type=int, default=20_000, help="documents in the table (default 20000)")
     p.add_argument("--rate", type=float, default=500.0, help="application writes/s (default 500)")
     p.add_argument("--seconds", type=float, default=5.0, help="writing before and after (default 5)")
+    p.add_argument("--only", choices=("planned", "unplanned"), help="run one of the two")
     args = p.parse_args()
     args.primary = os.environ.get("DRTOOL_BENCH_RETHINKDB")
     args.standby = os.environ.get("DRTOOL_BENCH_RETHINKDB_STANDBY")
     if not args.primary or not args.standby:
         raise SystemExit("bench: set DRTOOL_BENCH_RETHINKDB and DRTOOL_BENCH_RETHINKDB_STANDBY (host:port)")
     with tempfile.TemporaryDirectory(prefix="drtool-bench-failover-") as tmp:
-        planned(args, Path(tmp))
-        unplanned(args, Path(tmp))
+        if args.only != "unplanned":
+            planned(args, Path(tmp))
+        if args.only != "planned":
+            unplanned(args, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -222,6 +222,9 @@ def test_unplanned_failover_after_kill9_then_failback_lists_the_lost_writes(tmp_
         assert done.returncode == 0, done.stderr
         out = json.loads(done.stdout)
         assert (out["generation"], out["target"]) == (1, "standby")
+        assert out["warnings"] == []
+        with app.conn("standby") as c:  # the app user may write on the new primary
+            assert r.db(d.db).table("t").insert({"id": "after"}).run(c)["inserted"] == 1
         wait_until(lambda: len(app.acked) > 0 and app.role == "standby", "the writer on the standby")
         time.sleep(1)
         app.stop()
