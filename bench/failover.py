@@ -222,6 +222,10 @@ def planned(args, tmp: Path) -> None:
         if seen is not None:
             print(f"  writer's view, first write refused by the fence to first write the new primary "
                   f"acknowledged: {seen:.2f} s")
+        steps = result["timings"].get("steps_started_s", {})
+        if steps:
+            print("  steps started at (s after the command connected): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()))
         print(f"  final diff repaired {result.get('repaired', 0)} documents")
         print(f"  acknowledged writes missing on the new primary: {len(missing)}"
               + (f" {missing[:50]}" if missing else ""))

@@ -128,6 +128,7 @@ async def switch(run: FailoverRun, out: Outcome, *, source: str, target: str, ge
             skipped = await steps.unfence(run, target, lift)
             out.warnings += [f"not restored on the {target}: {s}" for s in skipped]
             out.timings["fence_to_writable_s"] = round(time.monotonic() - started, 3)
+            out.timings["steps_started_s"] = dict(run.step_started)
     await finish(run, kind, source, target)
     out.generation = run.newest.generation
 

@@ -22,6 +22,7 @@ import dataclasses
 import os
 import signal
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,6 +87,9 @@ class FailoverRun:
         self.holder = LeaseHolder(f"failover-{uuid.uuid4().hex[:12]}", socket.gethostname(),
                                   os.getpid())
         self.newest = Roles()
+        #: seconds since this run started at which each step started (for timings)
+        self.step_started: dict[str, float] = {}
+        self._t0 = time.monotonic()
         self._lease_side: Side | None = None
         self._renewer: asyncio.Task | None = None
 
@@ -186,6 +190,7 @@ class FailoverRun:
             extra["failover"]["stopped_at"] = self.newest.generation
             shown = STOP_REPLICATION
         await self.record(dataclasses.replace(self.newest, step=shown, extra=extra))
+        self.step_started[step] = round(time.monotonic() - self._t0, 3)
         self.say(f"step {step}")
         if os.environ.get(FAILPOINT) == f"after-step:{step}":  # fault tests: a kill -9 here
             os.kill(os.getpid(), signal.SIGKILL)
