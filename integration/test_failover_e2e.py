@@ -255,3 +255,33 @@ def test_unplanned_failover_after_kill9_then_failback_lists_the_lost_writes(tmp_
         if app is not None:
             app.drop()
         server.kill()
+
+
+def test_write_hook_fence_for_an_admin_application(tmp_path, primary, standby):
+    """fence = "write-hook": the old primary refuses every write, admin's too, with a message
+    naming the generation; the table's own hook is back on the new primary."""
+    d = Deployment(tmp_path, primary.address, standby.address)
+    d.policy_name = d.policy.read_text().split('"')[1]
+    d.policy.write_text(d.policy.read_text() + '[failover]\napp_users = ["admin"]\n'
+                        'fence = "write-hook"\nmax_lag = "10s"\n')
+    try:
+        make_table(d, "t", 200)
+        with d.conn() as c:
+            r.db(d.db).table("t").set_write_hook(lambda ctx, old, new: new.merge({"hooked": True})).run(c)
+            own = r.db(d.db).table("t").get_write_hook().run(c)["query"]
+        d.start()
+        d.streaming({"t"})
+        done = drtool(d.policy, "failover", "--planned", "--yes")
+        assert done.returncode == 0, done.stderr + done.stdout
+        with d.conn("primary") as c:
+            res = r.db(d.db).table("t").insert({"id": "late"}).run(c)
+        assert res["errors"] == 1 and res["first_error"] == (
+            "Error in write hook: drtool fence: this cluster is no longer the primary (failover "
+            "to generation 1); write to the new primary")
+        with d.conn("standby") as c:
+            assert r.db(d.db).table("t").get_write_hook().run(c)["query"] == own
+            assert r.db(d.db).table("t").insert({"id": "new"}).run(c)["inserted"] == 1
+            assert r.db(d.db).table("t").get("new").run(c)["hooked"] is True
+        assert ids_on(d, "primary") | {"new"} == ids_on(d, "standby")
+    finally:
+        d.cleanup()
