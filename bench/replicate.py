@@ -198,20 +198,21 @@ class Bench:
             await asyncio.sleep(0.1)
 
     async def deliveries(self, p, s, stop, out, t0) -> None:
+        """Each heartbeat as it appears on the standby (a feed there): the primary's r.now()
+        at that moment minus the heartbeat's time."""
         hb = TableName(self.state_db, "heartbeat")
-        feed = s.changes(hb)
-        try:
-            while not stop.is_set():
-                try:
-                    event = await asyncio.wait_for(feed.__anext__(), 0.5)
-                except TimeoutError:
-                    continue
+
+        async def read() -> None:
+            async for event in s.changes(hb):
                 doc = getattr(event, "doc", None)
                 if doc and '"time"' in doc:
                     now = await p.server_time()
                     out.append((time.monotonic() - t0, now - json.loads(doc)["time"]["epoch_time"]))
-        finally:
-            await feed.aclose()
+
+        reader = asyncio.create_task(read())
+        await stop.wait()
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
 
     async def killer(self, t0: float) -> None:
         await asyncio.sleep(self.args.kill_at)

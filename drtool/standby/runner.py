@@ -250,8 +250,11 @@ class Runner:
                 await s_store.write_heartbeat(holder.id, seq)
                 self.lag, _ = await lag_seconds(s_store.cluster, t_store)
                 self.events.metrics.lag(self.lag)
-                if trouble:
-                    self.events.emit("connection-restored", "both clusters answer again")
+                if trouble:  # a restarted server may have lost soft-durability writes
+                    self.events.emit("connection-restored", "both clusters answer again; "
+                                     "repairing every table")
+                    for rep in self.replicators.values():
+                        rep.request_repair("reconnect")
                 trouble = False
             except OwnershipError as err:
                 self.events.warn("runner-fenced", str(err))

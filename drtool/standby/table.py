@@ -105,10 +105,16 @@ class TableReplicator:
         self.state = "stopped"
         self.stats = Stats()
         self._stop = asyncio.Event()
+        self._repair_reason: str | None = None
         self._name = str(table)
 
     def stop(self) -> None:
         self._stop.set()
+
+    def request_repair(self, reason: str) -> None:
+        """Repair the table soon (new feed, then digest comparison), e.g. after the target
+        restarted: it may have lost soft-durability writes although no write failed."""
+        self._repair_reason = reason
 
     @property
     def stopping(self) -> bool:
@@ -321,6 +327,9 @@ class TableReplicator:
         came before it."""
         batch: dict[str, str | None] = {}
         problem: BaseException | None = None
+        if self._repair_reason is not None:
+            reason, self._repair_reason = self._repair_reason, None
+            raise Gap(reason, f"repair requested after {reason}")
         if block:
             try:
                 first = await asyncio.wait_for(queue.get(), 0.5)
