@@ -80,18 +80,24 @@ class Bench:
                         str(self.dir / "id.txt")], capture_output=True, cwd=ROOT, check=True)
 
     def start_runner(self) -> None:
+        """Start the runner; while a killed runner's lease lasts it exits 8: start it again."""
         while True:
+            started = len(self.events("runner-started"))
             with self.log.open("a") as out:
                 self.proc = subprocess.Popen(
                     [sys.executable, "-m", "drtool", "-p", str(self.policy), "replicate",
                      "--log-format", "json"], stdout=out, stderr=out, cwd=ROOT)
-            try:
-                self.proc.wait(2)  # exit 8 while the killed runner's lease lasts
-            except subprocess.TimeoutExpired:
+            while self.proc.poll() is None and len(self.events("runner-started")) == started:
+                time.sleep(0.1)
+            if self.proc.poll() is None:
                 return
+            if self.proc.returncode != 8:
+                raise RuntimeError(f"the runner exited {self.proc.returncode}; see {self.log}")
 
     def events(self, name: str) -> list[dict]:
         out = []
+        if not self.log.exists():
+            return out
         for line in self.log.read_text().splitlines():
             if line.startswith("{") and f'"event": "{name}"' in line:
                 out.append(json.loads(line))

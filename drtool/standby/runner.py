@@ -41,7 +41,8 @@ from drtool.model import TableName
 from drtool.policy import Policy
 from drtool.standby.events import Events
 from drtool.standby.schedule import SnapshotSchedule
-from drtool.standby.table import TableReplicator, TableSettings
+from drtool.standby.table import TableReplicator
+from drtool.standby.tableinfo import TableSettings
 
 TICK = 1.0
 DRAIN_TIMEOUT = 60.0
