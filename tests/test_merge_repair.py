@@ -3,33 +3,20 @@ DRTOOL_TEST_RETHINKDB, on a real server (two databases of one server stand for t
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
 
-from drtool.cluster import connect, fake
-from drtool.cluster.fake import FakeServer
-from drtool.model import ClusterConfig, TableName
+from drtool.model import TableName
 from drtool.standby.repair import merge_repair
 
-REAL = os.environ.get("DRTOOL_TEST_RETHINKDB", "")
+from tests.replication_helpers import fake_or_real_cluster
 
 
 @pytest.fixture(params=["fake", "real"])
 async def pair(request):
-    if request.param == "real":
-        if not REAL:
-            pytest.skip("set DRTOOL_TEST_RETHINKDB=host:port to run against a real RethinkDB")
-        hosts = [(REAL,), (REAL,)]
-    else:
-        hosts = []
-        for _ in range(2):
-            host = f"fake-merge-{uuid.uuid4().hex[:8]}:28015"
-            fake.register(host, FakeServer())
-            hosts.append((host,))
-    source = await connect(ClusterConfig("primary", hosts[0]))
-    target = await connect(ClusterConfig("standby", hosts[1]))
+    source = await fake_or_real_cluster(request.param, "primary")
+    target = await fake_or_real_cluster(request.param, "standby")
     dbs = ["drtool_merge_" + uuid.uuid4().hex[:8] for _ in range(2)]
     try:
         yield source, target, dbs
