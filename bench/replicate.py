@@ -80,18 +80,24 @@ class Bench:
                         str(self.dir / "id.txt")], capture_output=True, cwd=ROOT, check=True)
 
     def start_runner(self) -> None:
+        """Start the runner; while a killed runner's lease lasts it exits 8: start it again."""
         while True:
+            started = len(self.events("runner-started"))
             with self.log.open("a") as out:
                 self.proc = subprocess.Popen(
                     [sys.executable, "-m", "drtool", "-p", str(self.policy), "replicate",
                      "--log-format", "json"], stdout=out, stderr=out, cwd=ROOT)
-            try:
-                self.proc.wait(2)  # exit 8 while the killed runner's lease lasts
-            except subprocess.TimeoutExpired:
+            while self.proc.poll() is None and len(self.events("runner-started")) == started:
+                time.sleep(0.1)
+            if self.proc.poll() is None:
                 return
+            if self.proc.returncode != 8:
+                raise RuntimeError(f"the runner exited {self.proc.returncode}; see {self.log}")
 
     def events(self, name: str) -> list[dict]:
         out = []
+        if not self.log.exists():
+            return out
         for line in self.log.read_text().splitlines():
             if line.startswith("{") and f'"event": "{name}"' in line:
                 out.append(json.loads(line))
@@ -198,20 +204,21 @@ class Bench:
             await asyncio.sleep(0.1)
 
     async def deliveries(self, p, s, stop, out, t0) -> None:
+        """Each heartbeat as it appears on the standby (a feed there): the primary's r.now()
+        at that moment minus the heartbeat's time."""
         hb = TableName(self.state_db, "heartbeat")
-        feed = s.changes(hb)
-        try:
-            while not stop.is_set():
-                try:
-                    event = await asyncio.wait_for(feed.__anext__(), 0.5)
-                except TimeoutError:
-                    continue
+
+        async def read() -> None:
+            async for event in s.changes(hb):
                 doc = getattr(event, "doc", None)
                 if doc and '"time"' in doc:
                     now = await p.server_time()
                     out.append((time.monotonic() - t0, now - json.loads(doc)["time"]["epoch_time"]))
-        finally:
-            await feed.aclose()
+
+        reader = asyncio.create_task(read())
+        await stop.wait()
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
 
     async def killer(self, t0: float) -> None:
         await asyncio.sleep(self.args.kill_at)

@@ -78,3 +78,24 @@ class Background:
     async def __aexit__(self, *exc) -> None:
         self.runner.stop()
         await asyncio.wait_for(self.task, WAIT)
+
+
+async def fake_or_real_cluster(kind: str, role: str):
+    """A connected cluster for a test parametrized over ["fake", "real"]: a fresh FakeServer,
+    or the real server of DRTOOL_TEST_RETHINKDB (the test is skipped when it is unset)."""
+    import os
+
+    import pytest
+
+    from drtool.cluster import connect, fake
+    from drtool.cluster.fake import FakeServer
+    from drtool.model import ClusterConfig
+
+    if kind == "real":
+        address = os.environ.get("DRTOOL_TEST_RETHINKDB", "")
+        if not address:
+            pytest.skip("set DRTOOL_TEST_RETHINKDB=host:port to run against a real RethinkDB")
+        return await connect(ClusterConfig(role, (address,)))
+    host = f"fake-{role}-{uuid.uuid4().hex[:8]}:28015"
+    fake.register(host, FakeServer())
+    return await connect(ClusterConfig(role, (host,)))

@@ -130,3 +130,27 @@ async def test_new_table_and_new_index_followed(policy, primary_server, standby_
         await primary.insert_texts(b, ['{"key":"y"}'])
         await wait_equal(policy)
         assert (await standby.table_meta(b)).primary_key == "key"
+
+
+async def test_standby_back_after_an_outage_is_repaired_even_without_failed_writes(
+        policy, primary_server: FakeServer, standby_server: FakeServer):
+    # A restarted standby may have lost soft-durability writes that were acknowledged: no
+    # write of the runner fails, yet the table differs. The runner repairs after reconnecting.
+    t = TableName("app", "quiet")
+    primary = connect_fake(primary_server)
+    await primary.ensure_db("app")
+    await primary.create_table(t, primary_key="id", shards=1, replicas=1)
+    await primary.insert_texts(t, [doc(i) for i in range(50)])
+    async with Background(policy) as bg:
+        await bg.streaming(1)
+        rep = bg.runner.replicators[t]
+        standby_server.down = True
+        await asyncio.sleep(1.5)  # at least one heartbeat tick fails
+        standby_server.delete(t, ["3", "4"])  # lost in the "restart"
+        standby_server.down = False
+        assert rep.stats.repairs == 0  # it was copied, never repaired yet
+        await wait_until(lambda: rep.stats.repairs == 1 and rep.state == "streaming",
+                         "a repair after the reconnect")
+        await wait_equal(policy)
+        assert rep.stats.last_repair["reason"] == "reconnect"
+        assert rep.stats.last_repair["written"] == 2

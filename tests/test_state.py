@@ -5,33 +5,23 @@ table states. Every test uses its own uniquely named state database and drops it
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 
 import pytest
 
-from drtool.cluster import connect, fake
-from drtool.cluster.fake import FakeServer
 from drtool.core.state import (
     STATE_TABLES, LeaseHolder, Roles, StateStore, TableState, lag_seconds, newest_roles,
     runner_lease,
 )
-from drtool.model import ClusterConfig, TableName
+from drtool.model import TableName
 from drtool.policy import TablesPolicy
 
-REAL = os.environ.get("DRTOOL_TEST_RETHINKDB", "")
+from tests.replication_helpers import fake_or_real_cluster
 
 
 @pytest.fixture(params=["fake", "real"])
 async def store(request):
-    if request.param == "real":
-        if not REAL:
-            pytest.skip("set DRTOOL_TEST_RETHINKDB=host:port to run against a real RethinkDB")
-        cluster = await connect(ClusterConfig("standby", (REAL,)))
-    else:
-        host = f"fake-state-{uuid.uuid4().hex[:8]}:28015"
-        fake.register(host, FakeServer())
-        cluster = await connect(ClusterConfig("standby", (host,)))
+    cluster = await fake_or_real_cluster(request.param, "standby")
     db = "drtool_state_" + uuid.uuid4().hex[:8]
     s = StateStore(cluster, db, "pol_" + uuid.uuid4().hex[:6])
     try:

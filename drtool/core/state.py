@@ -66,6 +66,11 @@ def runner_lease(policy: str) -> str:
     return f"{policy}:runner"
 
 
+def failover_lease(policy: str) -> str:
+    """The id of the lease that makes one failover at a time per policy (issue 10)."""
+    return f"{policy}:failover"
+
+
 def table_lease(policy: str, table: TableName) -> str:
     """The id of a per-table lease (ROADMAP 8: several runners share a policy's tables)."""
     return f"{policy}:table:{table}"

@@ -41,7 +41,8 @@ from drtool.model import TableName
 from drtool.policy import Policy
 from drtool.standby.events import Events
 from drtool.standby.schedule import SnapshotSchedule
-from drtool.standby.table import TableReplicator, TableSettings
+from drtool.standby.table import TableReplicator
+from drtool.standby.tableinfo import TableSettings
 
 TICK = 1.0
 DRAIN_TIMEOUT = 60.0
@@ -250,8 +251,11 @@ class Runner:
                 await s_store.write_heartbeat(holder.id, seq)
                 self.lag, _ = await lag_seconds(s_store.cluster, t_store)
                 self.events.metrics.lag(self.lag)
-                if trouble:
-                    self.events.emit("connection-restored", "both clusters answer again")
+                if trouble:  # a restarted server may have lost soft-durability writes
+                    self.events.emit("connection-restored", "both clusters answer again; "
+                                     "repairing every table")
+                    for rep in self.replicators.values():
+                        rep.request_repair("reconnect")
                 trouble = False
             except OwnershipError as err:
                 self.events.warn("runner-fenced", str(err))

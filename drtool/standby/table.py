@@ -24,7 +24,6 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import TypeVar
 
 from drtool.cluster.base import Cluster
@@ -43,6 +42,8 @@ from drtool.errors import (
 )
 from drtool.model import FeedChange, FeedEvent, FeedOverflow, FeedReady, TableName, WriteResult
 from drtool.standby.events import Events
+from drtool.standby.repair import merge_repair
+from drtool.standby.tableinfo import Stats, TableSettings
 from drtool.throttle import DocRateLimiter
 
 T = TypeVar("T")
@@ -57,16 +58,11 @@ PROGRESS_EVERY = 2.0  # seconds between copy progress records
 # the deep, byte-frugal default of `drtool diff` chases them (measured on the real server
 # with ~400 writes/s into a 20,000-document table: 7.6 s and 1.0 MB instead of 272 s).
 REPAIR_DIFF = DiffOptions(search=SearchParams(leaf_size=1024, fanout=32))
-
-
-@dataclass(frozen=True)
-class TableSettings:
-    queue_size: int = 1_000_000
-    batch_size: int = 1000
-    shards: int | None = None  # override for tables created on the target
-    replicas: int | None = None
-    source_reads: float | None = None  # documents/s read by a copy (the primary's limit)
-    record_state: bool = True  # False for drtool's own heartbeat table
+# Tables up to this size, and any table that was changing fast, are repaired by a streaming
+# hash merge (drtool.standby.repair: one pass, ~72 bytes per document and side); larger
+# quiet tables by the digest search, which moves kilobytes when little differs.
+MERGE_MAX_DOCS = 250_000
+BUSY_RATE = 50.0  # changes per second over the last minute of streaming
 
 
 class Gap(Exception):
@@ -79,14 +75,6 @@ class Gap(Exception):
 
 class Stopped(Exception):
     """The replicator was asked to stop while copying or repairing."""
-
-
-@dataclass
-class Stats:
-    applied: int = 0
-    copied: int = 0
-    repairs: int = 0
-    last_repair: dict | None = None
 
 
 class TableReplicator:
@@ -105,10 +93,16 @@ class TableReplicator:
         self.state = "stopped"
         self.stats = Stats()
         self._stop = asyncio.Event()
+        self._repair_reason: str | None = None
         self._name = str(table)
 
     def stop(self) -> None:
         self._stop.set()
+
+    def request_repair(self, reason: str) -> None:
+        """Repair the table soon (new feed, then digest comparison), e.g. after the target
+        restarted: it may have lost soft-durability writes although no write failed."""
+        self._repair_reason = reason
 
     @property
     def stopping(self) -> bool:
@@ -262,27 +256,40 @@ class TableReplicator:
     async def _repair(self, reason: str) -> None:
         await self._record("repairing", f"repair after {reason}")
         self.events.metrics.repair(self._name, reason)
-        self.events.emit("repair-started", f"{self._name}: comparing with {self.source_role} "
-                         f"after {reason}", table=self._name, reason=reason)
         started = time.monotonic()
-        rep = await reconcile_table(self.source, self.target, self.table,
-                                    source_role=self.source_role, target_role=self.target_role,
-                                    options=ReconcileOptions(batch_size=self.settings.batch_size,
-                                                             max_rounds=1, diff=REPAIR_DIFF))
-        before = rep.before
-        differing = before.missing_count + before.changed_count + before.extra_count
-        record = {"reason": reason, "differing": differing, "read": rep.written,
-                  "written": rep.written, "deleted": rep.deleted, "rounds": rep.rounds,
-                  "bytes": before.traffic.bytes + rep.traffic.bytes,
+        docs = await self.source.doc_count_estimate(self.table)
+        method = "merge" if docs <= MERGE_MAX_DOCS or self._busy() else "digest"
+        self.events.emit("repair-started", f"{self._name}: comparing with {self.source_role} "
+                         f"after {reason} ({method})", table=self._name, reason=reason,
+                         method=method)
+        if method == "merge":
+            got = await merge_repair(self.source, self.target, self.table,
+                                     batch_size=self.settings.batch_size)
+            differing, read, written, deleted, nbytes = (
+                got.differing, got.read, got.written, got.deleted, got.bytes)
+        else:
+            rep = await reconcile_table(
+                self.source, self.target, self.table, source_role=self.source_role,
+                target_role=self.target_role, options=ReconcileOptions(
+                    batch_size=self.settings.batch_size, max_rounds=1, diff=REPAIR_DIFF))
+            before = rep.before
+            differing = before.missing_count + before.changed_count + before.extra_count
+            read, written, deleted = rep.written, rep.written, rep.deleted
+            nbytes = before.traffic.bytes + rep.traffic.bytes
+        record = {"reason": reason, "method": method, "differing": differing, "read": read,
+                  "written": written, "deleted": deleted, "bytes": nbytes,
                   "seconds": round(time.monotonic() - started, 3), "time": time.time()}
         self.stats.repairs += 1
         self.stats.last_repair = record
-        self.events.metrics.repaired(self._name, rep.written, rep.written + rep.deleted)
+        self.events.metrics.repaired(self._name, read, written + deleted)
         self.events.emit("repair-finished", f"{self._name}: {differing} documents differed; "
-                         f"read {rep.written} from {self.source_role}, wrote {rep.written} and "
-                         f"deleted {rep.deleted} on {self.target_role} ({record['bytes']} "
-                         "bytes)", table=self._name, **{k: v for k, v in record.items()
-                                                       if k != "time"})
+                         f"read {read} from {self.source_role}, wrote {written} and deleted "
+                         f"{deleted} on {self.target_role} ({nbytes} bytes)", table=self._name,
+                         **{k: v for k, v in record.items() if k != "time"})
+
+    def _busy(self) -> bool:
+        """Did the table change fast recently (a repair would chase a moving target)?"""
+        return self.stats.recent_rate() >= BUSY_RATE
 
     # --- streaming ------------------------------------------------------------------------
     async def _stream(self, feed: AsyncIterator[FeedEvent]) -> None:
@@ -321,6 +328,9 @@ class TableReplicator:
         came before it."""
         batch: dict[str, str | None] = {}
         problem: BaseException | None = None
+        if self._repair_reason is not None:
+            reason, self._repair_reason = self._repair_reason, None
+            raise Gap(reason, f"repair requested after {reason}")
         if block:
             try:
                 first = await asyncio.wait_for(queue.get(), 0.5)
@@ -353,7 +363,7 @@ class TableReplicator:
         await self._write(docs, keys)
         self.events.metrics.batch_latency(time.monotonic() - started)
         self.events.metrics.applied(self._name, len(batch), sum(len(d) for d in docs))
-        self.stats.applied += len(batch)
+        self.stats.note_applied(len(batch))
 
     async def _write(self, docs: list[str], keys: list[str]) -> None:
         """Upsert ``docs`` and delete ``keys`` (disjoint sets) on the target, concurrently."""
