@@ -15,6 +15,8 @@ Exit codes:
     5  encryption keys: identity or passphrase missing, wrong, or unsafe (file mode)
     6  repository problem: missing, already exists, unsupported format, damaged object
     7  the cluster refused or failed an operation (conflicts, primary key mismatch, ...)
+    8  another drtool process owns this policy: a runner lease is held, or the roles
+       generation moved on (a stale runner after a failover)
   130  interrupted (Ctrl-C)
 """
 
@@ -28,6 +30,7 @@ EXIT_AUTH = 4
 EXIT_KEYS = 5
 EXIT_REPOSITORY = 6
 EXIT_CLUSTER = 7
+EXIT_OWNERSHIP = 8
 EXIT_INTERRUPTED = 130
 
 
@@ -146,3 +149,29 @@ class ConflictError(ClusterError):
 
 class SchemaMismatch(ClusterError):
     """The target table's shape (e.g. primary key) does not match the source."""
+
+
+class PermissionDenied(ClusterError):
+    """The server refused a query for lack of a permission (the user's read, write or config
+    permission in that database or table)."""
+
+
+class FailoverError(ClusterError):
+    """A failover or failback cannot go on (a check failed, another one is running, the
+    clusters are not in the state the step needs). The message says what to do."""
+
+
+# --- 8: ownership -----------------------------------------------------------------------
+class OwnershipError(DrtoolError):
+    """Another drtool process owns what this one wanted (a lease), or this process's roles
+    generation is stale (a failover happened since it started)."""
+
+    exit_code = EXIT_OWNERSHIP
+
+
+class LeaseHeld(OwnershipError):
+    """A lease (one runner per policy) is held by another live process."""
+
+
+class StaleGeneration(OwnershipError):
+    """The roles generation on a cluster is higher than the one this process started with."""

@@ -120,6 +120,66 @@ class WriteResult:
         return self.inserted + self.replaced + self.unchanged
 
 
+# --- users and permissions ----------------------------------------------------------------
+PERMISSION_KEYS = ("read", "write", "config", "connect")  # connect: global scope only
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """A user of a cluster. The server never returns passwords, only whether one is set."""
+
+    name: str
+    has_password: bool
+
+
+@dataclass(frozen=True)
+class PermissionRow:
+    """One row of ``rethinkdb.permissions``: the overrides of ``user`` at one scope, global
+    (``db`` and ``table`` None), a database (``table`` None) or a table. ``permissions`` maps
+    read/write/config/connect to True or False; a key that is absent inherits."""
+
+    user: str
+    db: str | None
+    table: str | None
+    permissions: dict = field(default_factory=dict, hash=False)
+
+    @property
+    def scope(self) -> str:
+        """``global``, ``db app`` or ``table app.users``, for messages."""
+        if self.db is None:
+            return "global"
+        return f"db {self.db}" if self.table is None else f"table {self.db}.{self.table}"
+
+    def sort_key(self) -> tuple:
+        return (self.user, self.db or "", self.table or "")
+
+    def to_json(self) -> dict:
+        return {"user": self.user, "db": self.db, "table": self.table,
+                "permissions": dict(sorted(self.permissions.items()))}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "PermissionRow":
+        return cls(data["user"], data.get("db"), data.get("table"), dict(data["permissions"]))
+
+
+def effective_permission(overrides: dict, user: str, key: str, db: str, table: str) -> bool:
+    """Whether ``user`` has permission ``key`` on ``db.table``: the nearest override (table,
+    then database, then global) decides, none means no; ``admin`` has every permission.
+    ``overrides`` maps ``(user, db or None, table or None)`` to a permissions dict."""
+    if user == "admin":
+        return True
+    for scope in ((user, db, table), (user, db, None), (user, None, None)):
+        value = overrides.get(scope, {}).get(key)
+        if value is not None:
+            return bool(value)
+    return False
+
+
+def overrides_of(rows: list[PermissionRow]) -> dict:
+    """``list_permissions`` rows as the mapping ``effective_permission`` reads."""
+    return {(r.user, r.db, r.table): r.permissions for r in rows}
+
+
 # --- changefeed events --------------------------------------------------------------------
 @dataclass(frozen=True)
 class FeedReady:

@@ -28,7 +28,11 @@ from urllib.parse import urlsplit
 
 from drtool.errors import PolicyError
 from drtool.model import ClusterConfig, TableName
+from drtool.policy_failover import KEYS as FAILOVER_KEYS
+from drtool.policy_failover import FailoverPolicy, parse_failover
 from drtool.policy_fields import Section, parse_host, read_env, resolve_path, show
+from drtool.policy_replication import KEYS as REPLICATION_KEYS
+from drtool.policy_replication import ReplicationPolicy, parse_replication
 from drtool.repo.repository import KeySources
 from drtool.units import (
     BANDWIDTH_EXPECTED,
@@ -44,16 +48,18 @@ DEFAULT_SFTP_PORT = 22
 _CLUSTER_KEYS = ("hosts", "user", "password_env", "tls_ca")
 SCHEMA: dict[str, tuple[str, ...]] = {
     "": ("name", "primary", "standby", "repository", "encryption", "tables", "throttle",
-         "schedule", "retention", "failover"),
+         "schedule", "retention", "failover", "replication"),
     "primary": _CLUSTER_KEYS,
     "standby": _CLUSTER_KEYS,
     "repository": ("url", "identity_file", "known_hosts"),
     "encryption": ("recipients", "identity_file", "passphrase_env", "writer_key_file"),
     "tables": ("include", "exclude"),
     "throttle": ("bandwidth", "primary_reads"),
-    "schedule": ("snapshot_every", "snapshot_from", "full_after_layers", "full_after_delta"),
+    "schedule": ("snapshot_every", "snapshot_from", "full_after_layers", "full_after_delta",
+                 "prune"),
     "retention": ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly"),
-    "failover": ("app_users",),
+    "failover": FAILOVER_KEYS,
+    "replication": REPLICATION_KEYS,
 }
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _RECIPIENT_RE = re.compile(r"drtool1[A-Za-z0-9_-]{43}")
@@ -133,17 +139,20 @@ class EncryptionPolicy:
 
 @dataclass(frozen=True)
 class TablesPolicy:
-    """Which tables a snapshot or replication covers: ``fnmatchcase`` globs over "db.table"."""
+    """Which tables a snapshot or replication covers: ``fnmatchcase`` globs over "db.table".
+    ``state_db`` is drtool's own database (``[replication] state_db``)."""
 
     include: tuple[str, ...] = ("*.*",)
     exclude: tuple[str, ...] = ()
+    state_db: str = "drtool"
 
     def selects(self, name: TableName) -> bool:
         """True when ``name`` matches an include glob and no exclude glob. Tables of the
-        ``rethinkdb`` system database are never selected."""
+        ``rethinkdb`` system database and of drtool's state database are never selected,
+        whatever the globs say."""
         text = str(name)
         return (
-            name.db != "rethinkdb"
+            name.db not in ("rethinkdb", self.state_db)
             and any(fnmatchcase(text, p) for p in self.include)
             and not any(fnmatchcase(text, p) for p in self.exclude)
         )
@@ -161,14 +170,26 @@ class ThrottlePolicy:
 @dataclass(frozen=True)
 class SchedulePolicy:
     """``snapshot_every``: seconds between scheduled snapshots (None: no schedule);
-    ``snapshot_from``: which cluster scheduled snapshots read ("standby" needs [standby]);
+    ``snapshot_from``: which cluster snapshots read ("standby" needs [standby]; when not
+    given, ``drtool snapshot`` reads the primary and the runner's scheduled snapshots the
+    standby: see ``scheduled_from``);
     a table is copied in full instead of incrementally once its chain has
-    ``full_after_layers`` layers or its deltas exceed ``full_after_delta`` of its base."""
+    ``full_after_layers`` layers or its deltas exceed ``full_after_delta`` of its base.
+    ``prune``: after each scheduled snapshot the runner applies [retention] (forget) and,
+    when true, prunes the data no snapshot references any more."""
 
     snapshot_every: float | None = None
     snapshot_from: Literal["primary", "standby"] = "primary"
     full_after_layers: int = 7
     full_after_delta: float = 0.3
+    prune: bool = False
+    snapshot_from_given: bool = False
+
+    @property
+    def scheduled_from(self) -> Literal["primary", "standby"]:
+        """The cluster the runner's scheduled snapshots read: ``snapshot_from`` when the
+        policy names one, else the standby (to spare the primary)."""
+        return self.snapshot_from if self.snapshot_from_given else "standby"
 
 
 @dataclass(frozen=True)
@@ -180,13 +201,6 @@ class RetentionPolicy:
     keep_daily: int | None = None
     keep_weekly: int | None = None
     keep_monthly: int | None = None
-
-
-@dataclass(frozen=True)
-class FailoverPolicy:
-    """``app_users``: the RethinkDB users whose write permission fencing revokes."""
-
-    app_users: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -205,6 +219,7 @@ class Policy:
     schedule: SchedulePolicy
     retention: RetentionPolicy
     failover: FailoverPolicy
+    replication: ReplicationPolicy = ReplicationPolicy()
     #: The drtool command the policy was loaded for, named in "section missing" errors.
     command: str | None = field(default=None, compare=False)
 
@@ -253,6 +268,7 @@ def load_policy(path: str | Path, *, command: str | None = None) -> Policy:
     standby = None if standby_section is None else _cluster(standby_section, file, "standby", base)
     schedule_section = section("schedule")
     schedule = _schedule(schedule_section)
+    replication = parse_replication(section("replication"))
     if schedule.snapshot_from == "standby" and standby is None:
         raise schedule_section.error(
             "snapshot_from", '"primary" when there is no [standby] section', "standby")
@@ -260,11 +276,12 @@ def load_policy(path: str | Path, *, command: str | None = None) -> Policy:
         path=Path(file), name=name, primary=primary, standby=standby,
         repository=_optional(_repository, section("repository"), file, base),
         encryption=_optional(_encryption, section("encryption"), file, base),
-        tables=_tables(section("tables")),
+        tables=_tables(section("tables"), replication.state_db),
         throttle=_throttle(section("throttle")),
         schedule=schedule,
         retention=_retention(section("retention")),
-        failover=_failover(section("failover")),
+        failover=parse_failover(section("failover"), file, base),
+        replication=replication,
         command=command,
     )
 
@@ -372,9 +389,9 @@ def _encryption(sec: Section, file: str, base: Path) -> EncryptionPolicy:
     return policy
 
 
-def _tables(sec: Section | None) -> TablesPolicy:
+def _tables(sec: Section | None, state_db: str) -> TablesPolicy:
     if sec is None:
-        return TablesPolicy()
+        return TablesPolicy(state_db=state_db)
     include = sec.strings("include") if sec.has("include") else TablesPolicy.include
     if not include:
         raise sec.error("include", 'at least one "db.table" glob like "app.*"', [])
@@ -382,7 +399,7 @@ def _tables(sec: Section | None) -> TablesPolicy:
         for i, pattern in enumerate(patterns):
             if "." not in pattern and pattern != "*":
                 raise sec.error(f"{key}[{i}]", f'a "db.table" glob like "{pattern}.*"', pattern)
-    return TablesPolicy(include=include, exclude=sec.strings("exclude"))
+    return TablesPolicy(include=include, exclude=sec.strings("exclude"), state_db=state_db)
 
 
 def _throttle(sec: Section | None) -> ThrottlePolicy:
@@ -411,7 +428,7 @@ def _schedule(sec: Section | None) -> SchedulePolicy:
     return SchedulePolicy(
         snapshot_every=every, snapshot_from=sec.choice("snapshot_from", ("primary", "standby")),
         full_after_layers=defaults.full_after_layers if layers is None else layers,
-        full_after_delta=delta,
+        full_after_delta=delta, prune=sec.boolean("prune"), snapshot_from_given=sec.has("snapshot_from"),
     )
 
 
@@ -420,6 +437,3 @@ def _retention(sec: Section | None) -> RetentionPolicy:
         return RetentionPolicy()
     return RetentionPolicy(**{key: sec.integer(key) for key in SCHEMA["retention"]})
 
-
-def _failover(sec: Section | None) -> FailoverPolicy:
-    return FailoverPolicy() if sec is None else FailoverPolicy(app_users=sec.strings("app_users"))

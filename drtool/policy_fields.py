@@ -188,6 +188,13 @@ class Section:
             raise self.error(key, f"an integer >= {minimum}", value)
         return value
 
+    def boolean(self, key: str, default: bool = False) -> bool:
+        """``true`` or ``false``; ``default`` when absent."""
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, "true or false", value)
+        return value
+
     def choice(self, key: str, choices: tuple[str, ...]) -> str:
         """One of ``choices``; the first one when absent."""
         value = self.data.get(key, choices[0])

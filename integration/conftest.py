@@ -68,3 +68,46 @@ def db_name(primary: Server, standby: Server) -> Iterator[str]:
         with server.connect() as conn:
             if name in r.db_list().run(conn):
                 r.db_drop(name).run(conn)
+
+
+class ThrowawayServer:
+    """A RethinkDB server of the test's own (``DRTOOL_RETHINKDB_BIN``) on free ports, in
+    ``data``, so that a test can kill it (-9) and start it again on the same data."""
+
+    def __init__(self, data, name: str) -> None:
+        import socket
+
+        def free_port() -> int:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                return s.getsockname()[1]
+
+        self.data, self.name = data, name
+        self.port, self.cluster_port = free_port(), free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self) -> "ThrowawayServer":
+        import subprocess
+
+        self.proc = subprocess.Popen(
+            [os.environ["DRTOOL_RETHINKDB_BIN"], "--directory", str(self.data), "--bind",
+             "127.0.0.1", "--no-default-bind", "--driver-port", str(self.port),
+             "--cluster-port", str(self.cluster_port), "--no-http-admin", "--server-name",
+             self.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return self
+
+    def answering(self) -> bool:
+        import socket
+
+        try:
+            socket.create_connection(("127.0.0.1", self.port), 0.5).close()
+            return True
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None

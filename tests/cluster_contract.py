@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from drtool.cluster.base import Cluster
+from drtool.cluster.base import ALWAYS, Cluster, Guard
 from drtool.digest import fold, r_uuid
-from drtool.errors import ClusterError, NotFound
-from drtool.model import FeedChange, FeedOverflow, FeedReady, IndexDef, TableName
+from drtool.errors import ClusterError, NotFound, PermissionDenied
+from drtool.model import FeedChange, FeedOverflow, FeedReady, IndexDef, PermissionRow, TableName, UserInfo
 
 from tests.golden import GOLDEN  # noqa: E402
 FEED_TIMEOUT = 10.0
@@ -37,6 +37,8 @@ class ContractTarget:
     make_index_blob: Callable[[str], Awaitable[bytes]]  # blob of an index on that field
     make_hook_blob: Callable[[], Awaitable[bytes]]  # blob of an identity write hook
     fake: object | None = None  # the FakeServer, for fake-only tests
+    #: connect to the same cluster as another user: ``await connect_as(user, password)``
+    connect_as: Callable[[str, str], Awaitable[Cluster]] | None = None
 
     async def new_table(self, primary_key: str = "id") -> TableName:
         name = TableName(self.db, "t_" + uuid.uuid4().hex[:10])
@@ -363,20 +365,194 @@ class ClusterContract:
             await feed.aclose()
 
     async def test_changefeed_overflow_is_reported_and_feed_continues(self, cluster: ContractTarget):
-        if cluster.fake is None:
-            pytest.skip("fake only: filling a real server's 100,000-change queue is too slow for a test")
+        # A small changefeed_queue_size overflows at once (observed on 2.4.4: 1,000 inserts
+        # into a feed of queue size 10 -> 10 changes and "skipped 990 elements", in some
+        # order); the feed then goes on delivering.
         c = cluster.cluster
         t = await cluster.new_table()
-        cluster.fake.changefeed_queue_size = 3
-        feed = c.changes(t)
+        feed = c.changes(t, queue_size=10)
         try:
             assert await next_event(feed) == FeedReady()
-            await c.insert_texts(t, ['{"id":%d}' % i for i in range(10)])
-            got = [await next_event(feed) for _ in range(4)]
-            assert got[:3] == [FeedChange(str(i), '{"id":%d}' % i) for i in range(3)]
-            assert got[3] == FeedOverflow(
-                "Changefeed cache over array size limit, skipped 7 elements.", 7)
-            await c.insert_texts(t, ['{"id":99}'])
-            assert await next_event(feed) == FeedChange("99", '{"id":99}')
+            await c.insert_texts(t, ['{"id":%d}' % i for i in range(1000)])
+            await asyncio.sleep(0.5)
+            changes, overflows = [], []
+            while len(changes) + sum(o.skipped for o in overflows) < 1000:
+                event = await next_event(feed)
+                (overflows if isinstance(event, FeedOverflow) else changes).append(event)
+            assert overflows and all(isinstance(e, FeedChange) for e in changes)
+            assert len(changes) <= 10 + len(overflows)
+            assert overflows[0].message == (
+                f"Changefeed cache over array size limit, skipped {overflows[0].skipped} elements.")
+            assert len({e.key for e in changes}) == len(changes)
+            assert all(e.doc == '{"id":%s}' % e.key for e in changes)
+            await c.insert_texts(t, ['{"id":5000}'])
+            assert await next_event(feed) == FeedChange("5000", '{"id":5000}')
         finally:
             await feed.aclose()
+
+    # --- users, permissions, the write-hook fence ------------------------------------------
+    async def test_users_and_permission_rows(self, cluster: ContractTarget):
+        c, user = cluster.cluster, "drtool_test_u_" + uuid.uuid4().hex[:8]
+        t = await cluster.new_table()
+        try:
+            assert await c.ensure_user(user, "pw-1") is True
+            assert await c.ensure_user(user, "pw-2") is False  # existing: password set again
+            users = await c.list_users()
+            assert UserInfo(user, True) in users and UserInfo("admin", False) in users
+            assert [u.name for u in users] == sorted(u.name for u in users)
+            assert await c.grant(user, {"read": True, "write": True}) == (
+                None, {"read": True, "write": True})
+            assert await c.grant(user, {"write": False}, db=cluster.db) == (None, {"write": False})
+            assert await c.grant(user, {"write": True, "config": False}, db=t.db, table=t.table) == (
+                None, {"config": False, "write": True})
+            mine = [row for row in await c.list_permissions() if row.user == user]
+            assert mine == [PermissionRow(user, None, None, {"read": True, "write": True}),
+                            PermissionRow(user, cluster.db, None, {"write": False}),
+                            PermissionRow(user, t.db, t.table, {"config": False, "write": True})]
+            # None removes one override; a row without overrides disappears
+            assert await c.grant(user, {"config": None}, db=t.db, table=t.table) == (
+                {"config": False, "write": True}, {"write": True})
+            assert await c.grant(user, {"write": None}, db=t.db, table=t.table) == (
+                {"write": True}, None)
+            assert await c.grant(user, {"write": None}, db=t.db, table=t.table) == (None, None)
+            assert len([r for r in await c.list_permissions() if r.user == user]) == 2
+            with pytest.raises(ClusterError, match="admin"):
+                await c.grant("admin", {"write": False}, db=cluster.db)
+            with pytest.raises(NotFound, match="not found"):
+                await c.grant(user + "_nobody", {"write": False}, db=cluster.db)
+        finally:
+            await c.drop_user(user)
+        assert user not in [u.name for u in await c.list_users()]
+        assert [r for r in await c.list_permissions() if r.user == user] == []
+        await c.drop_user(user)  # missing: not an error
+
+    async def _app_user(self, cluster: ContractTarget, perms: dict) -> tuple[str, Cluster]:
+        user, password = "drtool_test_u_" + uuid.uuid4().hex[:8], "pw-" + uuid.uuid4().hex[:6]
+        await cluster.cluster.ensure_user(user, password)
+        await cluster.cluster.grant(user, perms)
+        return user, await cluster.connect_as(user, password)
+
+    async def test_write_permission_fence(self, cluster: ContractTarget):
+        c = cluster.cluster
+        t = await cluster.new_table()
+        user, app = await self._app_user(cluster, {"read": True, "write": True})
+        try:
+            assert (await app.insert_texts(t, ['{"id":1}'])).inserted == 1
+            assert await c.grant(user, {"write": False}, db=t.db) == (None, {"write": False})
+            with pytest.raises(PermissionDenied,
+                               match=f"User `{user}` does not have the required `write` permission"):
+                await app.insert_texts(t, ['{"id":2}'])
+            with pytest.raises(PermissionDenied):
+                await app.delete_keys(t, ["1"])
+            await c.grant(user, {"write": None}, db=t.db)  # unfence: the global grant applies again
+            assert (await app.insert_texts(t, ['{"id":2}'])).inserted == 1
+            # writing with ignore_write_hook needs the config permission (so does reading the
+            # hook): refused, whether the table has a hook or not
+            with pytest.raises(PermissionDenied, match="`config` permission"):
+                await app.insert_texts(t, ['{"id":3}'], ignore_write_hook=True)
+        finally:
+            await app.close()
+            await c.drop_user(user)
+
+    async def test_reading_users_needs_the_rethinkdb_database(self, cluster: ContractTarget):
+        user, app = await self._app_user(cluster, {"read": True, "write": True})
+        try:
+            with pytest.raises(PermissionDenied, match="`read` permission"):
+                await app.list_users()
+            with pytest.raises(PermissionDenied):
+                await app.list_permissions()
+        finally:
+            await app.close()
+            await cluster.cluster.drop_user(user)
+
+    async def test_rejecting_write_hook_fence(self, cluster: ContractTarget):
+        c = cluster.cluster
+        t = await cluster.new_table()
+        await c.insert_texts(t, ['{"id":1}'])
+        message = "drtool fence: generation 7 is on the standby"
+        await c.set_rejecting_write_hook(t, message)
+        assert (await c.table_meta(t)).write_hook is not None
+        refused = "Error in write hook: " + message
+        res = await c.insert_texts(t, ['{"id":2}'])  # even admin is refused
+        assert (res.inserted, res.errors, res.first_error) == (0, 1, refused)
+        res = await c.insert_texts(t, ['{"id":1,"v":1}'], conflict="replace")
+        assert (res.replaced, res.errors, res.first_error) == (0, 1, refused)
+        res = await c.delete_keys(t, ["1"])
+        assert (res.deleted, res.errors, res.first_error) == (0, 1, refused)
+        assert (await c.insert_texts(t, ['{"id":3}'], ignore_write_hook=True)).inserted == 1
+        assert (await c.delete_keys(t, ["3"], ignore_write_hook=True)).deleted == 1
+        await c.set_write_hook(t, None)
+        assert (await c.insert_texts(t, ['{"id":2}'])).inserted == 1
+    # --- drtool's own state: compare-and-set on the server's clock -----------------------
+    async def test_server_time_is_the_servers_clock(self, cluster: ContractTarget):
+        c = cluster.cluster
+        t = await cluster.new_table()
+        first = await c.server_time()
+        written = await c.write_state(t, '"hb"', '{"id":"hb","seq":1}', ALWAYS,
+                                      now_fields={"time": 0})
+        assert written.applied and first <= written.now <= await c.server_time()
+        stored = json.loads(written.doc)
+        assert stored["time"]["$reql_type$"] == "TIME"
+        assert abs(stored["time"]["epoch_time"] - written.now) < 0.002
+        assert await c.get_docs(t, ['"hb"']) == [('"hb"', written.doc)]
+
+    async def test_write_state_guards_lease_style(self, cluster: ContractTarget):
+        c = cluster.cluster
+        t = await cluster.new_table()
+        key = '"p:runner"'
+
+        def holder(name: str) -> str:
+            return '{"holder":"%s","id":"p:runner"}' % name
+
+        def acquire(name: str) -> Guard:  # absent, mine, or expired
+            return Guard(fields=(("holder", json.dumps(name)),), expired="expires")
+
+        a = await c.write_state(t, key, holder("a"), acquire("a"), now_fields={"expires": 30})
+        assert a.applied and json.loads(a.doc)["holder"] == "a"
+        b = await c.write_state(t, key, holder("b"), acquire("b"), now_fields={"expires": 30})
+        assert (b.applied, b.doc) == (False, a.doc)  # held and not expired: refused, shown
+        renew = Guard(if_absent=False, fields=(("holder", '"a"'),))
+        expired = await c.write_state(t, key, holder("a"), renew, now_fields={"expires": -1})
+        assert expired.applied
+        taken = await c.write_state(t, key, holder("b"), acquire("b"), now_fields={"expires": 30})
+        assert taken.applied and json.loads(taken.doc)["holder"] == "b"
+        assert not (await c.write_state(t, key, holder("a"), renew)).applied
+        release_a = await c.write_state(t, key, None, Guard(fields=(("holder", '"a"'),)))
+        assert (release_a.applied, release_a.doc) == (False, taken.doc)
+        release_b = await c.write_state(t, key, None, Guard(fields=(("holder", '"b"'),)))
+        assert (release_b.applied, release_b.doc) == (True, None)
+        assert await c.get_docs(t, [key]) == []
+        again = await c.write_state(t, key, None, Guard(fields=(("holder", '"b"'),)))
+        assert again.applied  # releasing what is not there: nothing to do
+
+    async def test_write_state_compare_and_set_on_a_number(self, cluster: ContractTarget):
+        c = cluster.cluster
+        t = await cluster.new_table()
+        key = '"p"'
+
+        def cas(expected: int) -> Guard:  # generation 0 also means "no document yet"
+            return Guard(if_absent=expected == 0, fields=(("generation", str(expected)),))
+
+        first = await c.write_state(t, key, '{"generation":1,"id":"p"}', cas(0))
+        assert first.applied
+        stale = await c.write_state(t, key, '{"generation":2,"id":"p","by":"x"}', cas(0))
+        assert (stale.applied, stale.doc) == (False, '{"generation":1,"id":"p"}')
+        assert (await c.write_state(t, key, '{"generation":2,"id":"p"}', cas(1))).applied
+        missing_field = Guard(if_absent=False, fields=(("step", "null"),))
+        assert (await c.write_state(t, key, '{"generation":2,"id":"p","step":"x"}',
+                                    missing_field)).applied
+        with pytest.raises(NotFound):
+            await c.write_state(TableName(cluster.db, "nope"), key, '{"id":"p"}', ALWAYS)
+
+    async def test_ensure_table_when_creations_race(self, cluster: ContractTarget):
+        # Racing table_create calls can make two tables of one name on a real 2.4.4 server
+        # ("... is ambiguous; there are multiple tables with that name"): ensure_table
+        # leaves exactly one, whoever wins.
+        c = cluster.cluster
+        t = TableName(cluster.db, "state_" + uuid.uuid4().hex[:6])
+        created = await asyncio.gather(*[c.ensure_table(t) for _ in range(3)])
+        assert True in created
+        assert await c.ensure_table(t) is False
+        assert [n for n in await c.list_tables() if n == t] == [t]
+        written = await c.write_state(t, '"k"', '{"id":"k"}', ALWAYS)
+        assert written.applied and await c.get_docs(t, ['"k"']) == [('"k"', '{"id":"k"}')]

@@ -30,8 +30,11 @@ async def cluster():
     async def hook_blob() -> bytes:
         return FakeServer.hook_blob()
 
+    async def connect_as(user: str, password: str):
+        return await connect(ClusterConfig("primary", (host,), user=user, password=password))
+
     try:
-        yield ContractTarget(c, db, index_blob, hook_blob, fake=server)
+        yield ContractTarget(c, db, index_blob, hook_blob, fake=server, connect_as=connect_as)
     finally:
         await c.drop_db(db)
         await c.close()

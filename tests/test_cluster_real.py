@@ -52,8 +52,11 @@ async def cluster():
         hook = await scratch.get_write_hook().run(conn, binary_format="raw")
         return base64.b64decode(hook["function"]["data"])
 
+    async def connect_as(user: str, password: str):
+        return await connect(ClusterConfig("primary", (ADDRESS,), user=user, password=password))
+
     try:
-        yield ContractTarget(c, db, index_blob, hook_blob)
+        yield ContractTarget(c, db, index_blob, hook_blob, connect_as=connect_as)
     finally:
         await c.drop_db(db)
         await conn.close()

@@ -131,3 +131,5 @@ def main() -> None:
 from drtool.cli import data_commands, repo_commands, retention_commands  # noqa: E402,F401
 from drtool.cli import diff_commands  # noqa: E402,F401
 from drtool.cli import interop_commands  # noqa: E402,F401
+from drtool.cli import failover_commands  # noqa: E402,F401
+from drtool.cli import standby_commands  # noqa: E402,F401

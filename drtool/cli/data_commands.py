@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from drtool.cli import render
+from drtool.failover.guard import check_write
 from drtool.cli.app import JsonOpt, PolicyOpt, QuietOpt, app, policy_from, quiet, reports_errors, run
 from drtool.core.restore import (
     RestoreOptions,
@@ -126,6 +127,7 @@ def restore(
         async with await open_repository(pol) as repo:
             manifest = await repo.resolve(snapshot)
             async with await connect_role(pol, role) as cluster:
+                await check_write(pol, role, cluster, what="restore")
                 with render.RichProgress(quiet(ctx, quiet_)) as progress:
                     return manifest, await restore_snapshot(repo, cluster, manifest, options,
                                                             progress=progress)

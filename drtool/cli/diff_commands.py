@@ -14,6 +14,7 @@ from drtool.core.diff_snapshot import diff_against_snapshot
 from drtool.core.reconcile import ReconcileOptions, TableReconcile, reconcile_tables
 from drtool.core.session import connect_role, open_repository, parse_tables
 from drtool.errors import CheckFailed, UsageError
+from drtool.failover.guard import check_write
 from drtool.units import format_bytes
 
 SAMPLE_KEYS = 5
@@ -124,6 +125,9 @@ def reconcile(
     options = ReconcileOptions(dry_run=dry_run, drop_tables=frozenset(requested))
 
     async def work(source, target):
+        if not dry_run:
+            await check_write(pol, target_role, target, source_role=source_role, source=source,
+                              what="reconcile")
         tables = await tables_of_both(pol, source, target, requested, where="primary or standby")
         with render.RichProgress(quiet(ctx, quiet_)) as progress:
             return await reconcile_tables(source, target, tables, source_role=source_role,

@@ -23,7 +23,8 @@ Conventions:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from hashlib import sha1
 from typing import Literal
 
@@ -33,8 +34,10 @@ from drtool.model import (
     FeedEvent,
     IndexDef,
     KeyText,
+    PermissionRow,
     TableMeta,
     TableName,
+    UserInfo,
     WriteResult,
 )
 
@@ -44,6 +47,42 @@ KeyRange = tuple[KeyText | None, KeyText | None]  # (after, upto]
 ChunkDigest = tuple[KeyText | None, int, str]  # (upto, document count, fold digest)
 Window = tuple[int, int]  # (skip, limit): positions within a range, in key order
 PER_DOC = "g"  # chunk_digests threshold: one chunk per document (above any hex digit)
+DEFAULT_FEED_QUEUE = 100_000  # the server's default changefeed_queue_size
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A condition on a document's current value, evaluated by the server in the same atomic
+    step as the write it guards (``write_state``). It passes when ANY of these holds:
+
+    * ``always``;
+    * the document is absent and ``if_absent``;
+    * the document is present, ``fields`` is not empty and every ``(field, value)`` pair
+      matches: the field exists and equals the canonical JSON text ``value`` (``'3'``,
+      ``'"runner-a"'``, ``'null'`` matches a missing field too);
+    * the document is present and ``expired`` names one of its TIME fields that is earlier
+      than the server's ``r.now()`` (the server's clock decides, never the client's).
+
+    ``Guard()`` passes only for an absent document (create-if-absent)."""
+
+    always: bool = False
+    if_absent: bool = True
+    fields: tuple[tuple[str, str], ...] = ()
+    expired: str | None = None
+
+
+ALWAYS = Guard(always=True)
+
+
+@dataclass(frozen=True)
+class StateWrite:
+    """The outcome of ``write_state``: whether the guard passed (and so the write happened),
+    the document stored now (the new one, or the unchanged existing one when the guard
+    failed, None when absent), and the server's ``r.now()`` of that write (epoch seconds)."""
+
+    applied: bool
+    doc: DocText | None
+    now: float
 
 
 class TextBatch:
@@ -272,6 +311,15 @@ class Cluster(ABC):
         "majority" or "single"). Raises ClusterError if it exists."""
 
     @abstractmethod
+    async def ensure_table(self, table: TableName, *, primary_key: str = "id") -> bool:
+        """Create the database and a one-shard, one-replica table where missing; return True
+        if this call created the table. Safe when several processes call it at once: the
+        server can create two databases or tables of one name when creations race (observed
+        on 2.4.4: "Table `d.t` is ambiguous; there are multiple tables with that name"), so
+        duplicates are removed, every caller keeping the same one (the smallest id). For
+        drtool's own small tables, not for user data."""
+
+    @abstractmethod
     async def drop_table(self, table: TableName) -> None:
         """Drop a table; a missing table is not an error."""
 
@@ -294,6 +342,47 @@ class Cluster(ABC):
     @abstractmethod
     async def set_write_hook(self, table: TableName, blob: bytes | None) -> None:
         """Set the write hook from its blob, or remove it with None."""
+
+    @abstractmethod
+    async def set_rejecting_write_hook(self, table: TableName, message: str) -> None:
+        """Set a write hook on the table that refuses every write (insert, update, replace,
+        delete) with ``message``: such a write comes back in its WriteResult as an error,
+        ``first_error == "Error in write hook: " + message`` (not as an exception), for every
+        user including admin. Writes with ``ignore_write_hook=True`` (the config permission
+        needed) still go through. Replaces any existing hook: read ``table_meta().write_hook``
+        first to restore it later with ``set_write_hook``. Idempotent."""
+
+    # --- users and permissions (need the admin user) -----------------------------------
+    @abstractmethod
+    async def list_users(self) -> list[UserInfo]:
+        """Every user (``rethinkdb.users``), sorted by name, admin included. Passwords are
+        never returned, only whether one is set. Raises PermissionDenied for a user without
+        read permission on the ``rethinkdb`` database (a global read grant is not enough)."""
+
+    @abstractmethod
+    async def list_permissions(self) -> list[PermissionRow]:
+        """Every row of ``rethinkdb.permissions`` (global, database and table scopes; admin's
+        rows included), sorted by (user, db, table). Raises PermissionDenied like
+        ``list_users``."""
+
+    @abstractmethod
+    async def grant(self, user: str, permissions: dict[str, bool | None], *,
+                    db: str | None = None, table: str | None = None
+                    ) -> tuple[dict | None, dict | None]:
+        """Set ``user``'s overrides at one scope: global (no ``db``), database ``db``, or table
+        ``db.table``. A value of None removes that override; keys not named keep their value.
+        Returns ``(old, new)``: the scope's overrides before and after (None for no row).
+        Atomic per scope and idempotent. Raises NotFound for an unknown user, database or
+        table, ClusterError for the ``admin`` user (its permissions cannot be changed)."""
+
+    @abstractmethod
+    async def ensure_user(self, user: str, password: str) -> bool:
+        """Create ``user`` with ``password``, or set the password of an existing user.
+        Returns True when the user was created. The password never appears in an error."""
+
+    @abstractmethod
+    async def drop_user(self, user: str) -> None:
+        """Delete a user and its permission rows; a missing user is not an error."""
 
     # --- changefeeds ----------------------------------------------------------------------
     @abstractmethod

@@ -12,7 +12,10 @@ the server's canonical text (``drtool.cluster.canonical``) in the server's prima
 server's exact ``first_error`` texts; changefeeds yield FeedReady, then every change, and
 FeedOverflow with the server's message when the consumer falls behind. What the fake cannot
 do: evaluate index functions or write hooks (blobs are stored opaque; a hooked write is
-counted in ``hooked_writes`` and stored unchanged), permissions, ``doc_count_estimate`` is exact.
+counted in ``hooked_writes`` and stored unchanged, except that the rejecting hook of
+``set_rejecting_write_hook`` refuses it), read permissions on user tables;
+``doc_count_estimate`` is exact. Write and config permissions are enforced
+(drtool.cluster.fake_users).
 
 Test hooks on ``FakeServer`` (all synchronous, effective immediately):
 * ``down = True``: ``connect`` and every call on open clusters raise ClusterUnreachable naming
@@ -37,14 +40,18 @@ Test hooks on ``FakeServer`` (all synchronous, effective immediately):
 from __future__ import annotations
 
 import inspect
+import json
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 
 from drtool.cluster import canonical
 from drtool.cluster.base import (
-    ChunkDigest, Cluster, ConflictMode, KeyRange, Row, Window, fold_chunks,
+    DEFAULT_FEED_QUEUE, ChunkDigest, Cluster, ConflictMode, Guard, KeyRange, Row, StateWrite,
+    Window, fold_chunks,
 )
 from drtool.cluster.fake_schema import HOOK_PREFIX, INDEX_PREFIX, FakeSchemaMixin
+from drtool.cluster.fake_users import ADMIN_ROWS, FakeUsersMixin, hook_refusal
 from drtool.cluster.rethink_util import auth_message, unreachable_message  # same wording
 from drtool.cluster.fake_store import OVERFLOW_MESSAGE, FeedQueue, Table  # noqa: F401 (re-export)
 from drtool.digest import digest_of_hashes, fold, r_uuid
@@ -75,6 +82,19 @@ def lookup(hosts: Iterable[str]) -> "FakeServer | None":
         if host in _REGISTRY:
             return _REGISTRY[host]
     return None
+
+
+def guard_passes(guard: Guard, old: dict | None, now: float) -> bool:
+    """``Guard`` evaluated like the real server does (see drtool.cluster.base.Guard)."""
+    if guard.always:
+        return True
+    if old is None:
+        return guard.if_absent
+    if guard.fields and all(old.get(f) == json.loads(v) for f, v in guard.fields):
+        return True
+    stamp = old.get(guard.expired) if guard.expired else None
+    return isinstance(stamp, dict) and stamp.get("$reql_type$") == "TIME" and \
+        float(stamp["epoch_time"]) < now
 
 
 def _trunc(text: str) -> str:
@@ -111,13 +131,22 @@ class FakeServer:
 
     def __init__(self, users: dict[str, str] | None = None, *, servers: int = 1) -> None:
         self.users = dict(users if users is not None else {"admin": ""})
+        #: (user, db or None, table or None) -> overrides, like rethinkdb.permissions
+        self.permissions: dict[tuple, dict] = {k: dict(v) for k, v in ADMIN_ROWS.items()}
         self.servers = servers  # replicas per shard cannot exceed this, like a real cluster
         self.dbs: dict[str, dict[str, Table]] = {}
-        self.changefeed_queue_size = 100000
+        #: overrides every feed's queue_size when set (tests); None: the feed's own
+        self.changefeed_queue_size: int | None = None
+        #: the server's clock (epoch seconds); tests may replace it with their own function
+        self.clock = time.time
         self._down = False
         self._scan_fail_after: int | None = None
         self._scan_hook = None
         self._fail: dict[str, list] = {}
+
+    def now(self) -> float:
+        """The server's r.now(): millisecond precision, like a RethinkDB TIME."""
+        return round(self.clock(), 3)
 
     # --- connections ------------------------------------------------------------------
     def connect(self, config: ClusterConfig) -> "FakeCluster":
@@ -128,7 +157,7 @@ class FakeServer:
         host = next((h for h in config.hosts if _REGISTRY.get(h) is self), config.hosts[0])
         if config.user not in self.users or self.users[config.user] != config.password:
             raise AuthError(auth_message(config.role, host, config.user))
-        return FakeCluster(self, f"{config.role} {host}", config.hosts)
+        return FakeCluster(self, f"{config.role} {host}", config.hosts, config.user)
 
     @property
     def down(self) -> bool:
@@ -231,6 +260,11 @@ class FakeServer:
                 if conflict == "skip" or existing[1] == doc:
                     res.unchanged += 1
                     continue
+            refused = None if ignore_hook else hook_refusal(tbl.write_hook)
+            if refused:
+                error(refused)
+                continue
+            if existing is not None:
                 res.replaced += 1
             else:
                 res.inserted += 1
@@ -240,12 +274,13 @@ class FakeServer:
         return res
 
 
-class FakeCluster(FakeSchemaMixin, Cluster):
+class FakeCluster(FakeUsersMixin, FakeSchemaMixin, Cluster):
     """A connection to a FakeServer, implementing drtool.cluster.base.Cluster (schema
     operations live in ``drtool.cluster.fake_schema``)."""
 
-    def __init__(self, server: FakeServer, description: str, hosts: Sequence[str]) -> None:
-        self.server = server
+    def __init__(self, server: FakeServer, description: str, hosts: Sequence[str],
+                 user: str = "admin") -> None:
+        self.server, self.user = server, user
         self.description = description
         self._hosts = ", ".join(hosts)
         self._closed = False
@@ -380,16 +415,22 @@ class FakeCluster(FakeSchemaMixin, Cluster):
         self._check("insert_texts")
         if conflict not in ("error", "replace", "skip"):
             raise ClusterError(f"{self.description}: unknown conflict mode {conflict!r}")
+        self._may_write(table, ignore_write_hook)
         return self.server._insert(self._table(table), docs, conflict, ignore_write_hook)
 
     async def delete_keys(self, table: TableName, keys: Sequence[KeyText], *,
                           ignore_write_hook: bool = False) -> WriteResult:
         self._check("delete_keys")
         tbl = self._table(table)
+        self._may_write(table, ignore_write_hook)
         orders = [self.server._order(k) for k in keys]
         res = WriteResult()
+        refused = None if ignore_write_hook else hook_refusal(tbl.write_hook)
         for order in orders:
-            if order in tbl.docs:
+            if order in tbl.docs and refused:
+                res.errors += 1
+                res.first_error = res.first_error or refused
+            elif order in tbl.docs:
                 if tbl.write_hook is not None and not ignore_write_hook:
                     tbl.hooked_writes += 1
                 res.deleted += tbl.delete(order)
@@ -399,11 +440,40 @@ class FakeCluster(FakeSchemaMixin, Cluster):
         self._check("sync")
         self._table(table)
 
+    # --- drtool's own state -------------------------------------------------------------
+    async def server_time(self) -> float:
+        self._check("server_time")
+        return self.server.now()
+
+    async def write_state(self, table: TableName, key: KeyText, doc: str | None, guard: Guard, *,
+                          now_fields: Mapping[str, float] | None = None) -> StateWrite:
+        self._check("write_state")
+        tbl, now = self._table(table), self.server.now()
+        order = self.server._order(key)
+        old = tbl.docs.get(order)
+        if not guard_passes(guard, None if old is None else json.loads(old[1]), now):
+            return StateWrite(False, None if old is None else old[1], now)
+        if doc is None:
+            tbl.delete(order)
+            return StateWrite(True, None, now)
+        value = json.loads(doc)
+        for field, offset in (now_fields or {}).items():
+            value[field] = {"$reql_type$": "TIME", "epoch_time": round(now + offset, 3),
+                            "timezone": "+00:00"}
+        result = self.server._insert(tbl, [json.dumps(value)], "replace", True)
+        if result.errors:
+            raise ClusterError(f"{self.description} table {table}: the server refused the "
+                               f"write: {result.first_error}")
+        stored = tbl.docs[order][1]
+        return StateWrite(True, stored, now)
+
     # --- changefeeds ------------------------------------------------------------------
-    async def changes(self, table: TableName) -> AsyncIterator[FeedEvent]:
+    async def changes(self, table: TableName, *,
+                      queue_size: int = DEFAULT_FEED_QUEUE) -> AsyncIterator[FeedEvent]:
         self._check("changes")
         tbl = self._table(table)
-        feed = FeedQueue(self.server.changefeed_queue_size, self)
+        limit = self.server.changefeed_queue_size or queue_size
+        feed = FeedQueue(limit, self)
         tbl.feeds.append(feed)
         self._feeds.append(feed)
         try:

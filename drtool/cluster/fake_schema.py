@@ -67,6 +67,14 @@ class FakeSchemaMixin:
             durability=durability, write_acks=write_acks,
         )
 
+    async def ensure_table(self, table: TableName, *, primary_key: str = "id") -> bool:
+        self._check("ensure_table")
+        await self.ensure_db(table.db)
+        if table.table in self.server.dbs[table.db]:
+            return False
+        await self.create_table(table, primary_key=primary_key, shards=1, replicas=1)
+        return True
+
     async def drop_table(self, table: TableName) -> None:
         self._check("drop_table")
         tbl = self.server.dbs.get(table.db, {}).pop(table.table, None)

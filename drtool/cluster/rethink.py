@@ -50,7 +50,10 @@ from drtool.model import ClusterConfig, TableName
 __all__ = ["RethinkCluster", "RethinkSession", "connect_rethinkdb", "translate_error"]
 
 POOL_SIZE = 4
-_MISSING = re.compile(r"^(Table `[^`]*` does not exist|Database `[^`]*` does not exist)")
+_MISSING = re.compile(
+    r"^(Table `[^`]*` does not exist|Database `[^`]*` does not exist|User `[^`]*` not found)")
+# 2.4.4 reports a missing config permission for ignore_write_hook as an internal error
+_PERMISSION = re.compile(r"does not have the required `\w+` permission")
 _DRIVER_FAILURES = (rerr.ReqlError, OSError, EOFError)
 _END = object()  # end of a cursor
 # OpFailed/OpIndeterminate/runtime messages meaning "not available now" (retryable)
@@ -73,7 +76,9 @@ def translate_error(err: BaseException, where: str, table: TableName | None = No
         isinstance(err, rerr.ReqlRuntimeError) and msg.startswith("Connection is closed")
     ):
         return ClusterUnreachable(f"{what}: connection lost ({msg}); try again later")
-    if isinstance(err, rerr.ReqlPermissionError):
+    if isinstance(err, rerr.ReqlPermissionError) or (
+        isinstance(err, rerr.ReqlInternalError) and _PERMISSION.search(msg)
+    ):
         return PermissionDenied(f"{what}: permission denied: {msg}")
     if isinstance(err, rerr.ReqlOpFailedError) and _MISSING.match(msg):
         return NotFound(f"{what}: {msg}")

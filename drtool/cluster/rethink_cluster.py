@@ -13,22 +13,27 @@ Keys travel as canonical text and become values on the server with ``r.json(text
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
+from functools import reduce
 from typing import Any
 
 from drtool.cluster import rethink_util as util
 from drtool.cluster.base import (
+    DEFAULT_FEED_QUEUE,
     PER_DOC,
     ChunkDigest,
     Cluster,
     ConflictMode,
+    Guard,
     KeyRange,
     Row,
     TextBatch,
+    StateWrite,
     Window,
     chunk_spec,
 )
+from drtool.cluster.rethink_users import RethinkUsersMixin
 from drtool.cluster.rethink_util import PermissionDenied
 from drtool.errors import ClusterError, NotFound, UsageError
 from drtool.model import FeedEvent, IndexDef, KeyText, TableMeta, TableName, WriteResult
@@ -38,7 +43,7 @@ DIGEST_QUERIES = 4  # segment_digests: parallel queries per call
 ARRAY_LIMIT = 1 << 30  # segment_digests builds one array of hashes per range on the server
 
 
-class RethinkCluster(Cluster):
+class RethinkCluster(RethinkUsersMixin, Cluster):
     """A connected RethinkDB cluster (see drtool.cluster.base for every method's contract).
 
     ``session`` is a drtool.cluster.rethink.RethinkSession; ``r`` the driver's ReQL builder."""
@@ -255,7 +260,11 @@ class RethinkCluster(Cluster):
             except PermissionDenied as refused:
                 # ignore_write_hook needs the config permission: without it, writing is only
                 # equivalent when the table has no write hook.
-                hook = await fetch(self._table(table).get_write_hook(), table, binary_format="raw")
+                try:  # reading the hook needs the config permission too (2.4.4)
+                    hook = await fetch(self._table(table).get_write_hook(), table,
+                                       binary_format="raw")
+                except PermissionDenied:
+                    raise refused from None
                 if hook is not None:
                     raise ClusterError(
                         f"{where}: the table has a write hook that user "
@@ -314,6 +323,33 @@ class RethinkCluster(Cluster):
             await self._session.fetch(
                 self._table(table).config().update({"write_acks": write_acks}), table)
 
+    async def ensure_table(self, table: TableName, *, primary_key: str = "id") -> bool:
+        r = self._r
+        system = r.db("rethinkdb")
+        await self.ensure_db(table.db)
+        await self._dedupe(system.table("db_config").filter({"name": table.db}))
+        created = False
+        try:
+            await self._session.fetch(r.db(table.db).table_create(
+                table.table, primary_key=primary_key, shards=1, replicas=1), table)
+            created = True
+        except ClusterError as err:
+            if "already exists" not in str(err) and "ambiguous" not in str(err):
+                raise
+        await self._dedupe(system.table("table_config").filter(
+            {"db": table.db, "name": table.table}))
+        await self._session.fetch(self._table(table).wait(), table)
+        return created
+
+    async def _dedupe(self, rows: Any) -> None:
+        """Keep the config row with the smallest id of those ``rows`` selects; delete the
+        others (duplicates left by racing creations)."""
+        ids = sorted(await self._session.fetch(rows["id"]))
+        for extra in ids[1:]:
+            system = self._r.db("rethinkdb")
+            for name in ("table_config", "db_config"):
+                await self._session.fetch(system.table(name).get(extra).delete())
+
     async def drop_table(self, table: TableName) -> None:
         self._pks.pop(table, None)
         self._no_bypass.discard(table)
@@ -346,8 +382,51 @@ class RethinkCluster(Cluster):
         await self._session.fetch(self._table(table).set_write_hook(hook), table)
         self._no_bypass.discard(table)
 
+    # --- drtool's own state -------------------------------------------------------------
+    async def server_time(self) -> float:
+        return float(await self._session.fetch(self._r.now().to_epoch_time()))
+
+    def _passes(self, guard: Guard, old: Any, now: Any) -> Any:
+        """The ReQL of ``guard`` on the current document ``old`` (None when absent)."""
+        r = self._r
+        if guard.always:
+            return r.expr(True)
+        present = []
+        if guard.fields:
+            present.append(reduce(lambda a, b: a & b, [
+                old[f].default(None).eq(r.json(v)) for f, v in guard.fields]))
+        if guard.expired:
+            field = guard.expired
+            present.append(r.branch(old.has_fields(field), old[field].lt(now), False))
+        held = reduce(lambda a, b: a | b, present) if present else r.expr(False)
+        return r.branch(old.eq(None), guard.if_absent, held)
+
+    async def write_state(self, table: TableName, key: KeyText, doc: str | None, guard: Guard, *,
+                          now_fields: Mapping[str, float] | None = None) -> StateWrite:
+        r = self._r
+        where = f"{self.description} table {table}"
+
+        def write(now: Any) -> Any:
+            new = None if doc is None else r.json(doc).merge(
+                {f: now.add(offset) for f, offset in (now_fields or {}).items()})
+            change = self._table(table).get(r.json(key)).replace(
+                lambda old: r.branch(self._passes(guard, old, now), new, old),
+                durability="hard", return_changes="always")
+            return change.do(lambda res: res["changes"].nth(0).default(
+                {"old_val": None, "new_val": None}).do(lambda ch: {
+                    "errors": res["errors"], "first_error": res["first_error"].default(None),
+                    "applied": self._passes(guard, ch["old_val"], now),
+                    "doc": r.branch(ch["new_val"].eq(None), None, ch["new_val"].to_json_string()),
+                    "now": now.to_epoch_time()}))
+
+        out = await self._session.fetch(r.now().do(write), table)
+        if out["errors"]:
+            raise ClusterError(f"{where}: the server refused the write: {out['first_error']}")
+        return StateWrite(bool(out["applied"]), out["doc"], float(out["now"]))
+
     # --- changefeeds --------------------------------------------------------------------
-    async def changes(self, table: TableName) -> AsyncIterator[FeedEvent]:
+    async def changes(self, table: TableName, *,
+                      queue_size: int = DEFAULT_FEED_QUEUE) -> AsyncIterator[FeedEvent]:
         pk, r = await self._primary_key(table), self._r
 
         def shape(ch: Any) -> Any:
@@ -358,7 +437,8 @@ class RethinkCluster(Cluster):
                 {"key": r.branch(deleted, ch["old_val"][pk], ch["new_val"][pk]).to_json_string(),
                  "doc": r.branch(deleted, None, ch["new_val"].to_json_string())})
 
-        query = self._table(table).changes(include_states=True, squash=False).map(shape)
+        query = self._table(table).changes(
+            include_states=True, squash=False, changefeed_queue_size=int(queue_size)).map(shape)
         async with aclosing(self._session.feed(query, table)) as items:
             async for item in items:
                 event = util.feed_event(item)

@@ -12,7 +12,7 @@ import binascii
 import re
 from collections.abc import Iterable, Sequence
 
-from drtool.errors import ClusterError, UsageError
+from drtool.errors import ClusterError, PermissionDenied, UsageError  # noqa: F401 (re-export)
 from drtool.model import (
     FeedChange,
     FeedEvent,
@@ -162,6 +162,3 @@ def auth_message(role: str, label: str, user: str) -> str:
         "(the password comes from the environment variable named by the policy's password_env)"
     )
 
-
-class PermissionDenied(ClusterError):
-    """The server refused a query for lack of a permission (ReqlPermissionError)."""

@@ -1,0 +1,131 @@
+"""Commands of the warm standby: replicate (the long-running runner) and status."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Annotated
+
+import typer
+
+from drtool.cli import render
+from drtool.cli.app import JsonOpt, PolicyOpt, app, policy_from, reports_errors, run
+from drtool.core.state import format_time
+from drtool.errors import CheckFailed, UsageError
+from drtool.standby.events import LOGGER, Events, Metrics
+from drtool.failover.users_sync import runner_users_sync
+from drtool.standby.runner import Runner
+from drtool.standby.status import StandbyStatus, read_status
+
+TEXT_LOG = "%(asctime)s %(levelname)s %(message)s"
+
+
+@app.command()
+@reports_errors
+def replicate(
+    ctx: typer.Context,
+    metrics_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Serve Prometheus metrics on this port (/metrics).")] = None,
+    log_format: Annotated[str, typer.Option(help="Log lines as text or json (one per event, on stderr).")] = "text",
+    policy: PolicyOpt = None,
+) -> None:
+    """Keep the standby current with the primary until stopped (SIGTERM/SIGINT: apply what
+    was read, release the lease, exit 0); takes the scheduled snapshots."""
+    pol = policy_from(ctx, policy)
+    if log_format not in ("text", "json"):
+        raise UsageError(f"--log-format: expected text or json, got {log_format!r}")
+    metrics: Metrics = Metrics()
+    if metrics_port is not None:
+        from drtool.standby.metrics import PrometheusMetrics
+
+        metrics = PrometheusMetrics()
+    users_sync = runner_users_sync(pol.failover, pol.tables, pol.replication.state_db, pol.name)
+    runner = Runner(pol, Events(log_format, metrics), users_sync=users_sync)  # UsageError without [standby]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s" if log_format == "json" else TEXT_LOG))
+    logger = logging.getLogger(LOGGER)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, runner.stop)
+        try:
+            await runner.run()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    try:
+        if metrics_port is not None:
+            metrics.serve(metrics_port)  # type: ignore[attr-defined]
+        run(go())
+    finally:
+        metrics_close = getattr(metrics, "close", None)
+        if metrics_close:
+            metrics_close()
+        logger.removeHandler(handler)
+
+
+@app.command()
+@reports_errors
+def status(ctx: typer.Context, policy: PolicyOpt = None, json: JsonOpt = False) -> None:
+    """Replication lag, table states, last repair and snapshot, lease holder, roles; exit 0
+    when the standby is healthy (lag within [replication] lag_threshold), 1 when not."""
+    pol = policy_from(ctx, policy)
+    found = run(read_status(pol))
+    if json:
+        render.print_json(found.to_json())
+    else:
+        _print_status(found)
+    if not found.healthy:
+        raise typer.Exit(CheckFailed.exit_code)
+
+
+def _print_status(s: StandbyStatus) -> None:
+    r = s.roles
+    print(f"policy {s.policy}: {'healthy' if s.healthy else 'NOT HEALTHY'}")
+    print(f"roles: generation {r.generation}, primary is the policy's {r.primary}; replicating "
+          f"{r.source} -> {r.target}"
+          + (f"; failover step {(r.extra.get('failover') or {}).get('step') or r.step}" if r.step else "")
+          + ("" if r.replicate else "; replication off"))
+    lag = "unknown (no heartbeat)" if s.lag is None else f"{s.lag:.3f} s"
+    print(f"lag: {lag} (threshold {s.threshold:g} s)")
+    if s.lease is None:
+        print("runner: none holds the lease")
+    else:
+        state = "EXPIRED" if s.lease.expired else "held"
+        print(f"runner: {s.lease.describe()} ({state})")
+    if s.runner:
+        print(f"runner record: {s.runner.get('state')} (runner {s.runner.get('runner')})")
+    snap = (s.runner or {}).get("snapshot")
+    if snap:
+        what = snap.get("id") or snap.get("message")
+        print(f"last scheduled snapshot: {snap.get('result')} at {format_time(snap.get('time'))}: {what}")
+    repo = s.repository
+    if "error" in repo:
+        print(f"repository: cannot read: {repo['error']}")
+    elif repo.get("latest"):
+        print(f"repository: {repo['snapshots']} snapshots, latest {repo['latest']} at "
+              f"{repo['time']} from {repo['source']}")
+    else:
+        print("repository: no snapshot yet")
+    repair = s.last_repair
+    if repair:
+        print(f"last gap repair: {repair['table']} after {repair.get('reason')} at "
+              f"{format_time(repair.get('time'))}: {repair.get('differing')} differed, wrote "
+              f"{repair.get('written')}, deleted {repair.get('deleted')}")
+    if s.tables:
+        render.print_table(None, ["table", "state", "detail", "updated"], [
+            (str(t.table), t.state, _detail(t), format_time(t.updated)) for t in s.tables])
+    for problem in s.problems:
+        print(f"problem: {problem}")
+
+
+def _detail(t) -> str:
+    if t.state == "copying" and t.progress:
+        return f"{t.progress.get('done')} of ~{t.progress.get('total')} documents"
+    return t.message or ""

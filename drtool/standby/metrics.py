@@ -1,0 +1,97 @@
+"""Prometheus metrics of the runner: the ONLY module that imports prometheus-client.
+
+Every instance has its own registry (no global state, so tests and a long-running process
+with restarts do not collide); ``serve(port)`` exposes it over HTTP on ``/metrics`` and
+``close()`` stops that server. See docs/grafana-dashboard.json for a dashboard.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from drtool.errors import UsageError
+from drtool.standby.events import Metrics
+
+STATES = ("copying", "streaming", "repairing", "error", "stopped")
+
+
+class PrometheusMetrics(Metrics):
+    def __init__(self) -> None:
+        self.registry = reg = CollectorRegistry()
+        self._lag = Gauge("drtool_replication_lag_seconds", "Heartbeat lag of the standby "
+                          "(primary r.now() minus the newest heartbeat on the standby)", registry=reg)
+        self._heartbeat_seen = Gauge("drtool_replication_heartbeat_visible",
+                                     "1 when a heartbeat is visible on the standby", registry=reg)
+        self._applied = Counter("drtool_changes_applied", "Feed changes applied to the target",
+                                ["table"], registry=reg)
+        self._bytes = Counter("drtool_replication_bytes", "Document bytes written to the target",
+                              ["table", "kind"], registry=reg)
+        self._latency = Histogram("drtool_apply_batch_seconds", "Time to write one apply batch",
+                                  buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10),
+                                  registry=reg)
+        self._repairs = Counter("drtool_gap_repairs", "Gap repairs started", ["table", "reason"],
+                                registry=reg)
+        self._repaired = Counter("drtool_gap_repair_documents", "Documents a gap repair read "
+                                 "from the source or wrote on the target", ["table", "kind"],
+                                 registry=reg)
+        self._copied = Counter("drtool_initial_copy_documents", "Documents copied by initial "
+                               "copies", ["table"], registry=reg)
+        self._errors = Counter("drtool_errors", "Errors by kind", ["kind"], registry=reg)
+        self._state = Gauge("drtool_table_state", "1 for the state each table is in",
+                            ["table", "state"], registry=reg)
+        self._snap_time = Gauge("drtool_last_snapshot_timestamp_seconds",
+                                "When the last scheduled snapshot finished", registry=reg)
+        self._snap_ok = Gauge("drtool_last_snapshot_success",
+                              "1 if the last scheduled snapshot succeeded, 0 if it failed",
+                              registry=reg)
+        self._server: Any = None
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        """Expose ``/metrics`` on ``port``. Raises UsageError when the port is taken."""
+        try:
+            self._server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        except OSError as err:
+            raise UsageError(f"--metrics-port {port}: cannot listen ({err.strerror or err}); "
+                             "choose a free port") from None
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def lag(self, seconds: float | None) -> None:
+        self._heartbeat_seen.set(0 if seconds is None else 1)
+        if seconds is not None:
+            self._lag.set(seconds)
+
+    def applied(self, table: str, changes: int, nbytes: int) -> None:
+        self._applied.labels(table).inc(changes)
+        self._bytes.labels(table, "stream").inc(nbytes)
+
+    def batch_latency(self, seconds: float) -> None:
+        self._latency.observe(seconds)
+
+    def repair(self, table: str, reason: str) -> None:
+        self._repairs.labels(table, reason).inc()
+
+    def repaired(self, table: str, read: int, written: int) -> None:
+        self._repaired.labels(table, "read").inc(read)
+        self._repaired.labels(table, "written").inc(written)
+
+    def copied(self, table: str, docs: int, nbytes: int) -> None:
+        self._copied.labels(table).inc(docs)
+        self._bytes.labels(table, "copy").inc(nbytes)
+
+    def error(self, kind: str) -> None:
+        self._errors.labels(kind).inc()
+
+    def table_state(self, table: str, state: str) -> None:
+        for name in STATES:
+            self._state.labels(table, name).set(1 if name == state else 0)
+
+    def snapshot(self, finished: float, ok: bool) -> None:
+        self._snap_time.set(finished)
+        self._snap_ok.set(1 if ok else 0)

@@ -1,0 +1,324 @@
+"""The runner: one policy's warm standby, kept current for as long as the process runs.
+
+Start: connect both clusters (unreachable -> ClusterUnreachable, exit 3; no [standby] ->
+UsageError, exit 2), ensure drtool's state database on both, read the roles (the highest
+generation on either cluster; source = the current primary, target = the other), take the
+runner lease on the target (held by a live runner -> LeaseHeld, exit 8). Then, concurrently:
+one ``TableReplicator`` per selected table plus drtool's heartbeat table; a tick every second
+(heartbeat on the source, lease renewal and roles check on the target, lag); a catalogue poll
+every ``schema_poll`` (new tables, index changes, dropped tables; the users/permissions sync
+hook); scheduled snapshots.
+
+Fencing (STATE-DB.md): a target whose roles generation is higher than the one the runner
+started with, or that is now the primary, ends the runner with StaleGeneration (exit 8) before
+anything more is written. ``step = "stop-replication"`` (same generation) on the target makes
+it apply what it read, mark its tables stopped, release the lease and wait; a later
+generation with ``replicate`` true starts it again in the new direction.
+
+``stop()`` (SIGTERM/SIGINT): stop reading feeds, apply what was read, release the lease,
+return. Every connection is closed when ``run`` returns; nothing is global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+
+from drtool.cluster.base import Cluster
+from drtool.core.session import connect_role
+from drtool.core.state import (
+    HEARTBEAT, LeaseHolder, Roles, StateStore, lag_seconds, newest_roles,
+    runner_lease,
+)
+from drtool.errors import (
+    ClusterUnreachable, DrtoolError, LeaseHeld, OwnershipError, StaleGeneration, UsageError,
+)
+from drtool.model import TableName
+from drtool.policy import Policy
+from drtool.standby.events import Events
+from drtool.standby.schedule import SnapshotSchedule
+from drtool.standby.table import TableReplicator
+from drtool.standby.tableinfo import TableSettings
+
+TICK = 1.0
+DRAIN_TIMEOUT = 60.0
+STOP_STEP = "stop-replication"
+
+#: ``users_sync(source, target)``: keeps users and permissions equal on the target (issue 10
+#: provides it; called after start and on every catalogue poll).
+UsersSync = Callable[[Cluster, Cluster], Awaitable[None]]
+
+
+def new_holder(generation: int = 0) -> LeaseHolder:
+    host = socket.gethostname()
+    return LeaseHolder(f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}", host, os.getpid(), generation)
+
+
+class Runner:
+    def __init__(self, policy: Policy, events: Events, *, users_sync: UsersSync | None = None,
+                 holder: LeaseHolder | None = None) -> None:
+        if policy.standby is None:
+            raise UsageError(f"{policy.path}: no [standby] section: drtool replicate needs the "
+                             "standby cluster to replicate into")
+        self.policy, self.events, self.users_sync = policy, events, users_sync
+        self.holder = holder or new_holder()
+        self.replicators: dict[TableName, TableReplicator] = {}
+        self.roles = Roles()
+        self.state = "starting"
+        self.lag: float | None = None
+        self._stop = asyncio.Event()
+        self._halt = asyncio.Event()  # this direction ends (stop, stop-replication, fatal)
+        self._clusters: dict[str, Cluster] = {}
+        self._tasks: dict[TableName, asyncio.Task] = {}
+        self._record: dict = {}
+
+    def stop(self) -> None:
+        """Ask the runner to finish (safe from a signal handler via the loop)."""
+        self._stop.set()
+        self._halt.set()
+
+    # --- the whole run --------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            self._clusters["standby"] = await connect_role(self.policy, "standby")
+            self._clusters["primary"] = await connect_role(self.policy, "primary")
+            while not self._stop.is_set():
+                self.roles = await self._read_roles()
+                if not self.roles.replicate or self.roles.step == STOP_STEP:
+                    await self._idle(self.roles)
+                    continue
+                await self._replicate(self.roles)
+                if not self._stop.is_set():
+                    await self._idle(self.roles)
+        finally:
+            for cluster in self._clusters.values():
+                await cluster.close()
+            self._clusters.clear()
+
+    def _store(self, role: str) -> StateStore:
+        return StateStore(self._clusters[role], self.policy.replication.state_db, self.policy.name)
+
+    async def _read_roles(self) -> Roles:
+        found = await asyncio.gather(self._store("primary").read_roles(),
+                                     self._store("standby").read_roles())
+        return newest_roles(*found)
+
+    async def _idle(self, roles: Roles) -> None:
+        """Wait (not replicating) until the roles allow replication again, or stop."""
+        self.state = "idle"
+        why = (f"stopped for failover (step {roles.step})" if roles.step == STOP_STEP
+               else "roles say not to replicate")
+        self.events.emit("runner-idle", f"not replicating: {why} (generation "
+                         f"{roles.generation}); waiting for new roles", generation=roles.generation)
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), TICK)
+            try:
+                now = await self._read_roles()
+            except ClusterUnreachable:
+                continue
+            if now.replicate and now.step != STOP_STEP and (
+                    now.generation > roles.generation or roles.step == STOP_STEP):
+                self.events.emit("runner-resumed", f"roles generation {now.generation}: "
+                                 f"replicating {now.source} -> {now.target}",
+                                 generation=now.generation)
+                return
+
+    # --- one direction --------------------------------------------------------------------
+    async def _replicate(self, roles: Roles) -> None:
+        self._halt = asyncio.Event()
+        if self._stop.is_set():
+            self._halt.set()
+        source_role, target_role = roles.source, roles.target
+        source, target = self._clusters[source_role], self._clusters[target_role]
+        s_store, t_store = self._store(source_role), self._store(target_role)
+        await asyncio.gather(s_store.ensure(), t_store.ensure())
+        holder = LeaseHolder(self.holder.id, self.holder.host, self.holder.pid, roles.generation)
+        lease_name = runner_lease(self.policy.name)
+        got = await t_store.acquire_lease(lease_name, holder, self.policy.replication.lease_ttl)
+        if not got.acquired:
+            assert got.lease is not None
+            raise LeaseHeld(f"policy {self.policy.name}: another runner holds the lease on the "
+                            f"{target_role}: {got.lease.describe()}; stop that runner first, or "
+                            "wait until its lease expires")
+        self.state = "running"
+        self.events.emit("runner-started", f"runner {holder.id} replicating {source_role} -> "
+                         f"{target_role} (generation {roles.generation})", runner=holder.id,
+                         generation=roles.generation)
+        previous = await t_store.read_runner() or {}
+        self._record = {"runner": holder.id, "host": holder.host, "pid": holder.pid,
+                        "state": "running", "generation": roles.generation,
+                        "source": source_role, "target": target_role,
+                        "snapshot": previous.get("snapshot")}
+        outcome: list[BaseException] = []
+        background: list[asyncio.Task] = []
+        try:
+            await t_store.put_runner(self._record)
+            settings = self._settings(source_role)
+            heartbeat = TableName(self.policy.replication.state_db, HEARTBEAT)
+            self._start_table(heartbeat, source, target, t_store, roles,
+                              TableSettings(**{**settings.__dict__, "record_state": False}))
+            for table in await self._selected(source):
+                self._start_table(table, source, target, t_store, roles, settings)
+            schedule = SnapshotSchedule(
+                self.policy, self.events, self._clusters.__getitem__, self._save_snapshot(t_store),
+                last=(previous.get("snapshot") or {}).get("time"),
+                reads_limited=lambda role: role == source_role)
+            background = [
+                asyncio.create_task(self._ticks(s_store, t_store, holder, roles, outcome)),
+                asyncio.create_task(self._poll(source, target, t_store, roles, settings)),
+                asyncio.create_task(schedule.run(self._halt)),
+            ]
+            await self._halt.wait()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await self._drain()
+            self._record["state"] = "stopped" if self._stop.is_set() else "idle"
+            with contextlib.suppress(DrtoolError):
+                await t_store.put_runner(self._record)
+            with contextlib.suppress(DrtoolError):
+                await t_store.release_lease(lease_name, holder.id)
+                self.events.emit("lease-released", f"runner {holder.id} released its lease",
+                                 runner=holder.id)
+        if outcome:
+            raise outcome[0]
+
+    def _settings(self, source_role: str) -> TableSettings:
+        rep = self.policy.replication
+        reads = self.policy.throttle.primary_reads if source_role == "primary" else None
+        return TableSettings(queue_size=rep.changefeed_queue_size, batch_size=rep.batch_size,
+                             shards=rep.standby_shards, replicas=rep.standby_replicas,
+                             source_reads=reads)
+
+    async def _selected(self, source: Cluster) -> list[TableName]:
+        return [t for t in await source.list_tables() if self.policy.tables.selects(t)]
+
+    def _start_table(self, table: TableName, source: Cluster, target: Cluster,
+                     store: StateStore, roles: Roles, settings: TableSettings) -> None:
+        rep = TableReplicator(source, target, table, store, self.events, settings,
+                              source_role=roles.source, target_role=roles.target)
+        self.replicators[table] = rep
+        self._tasks[table] = asyncio.create_task(rep.run())
+
+    async def _stop_table(self, table: TableName) -> None:
+        rep, task = self.replicators.pop(table, None), self._tasks.pop(table, None)
+        if rep is not None:
+            rep.stop()
+        if task is not None:
+            try:
+                await asyncio.wait_for(task, DRAIN_TIMEOUT)
+            except TimeoutError:
+                self.events.warn("drain-timeout", f"{table}: not drained after "
+                                 f"{DRAIN_TIMEOUT:g} s; stopped anyway", table=str(table))
+
+    async def _drain(self) -> None:
+        """Stop every replicator: each applies what it has read, then marks itself stopped."""
+        await asyncio.gather(*[self._stop_table(t) for t in list(self.replicators)])
+
+    def _save_snapshot(self, store: StateStore) -> Callable[[dict], Awaitable[None]]:
+        async def save(snapshot: dict) -> None:
+            self._record["snapshot"] = snapshot
+            await store.put_runner(self._record)
+        return save
+
+    # --- every second ---------------------------------------------------------------------
+    async def _ticks(self, s_store: StateStore, t_store: StateStore, holder: LeaseHolder,
+                     roles: Roles, outcome: list[BaseException]) -> None:
+        seq, lease_name, ttl = 0, runner_lease(self.policy.name), self.policy.replication.lease_ttl
+        trouble = False
+        while not self._halt.is_set():
+            try:
+                target_roles = await t_store.read_roles()
+                self._check_roles(roles, target_roles)
+                if target_roles.step == STOP_STEP:
+                    self.events.emit("stop-replication", "failover asked replication to stop: "
+                                     "applying what was read, then releasing the lease",
+                                     generation=target_roles.generation)
+                    self._halt.set()
+                    return
+                renewed = await t_store.renew_lease(lease_name, holder, ttl)
+                if not renewed.acquired:
+                    who = renewed.lease.describe() if renewed.lease else "nobody holds it now"
+                    raise LeaseHeld(f"policy {self.policy.name}: this runner lost its lease on "
+                                    f"the {roles.target} ({who}); stopping")
+                seq += 1
+                await s_store.write_heartbeat(holder.id, seq)
+                self.lag, _ = await lag_seconds(s_store.cluster, t_store)
+                self.events.metrics.lag(self.lag)
+                if trouble:  # a restarted server may have lost soft-durability writes
+                    self.events.emit("connection-restored", "both clusters answer again; "
+                                     "repairing every table")
+                    for rep in self.replicators.values():
+                        rep.request_repair("reconnect")
+                trouble = False
+            except OwnershipError as err:
+                self.events.warn("runner-fenced", str(err))
+                outcome.append(err)
+                self._halt.set()
+                return
+            except ClusterUnreachable as err:
+                if not trouble:
+                    self.events.warn("connection-lost", f"heartbeat: {err}")
+                    self.events.metrics.error("unreachable")
+                trouble = True
+            except DrtoolError as err:
+                self.events.metrics.error("cluster")
+                self.events.warn("heartbeat-error", f"heartbeat: {err}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._halt.wait(), TICK)
+
+    def _check_roles(self, started: Roles, now: Roles) -> None:
+        if now.generation > started.generation or (
+                now.generation == started.generation and now.primary == started.target):
+            raise StaleGeneration(
+                f"the {started.target}'s roles are at generation {now.generation} (primary: "
+                f"{now.primary}) but this runner started at generation {started.generation} "
+                f"replicating into the {started.target}: a failover happened; not writing into "
+                "it any more (start drtool replicate again to follow the new roles)")
+
+    # --- the catalogue --------------------------------------------------------------------
+    async def _poll(self, source: Cluster, target: Cluster, store: StateStore, roles: Roles,
+                    settings: TableSettings) -> None:
+        every = self.policy.replication.schema_poll
+        while not self._halt.is_set():
+            try:
+                if self.users_sync is not None:
+                    await self.users_sync(source, target)
+                await self.poll_once(source, target, store, roles, settings)
+            except DrtoolError as err:
+                self.events.metrics.error("schema")
+                self.events.warn("schema-poll-failed", f"reading the {roles.source}'s "
+                                 f"catalogue: {err}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._halt.wait(), every)
+
+    async def poll_once(self, source: Cluster, target: Cluster, store: StateStore,
+                        roles: Roles, settings: TableSettings) -> None:
+        """Follow the source's catalogue once: start new tables, follow index and hook
+        changes of streaming ones, report (and with ``drop_tables`` drop) dropped ones."""
+        present = set(await self._selected(source))
+        heartbeat = TableName(self.policy.replication.state_db, HEARTBEAT)
+        for table in sorted(present - set(self.replicators)):
+            self.events.emit("table-added", f"{table}: new table on the {roles.source}",
+                             table=str(table))
+            self._start_table(table, source, target, store, roles, settings)
+        for table in sorted(set(self.replicators) - present - {heartbeat}):
+            await self._stop_table(table)
+            dropping = self.policy.replication.drop_tables
+            self.events.warn("table-dropped", f"{table}: dropped on the {roles.source}; "
+                             + ("dropping it on the " + roles.target if dropping else
+                                f"kept on the {roles.target} (set [replication] drop_tables "
+                                "to drop it too)"), table=str(table))
+            if dropping:
+                await target.drop_table(table)
+            await store.forget_table_state(table)
+        for table, rep in list(self.replicators.items()):
+            if rep.state == "streaming" and table != heartbeat:
+                with contextlib.suppress(DrtoolError):
+                    await rep.follow_schema()

@@ -1,0 +1,400 @@
+"""Replicating one table from the source cluster to the target, for as long as the runner runs.
+
+A cycle: open the changefeed and wait until it is ready (every write after that is delivered),
+then bring the target up to date WITHOUT reading the feed (the server queues its changes,
+``changefeed_queue_size``): a table the target lacks is created like the source's and copied
+(reads limited by ``primary_reads``), a table it has is repaired by digest comparison
+(drtool.core.reconcile: only what differs is read and written; never a full recopy). Then
+stream: the queued and new changes are applied in batches, each batch keeping the last
+change per key, upserts as canonical text (``insert(r.json(...), conflict='replace')``,
+write hook bypassed) and deletes by key, one batch after the other (so per-key order holds)
+while the next batch is read. Applying a change the copy or repair already wrote is harmless
+(every write is idempotent) and the feed's later changes win, so the target converges.
+
+Any gap ends the cycle and starts a new one (new feed first, then a repair): a feed overflow,
+a dropped connection to either cluster (backoff 1 s doubling to 30 s), a server restart (the
+standby may have lost soft-durability writes: the repair finds them). A target table whose
+primary key differs is reported as an error and never overwritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import aclosing
+from typing import TypeVar
+
+from drtool.cluster.base import Cluster
+from drtool.core.diff import DiffOptions, table_meta_or_none
+from drtool.core.diff_ranges import SearchParams
+from drtool.core.reconcile import ReconcileOptions, reconcile_table
+from drtool.core.scanning import resumable_scan
+from drtool.core.shape import apply_shape, create_table_like, plan_shape
+from drtool.core.state import StateStore, TableState
+from drtool.errors import (
+    ClusterError,
+    ClusterUnreachable,
+    DrtoolError,
+    NotFound,
+    SchemaMismatch,
+)
+from drtool.model import FeedChange, FeedEvent, FeedOverflow, FeedReady, TableName, WriteResult
+from drtool.standby.events import Events
+from drtool.standby.repair import merge_repair
+from drtool.standby.tableinfo import Stats, TableSettings
+from drtool.throttle import DocRateLimiter
+
+T = TypeVar("T")
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
+READY_TIMEOUT = 60.0
+PROGRESS_EVERY = 2.0  # seconds between copy progress records
+# Repairs run while the application writes. One round: what changes on the source after the
+# feed was ready is in the feed, so re-checking ranges the writer keeps changing would only
+# chase changes the feed delivers anyway. A shallow search (leaves of up to 1,024 documents
+# compared per document, 32 chunks per level): each level of the digest search takes a
+# round trip during which the writer makes new differences, so few levels converge where
+# the deep, byte-frugal default of `drtool diff` chases them (measured on the real server
+# with ~400 writes/s into a 20,000-document table: 7.6 s and 1.0 MB instead of 272 s).
+REPAIR_DIFF = DiffOptions(search=SearchParams(leaf_size=1024, fanout=32))
+# Tables up to this size, and any table that was changing fast, are repaired by a streaming
+# hash merge (drtool.standby.repair: one pass, ~72 bytes per document and side); larger
+# quiet tables by the digest search, which moves kilobytes when little differs.
+MERGE_MAX_DOCS = 250_000
+BUSY_RATE = 50.0  # changes per second over the last minute of streaming
+
+
+class Gap(Exception):
+    """Changes were lost between source and target: repair the table (``reason``)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class Stopped(Exception):
+    """The replicator was asked to stop while copying or repairing."""
+
+
+class TableReplicator:
+    """Keeps ``table`` on ``target`` equal to ``table`` on ``source`` (see module doc).
+
+    ``run()`` returns once ``stop()`` was called and what had been read was applied; errors
+    never escape it (they are logged, recorded in the table's state and retried), except
+    cancellation."""
+
+    def __init__(self, source: Cluster, target: Cluster, table: TableName, store: StateStore,
+                 events: Events, settings: TableSettings, *, source_role: str = "primary",
+                 target_role: str = "standby") -> None:
+        self.source, self.target, self.table = source, target, table
+        self.store, self.events, self.settings = store, events, settings
+        self.source_role, self.target_role = source_role, target_role
+        self.state = "stopped"
+        self.stats = Stats()
+        self._stop = asyncio.Event()
+        self._repair_reason: str | None = None
+        self._name = str(table)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def request_repair(self, reason: str) -> None:
+        """Repair the table soon (new feed, then digest comparison), e.g. after the target
+        restarted: it may have lost soft-durability writes although no write failed."""
+        self._repair_reason = reason
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # --- the loop -------------------------------------------------------------------------
+    async def run(self) -> None:
+        reason, delay, lost = "start", BACKOFF_FIRST, False
+        try:
+            while not self.stopping:
+                try:
+                    await self._cycle(reason, lost)
+                    return
+                except Stopped:
+                    return
+                except Gap as gap:
+                    reason, delay, lost = gap.reason, BACKOFF_FIRST, False
+                    self.events.warn(gap.reason, f"{self._name}: {gap}; repairing the table",
+                                     table=self._name)
+                except ClusterUnreachable as err:
+                    if not lost:
+                        self.events.warn("connection-lost", f"{self._name}: {err}; retrying "
+                                         f"in {delay:g} s", table=self._name)
+                    self.events.metrics.error("unreachable")
+                    await self._record("repairing", f"connection lost: {err}", quiet=True)
+                    reason, lost = "disconnect", True
+                    await self._sleep(delay)
+                    delay = min(delay * 2, BACKOFF_MAX)
+                except NotFound as err:
+                    await self._fail("missing", f"{self._name}: {err}", BACKOFF_MAX)
+                    reason = "start"
+                except SchemaMismatch as err:
+                    await self._fail("schema", str(err), BACKOFF_MAX)
+                    reason = "start"
+                except DrtoolError as err:
+                    await self._fail("cluster", f"{self._name}: {err}", delay)
+                    reason, delay = "error", min(delay * 2, BACKOFF_MAX)
+                except Exception as err:  # noqa: BLE001 - a bug must not end months of running
+                    await self._fail("internal", f"{self._name}: internal error "
+                                     f"{type(err).__name__}: {err}", BACKOFF_MAX)
+                    reason = "error"
+        finally:
+            await self._record("stopped", None, quiet=True)
+
+    async def _fail(self, kind: str, message: str, wait: float) -> None:
+        self.events.metrics.error(kind)
+        self.events.warn("table-error", message, table=self._name, kind=kind)
+        await self._record("error", message, quiet=True)
+        await self._sleep(wait)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def _cycle(self, reason: str, after_loss: bool) -> None:
+        feed = self.source.changes(self.table, queue_size=self.settings.queue_size)
+        async with aclosing(feed):
+            try:
+                first = await asyncio.wait_for(feed.__anext__(), READY_TIMEOUT)
+            except TimeoutError:
+                raise ClusterUnreachable(f"{self._name}: the changefeed was not ready after "
+                                         f"{READY_TIMEOUT:g} s") from None
+            if not isinstance(first, FeedReady):
+                raise ClusterError(f"{self._name}: changefeed did not start with ready")
+            if after_loss:
+                self.events.emit("connection-restored", f"{self._name}: connected again",
+                                 table=self._name)
+            created = await self._until_stopped(self._prepare())
+            if created:
+                await self._until_stopped(self._copy())
+            else:
+                await self._until_stopped(self._repair(reason))
+            await self._record("streaming", None)
+            await self._stream(feed)
+
+    async def _until_stopped(self, work: Awaitable[T]) -> T:
+        """Run ``work``; abandon it when the replicator is asked to stop (the next start
+        repairs whatever it left half done)."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            raise Stopped()
+        return task.result()
+
+    # --- schema, copy, repair -------------------------------------------------------------
+    async def _prepare(self) -> bool:
+        """Make the target table exist with the source's shape; True if it was created."""
+        meta = await self.source.table_meta(self.table)  # NotFound: dropped on the source
+        existing = await table_meta_or_none(self.target, self.table)
+        if existing is None:
+            await create_table_like(self.target, meta, self.table, shards=self.settings.shards,
+                                    replicas=self.settings.replicas)
+            return True
+        if existing.primary_key != meta.primary_key:
+            raise SchemaMismatch(
+                f"{self._name}: primary key {meta.primary_key!r} on {self.source_role} but "
+                f"{existing.primary_key!r} on {self.target_role}: not overwritten; drop the "
+                f"table on {self.target_role} (the runner then copies it) or exclude it in "
+                "[tables]")
+        await self.follow_schema(meta, existing)
+        return False
+
+    async def follow_schema(self, meta=None, existing=None) -> list[str]:
+        """Give the target table the source's indexes and write hook (shard and replica
+        counts are left as they are). Returns the actions taken, e.g. "create index by_x"."""
+        meta = meta or await self.source.table_meta(self.table)
+        existing = existing or await self.target.table_meta(self.table)
+        plan = plan_shape(meta, existing, mirror=True)
+        if plan.actions:
+            await apply_shape(self.target, self.table, plan.actions)
+            for action in plan.actions:
+                self.events.emit("schema-changed", f"{self._name}: {action} on "
+                                 f"{self.target_role}", table=self._name, action=str(action))
+        return [str(a) for a in plan.actions]
+
+    async def _copy(self) -> None:
+        total = await self.source.doc_count_estimate(self.table)
+        await self._record("copying", None, progress={"done": 0, "total": total})
+        self.events.emit("copy-started", f"{self._name}: copying about {total} documents from "
+                         f"{self.source_role}", table=self._name, total=total)
+        reads = DocRateLimiter(self.settings.source_reads) if self.settings.source_reads else None
+        done, nbytes, last = 0, 0, time.monotonic()
+        scan = resumable_scan(self.source, self.table, batch_size=self.settings.batch_size,
+                              reads=reads)
+        async with aclosing(scan):
+            async for rows in scan:
+                docs = [d for _, d in rows]
+                await self._write(docs, [])
+                done += len(docs)
+                size = sum(len(d) for d in docs)
+                nbytes += size
+                self.events.metrics.copied(self._name, len(docs), size)
+                if time.monotonic() - last >= PROGRESS_EVERY:
+                    last = time.monotonic()
+                    await self._record("copying", None, progress={"done": done, "total": total})
+        await self.target.sync(self.table)
+        meta = await self.source.table_meta(self.table)
+        await apply_shape(self.target, self.table, plan_shape(meta, None, mirror=True).actions)
+        self.stats.copied += done
+        self.events.emit("table-copied", f"{self._name}: copied {done} documents ({nbytes} "
+                         f"bytes) to {self.target_role}", table=self._name, documents=done,
+                         bytes=nbytes)
+
+    async def _repair(self, reason: str) -> None:
+        await self._record("repairing", f"repair after {reason}")
+        self.events.metrics.repair(self._name, reason)
+        started = time.monotonic()
+        docs = await self.source.doc_count_estimate(self.table)
+        method = "merge" if docs <= MERGE_MAX_DOCS or self._busy() else "digest"
+        self.events.emit("repair-started", f"{self._name}: comparing with {self.source_role} "
+                         f"after {reason} ({method})", table=self._name, reason=reason,
+                         method=method)
+        if method == "merge":
+            got = await merge_repair(self.source, self.target, self.table,
+                                     batch_size=self.settings.batch_size)
+            differing, read, written, deleted, nbytes = (
+                got.differing, got.read, got.written, got.deleted, got.bytes)
+        else:
+            rep = await reconcile_table(
+                self.source, self.target, self.table, source_role=self.source_role,
+                target_role=self.target_role, options=ReconcileOptions(
+                    batch_size=self.settings.batch_size, max_rounds=1, diff=REPAIR_DIFF))
+            before = rep.before
+            differing = before.missing_count + before.changed_count + before.extra_count
+            read, written, deleted = rep.written, rep.written, rep.deleted
+            nbytes = before.traffic.bytes + rep.traffic.bytes
+        record = {"reason": reason, "method": method, "differing": differing, "read": read,
+                  "written": written, "deleted": deleted, "bytes": nbytes,
+                  "seconds": round(time.monotonic() - started, 3), "time": time.time()}
+        self.stats.repairs += 1
+        self.stats.last_repair = record
+        self.events.metrics.repaired(self._name, read, written + deleted)
+        self.events.emit("repair-finished", f"{self._name}: {differing} documents differed; "
+                         f"read {read} from {self.source_role}, wrote {written} and deleted "
+                         f"{deleted} on {self.target_role} ({nbytes} bytes)", table=self._name,
+                         **{k: v for k, v in record.items() if k != "time"})
+
+    def _busy(self) -> bool:
+        """Did the table change fast recently (a repair would chase a moving target)?"""
+        return self.stats.recent_rate() >= BUSY_RATE
+
+    # --- streaming ------------------------------------------------------------------------
+    async def _stream(self, feed: AsyncIterator[FeedEvent]) -> None:
+        queue: asyncio.Queue = asyncio.Queue(maxsize=self.settings.batch_size * 4)
+        reader = asyncio.create_task(self._read(feed, queue))
+        try:
+            while True:
+                if self.stopping:
+                    reader.cancel()  # stop reading; apply what was read
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await reader
+                    with contextlib.suppress(Gap, ClusterUnreachable):
+                        while not queue.empty():
+                            await self._apply_queued(queue, block=False)
+                    return
+                await self._apply_queued(queue, block=True)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+    async def _read(self, feed: AsyncIterator[FeedEvent], queue: asyncio.Queue) -> None:
+        try:
+            async for event in feed:
+                await queue.put(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - handed to the applying side, in order
+            await queue.put(err)
+            return
+        await queue.put(ClusterUnreachable(f"{self._name}: the changefeed ended"))
+
+    async def _apply_queued(self, queue: asyncio.Queue, *, block: bool) -> None:
+        """Take one batch from the queue (waiting up to half a second for the first event
+        when ``block``) and apply it; raise Gap or the feed's error after applying what
+        came before it."""
+        batch: dict[str, str | None] = {}
+        problem: BaseException | None = None
+        if self._repair_reason is not None:
+            reason, self._repair_reason = self._repair_reason, None
+            raise Gap(reason, f"repair requested after {reason}")
+        if block:
+            try:
+                first = await asyncio.wait_for(queue.get(), 0.5)
+            except TimeoutError:
+                return
+            items = [first]
+        else:
+            items = []
+        while len(items) < self.settings.batch_size and not queue.empty():
+            items.append(queue.get_nowait())
+        for item in items:
+            if isinstance(item, FeedChange):
+                batch.pop(item.key, None)  # keep the LAST change of each key, in order
+                batch[item.key] = item.doc
+            elif isinstance(item, FeedOverflow):
+                problem = Gap("feed-overflow", f"the changefeed overflowed: {item.message}")
+                break
+            elif isinstance(item, BaseException):
+                problem = item
+                break
+        if batch:
+            await self._apply(batch)
+        if problem is not None:
+            raise problem
+
+    async def _apply(self, batch: dict[str, str | None]) -> None:
+        docs = [d for d in batch.values() if d is not None]
+        keys = [k for k, d in batch.items() if d is None]
+        started = time.monotonic()
+        await self._write(docs, keys)
+        self.events.metrics.batch_latency(time.monotonic() - started)
+        self.events.metrics.applied(self._name, len(batch), sum(len(d) for d in docs))
+        self.stats.note_applied(len(batch))
+
+    async def _write(self, docs: list[str], keys: list[str]) -> None:
+        """Upsert ``docs`` and delete ``keys`` (disjoint sets) on the target, concurrently."""
+        async def upsert() -> WriteResult:
+            return await self.target.insert_texts(self.table, docs, conflict="replace",
+                                                  ignore_write_hook=True)
+
+        async def delete() -> WriteResult:
+            return await self.target.delete_keys(self.table, keys, ignore_write_hook=True)
+
+        written, deleted = await asyncio.gather(upsert(), delete())
+        for result in (written, deleted):
+            if result.errors:
+                raise ClusterError(f"writing to {self.target_role} table {self._name} failed: "
+                                   f"{result.first_error}")
+        if written.written != len(docs):
+            raise ClusterError(f"writing to {self.target_role} table {self._name}: the server "
+                               f"acknowledged {written.written} of {len(docs)} documents")
+
+    # --- state for drtool status ----------------------------------------------------------
+    async def _record(self, state: str, message: str | None, *, progress: dict | None = None,
+                      quiet: bool = False) -> None:
+        changed = state != self.state
+        self.state = state
+        if changed:
+            self.events.metrics.table_state(self._name, state)
+        if not self.settings.record_state:
+            return
+        record = TableState(self.table, state, message, progress, self.stats.last_repair)
+        if not quiet:
+            await self.store.put_table_state(record)
+            return
+        with contextlib.suppress(DrtoolError):  # the target may be the thing that is down
+            await self.store.put_table_state(record)

@@ -1,0 +1,128 @@
+"""drtool replicate / drtool status from the CLI (fake clusters): every bad input and fault is
+one line with its exit code; status reads the state databases with no runner running."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from drtool.cluster.rethink_util import PermissionDenied
+from drtool.core.state import LeaseHolder, StateStore, TableState, runner_lease
+from drtool.model import TableName
+from drtool.policy import load_policy
+
+from tests.conftest import Cli, connect_fake, load_table, write_policy
+from tests.replication_helpers import Background, replication_section
+
+
+def setup(tmp_path, **replication: str):
+    dep = write_policy(tmp_path, extra=replication_section(**replication))
+    cli = Cli(dep.path)
+    assert cli("keygen", "--out", str(dep.identity)).exit_code == 0
+    assert cli("init").exit_code == 0
+    return dep, cli, load_policy(dep.path)
+
+
+def one_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_no_standby_section(tmp_path, primary_server):
+    dep = write_policy(tmp_path, extra=replication_section())
+    dep.path.write_text(dep.path.read_text().replace('[standby]\nhosts = ["fake-standby:28015"]\n', ""))
+    for command in ("replicate", "status"):
+        result = Cli(dep.path)(command)
+        assert result.exit_code == 2
+        assert one_line(result) == (f"drtool: error: {dep.path}: no [standby] section: drtool "
+                                    + ("replicate needs the standby cluster to replicate into"
+                                       if command == "replicate" else
+                                       "status reports on the standby cluster"))
+
+
+def test_standby_unreachable_at_start(tmp_path, primary_server, standby_server):
+    dep, cli, _ = setup(tmp_path)
+    standby_server.down = True
+    result = cli("replicate")
+    assert result.exit_code == 3
+    assert one_line(result).startswith("drtool: error: standby: cannot reach any of "
+                                       "fake-standby:28015")
+    assert cli("status").exit_code == 3
+
+
+def test_bad_log_format_and_credentials(tmp_path, primary_server, standby_server):
+    dep, cli, _ = setup(tmp_path)
+    bad = cli("replicate", "--log-format", "xml")
+    assert bad.exit_code == 2
+    assert one_line(bad) == "drtool: error: --log-format: expected text or json, got 'xml'"
+    dep.rewrite(standby='user = "app"\npassword_env = "DRTOOL_TEST_STANDBY_PW"')
+    refused = cli("replicate", env={"DRTOOL_TEST_STANDBY_PW": "wrong"})
+    assert refused.exit_code == 4
+    assert "user 'app' was refused: wrong user or password" in one_line(refused)
+
+
+def test_permission_refused_names_what_is_missing(tmp_path, primary_server, standby_server):
+    dep, cli, _ = setup(tmp_path)
+    standby_server.fail_next("ensure_table", PermissionDenied(
+        "standby fake-standby:28015: permission denied: User `app` does not have the required "
+        "`config` permission"))
+    result = cli("replicate")
+    assert result.exit_code == 7
+    assert "does not have the required `config` permission" in one_line(result)
+
+
+def test_lease_held_by_another_runner(tmp_path, primary_server, standby_server):
+    dep, cli, policy = setup(tmp_path)
+
+    async def hold():
+        store = StateStore(connect_fake(standby_server), policy.replication.state_db, policy.name)
+        await store.ensure()
+        got = await store.acquire_lease(runner_lease(policy.name),
+                                        LeaseHolder("other-runner", "host-b", 4242), ttl=600)
+        assert got.acquired
+
+    asyncio.run(hold())
+    result = cli("replicate")
+    assert result.exit_code == 8
+    line = one_line(result)
+    assert line.startswith(f"drtool: error: policy {policy.name}: another runner holds the "
+                           "lease on the standby: runner other-runner on host-b (pid 4242) holds "
+                           "it until 20")
+    assert line.endswith("; stop that runner first, or wait until its lease expires")
+    status = json.loads(cli("status", "--json").stdout)
+    assert status["lease"]["holder"] == "other-runner" and status["lease"]["expired"] is False
+
+
+def test_status_before_any_runner_and_after_one(tmp_path, primary_server, standby_server):
+    dep, cli, policy = setup(tmp_path, lag_threshold='"1h"')
+    before = cli("status")
+    assert before.exit_code == 1
+    assert "problem: no heartbeat on the standby: is drtool replicate running?" in before.stdout
+    load_table(primary_server, "app.t", ['{"id":%d}' % i for i in range(30)])
+
+    async def run_and_stop():
+        async with Background(policy) as bg:
+            await bg.streaming(1)
+    asyncio.run(run_and_stop())
+    after = cli("status", "--json")
+    assert after.exit_code == 0, after.stdout
+    found = json.loads(after.stdout)
+    assert found["healthy"] is True and found["lag_seconds"] >= 0
+    assert found["roles"] == {"generation": 0, "primary": "primary", "step": None,
+                              "replicate": True, "source": "primary", "target": "standby"}
+    assert found["lease"] is None and found["runner"]["state"] == "stopped"
+    assert [(t["table"], t["state"]) for t in found["tables"]] == [("app.t", "stopped")]
+    assert found["repository"] == {"snapshots": 0}
+    text = cli("status")
+    assert text.exit_code == 0 and "policy test: healthy" in text.stdout
+    assert "runner: none holds the lease" in text.stdout
+
+    async def broken():
+        store = StateStore(connect_fake(standby_server), policy.replication.state_db, policy.name)
+        await store.put_table_state(TableState(TableName("app", "t"), "error",
+                                               message="primary key differs"))
+    asyncio.run(broken())
+    unhealthy = cli("status")
+    assert unhealthy.exit_code == 1
+    assert "problem: app.t: primary key differs" in unhealthy.stdout
