@@ -379,8 +379,8 @@ class ClusterContract:
             while len(changes) + sum(o.skipped for o in overflows) < 1000:
                 event = await next_event(feed)
                 (overflows if isinstance(event, FeedOverflow) else changes).append(event)
+            # how many arrive before the queue fills depends on how fast the driver reads
             assert overflows and all(isinstance(e, FeedChange) for e in changes)
-            assert len(changes) <= 10 + len(overflows)
             assert overflows[0].message == (
                 f"Changefeed cache over array size limit, skipped {overflows[0].skipped} elements.")
             assert len({e.key for e in changes}) == len(changes)

@@ -76,8 +76,8 @@ def test_dashboard_queries_only_exported_metrics():
 
 
 def test_json_log_lines(caplog):
-    events = Events("json", logger=logging.getLogger("drtool.standby.test"))
-    with caplog.at_level(logging.INFO, logger="drtool.standby.test"):
+    events = Events("json", logger=logging.getLogger("drtool_test_events"))
+    with caplog.at_level(logging.INFO, logger="drtool_test_events"):
         events.emit("table-copied", "app.t: copied 3 documents", table="app.t", documents=3)
     (line,) = [r.getMessage() for r in caplog.records]
     record = json.loads(line)

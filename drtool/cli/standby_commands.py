@@ -45,6 +45,7 @@ def replicate(
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s" if log_format == "json" else TEXT_LOG))
     logger = logging.getLogger(LOGGER)
+    saved = (logger.level, logger.propagate)
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
@@ -68,6 +69,7 @@ def replicate(
         if metrics_close:
             metrics_close()
         logger.removeHandler(handler)
+        logger.level, logger.propagate = saved  # leave the process as it was (tests, embedding)
 
 
 @app.command()
