@@ -2,8 +2,9 @@
 
 Per table (the pgBackRest "delta restore" for a document database):
 
-1. the live table folds every range the snapshot recorded (``TableEntry.ranges``) on the
-   server, in one query; a range whose count and digest equal the recorded ones is done:
+1. the server computes the segment digest (docs/FORMAT.md) of every range the snapshot
+   recorded (``TableEntry.ranges``, ``Cluster.segment_digests``); a range whose count and
+   digest equal the recorded ones is done:
    nothing of it is read or written;
 2. each differing range's documents are taken from the snapshot (``layers.range_rows``: only
    the objects of that range are decrypted) and compared with the live range by the diff
@@ -14,8 +15,8 @@ Per table (the pgBackRest "delta restore" for a document database):
 3. documents the live table lacks or holds differently are written from the snapshot
    (``conflict="replace"``, write hook bypassed as in restore), documents the snapshot lacks
    are deleted;
-4. missing indexes and the write hook are added as restore does; finally every recorded range
-   is folded again and compared (``ranges_differing``).
+4. missing indexes and the write hook are added as restore does; finally the digest of every
+   recorded range is computed again and compared (``ranges_differing``).
 
 Changed ranges are processed in groups of about ``batch_bytes`` of snapshot text, two groups
 at a time, so memory is bounded by that, not by the table. ``dry_run`` stops after step 2 and reports what would change. The
@@ -25,14 +26,13 @@ coordinated with: the final check shows them.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 from functools import partial
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from drtool.cluster.base import ChunkDigest, Cluster, KeyRange, Row, Window, fold_chunks
-from drtool.core.diff_ranges import WHOLE, Differences, SearchParams, Side, Traffic, find_differences
+from drtool.core.diff_ranges import Differences, SearchParams, Side, Traffic, find_differences
 from drtool.core.diff_snapshot import recorded_ranges
 from drtool.core.layers import range_rows
 from drtool.core.progress import NullProgress, Progress
@@ -92,12 +92,8 @@ class SnapshotRanges:
     (``fold_chunks`` on the texts): the snapshot's side of ``find_differences``. Only
     ``chunk_digests`` is provided: that is all ``Side`` asks of a cluster."""
 
-    def __init__(self, ranges: list[tuple[KeyRange, list[Row]]],
-                 recorded: dict[KeyRange, ChunkDigest] | None = None) -> None:
-        """``ranges``: disjoint key ranges in key order, each with its rows (in key order);
-        ``recorded``: their whole-range ``(upto, count, digest)`` already known (the
-        manifest's), answered without folding."""
-        self._recorded = recorded or {}
+    def __init__(self, ranges: list[tuple[KeyRange, list[Row]]]) -> None:
+        """``ranges``: disjoint key ranges in key order, each with its rows (in key order)."""
         self.rows: list[Row] = []
         self._at: dict[KeyText, int] = {}  # key -> index just before it
         bounds: dict[KeyText, int] = {}  # a range's bounds -> index at that bound
@@ -134,9 +130,6 @@ class SnapshotRanges:
                             keys: bool = True, digest_chars: int = 36) -> list[list[ChunkDigest]]:
         out = []
         for n, (after, upto) in enumerate(ranges):
-            if not threshold and windows is None and (after, upto) in self._recorded:
-                out.append([self._recorded[after, upto]])
-                continue
             start = self._index_after(after)
             if windows is None:
                 part = self.rows[start:self._index_upto(upto)]
