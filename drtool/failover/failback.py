@@ -28,7 +28,7 @@ from drtool.failover import steps
 from drtool.failover.fence import FenceRecord, apply_fence
 from drtool.failover.lost_writes import find_lost_writes
 from drtool.failover.planned import PLANNED, Confirm, Outcome, application_change, refuse_other_kind, switch
-from drtool.failover.run import FailoverRun, other
+from drtool.failover.run import FailoverRun
 from drtool.failover.users_sync import standby_fence_users, sync_users
 from drtool.model import utcnow
 from drtool.policy import Policy
@@ -49,12 +49,8 @@ async def failback(policy: Policy, *, lost_writes: Path | None = None, dry_run: 
             await run.connect(role)
         refuse_other_kind(run, "failback")
         reached, progress = run.reached, run.progress
-        if reached is not None:
-            current, returning = progress["from"], progress["to"]
-            generation = int(progress["generation"])
-        else:
-            current, generation = run.newest.primary, run.newest.generation
-            returning = other(current)
+        current, returning, generation = run.direction()
+        if reached is None:
             last = run.newest.extra.get("last") or {}
             if generation == 0 or last.get("kind") not in ("planned", "unplanned"):
                 raise UsageError(f"nothing to fail back: the {current} is the primary "

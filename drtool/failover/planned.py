@@ -27,7 +27,7 @@ from drtool.core.state import Roles
 from drtool.errors import FailoverError
 from drtool.failover import steps
 from drtool.failover.fence import FenceRecord
-from drtool.failover.run import FailoverRun, other
+from drtool.failover.run import FailoverRun
 from drtool.model import utcnow
 from drtool.policy import Policy
 
@@ -153,13 +153,9 @@ async def planned_failover(policy: Policy, *, reverse: bool = False, dry_run: bo
             run.require((await run.connect(role)).role)
         refuse_other_kind(run, "planned")
         reached = run.reached
-        progress = run.progress
+        source, target, generation = run.direction()
         if reached is not None:
-            source, target = progress["from"], progress["to"]
-            generation, reverse = int(progress["generation"]), bool(progress["reverse"])
-        else:
-            source, generation = run.newest.primary, run.newest.generation
-            target = other(source)
+            reverse = bool(run.progress["reverse"])
         out = Outcome("planned", source, target, generation, dry_run=dry_run, resumed_at=reached)
         tables = await run.selected_tables(source)
         if reached is None:

@@ -176,6 +176,15 @@ class FailoverRun:
             return None
         return self.progress.get("step") or self.newest.step
 
+    def direction(self) -> tuple[str, str, int]:
+        """``(from, to, generation)`` of this failover: what the run in progress recorded, or
+        for a new run the current primary, the other cluster and the newest generation."""
+        if self.reached is not None:
+            progress = self.progress
+            return progress["from"], progress["to"], int(progress["generation"])
+        source = self.newest.primary
+        return source, other(source), self.newest.generation
+
     async def set_step(self, step: str, **progress) -> None:
         """Record that ``step`` starts (with ``progress`` merged into extra["failover"]).
 

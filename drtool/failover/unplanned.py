@@ -22,7 +22,7 @@ from drtool.errors import FailoverError
 from drtool.failover import steps
 from drtool.failover.fence import FenceRecord
 from drtool.failover.planned import Confirm, Outcome, application_change, finish, refuse_other_kind, steps_to_run
-from drtool.failover.run import PROBE_TIMEOUT, FailoverRun, other
+from drtool.failover.run import PROBE_TIMEOUT, FailoverRun
 from drtool.failover.users_sync import read_standby_fence
 from drtool.model import utcnow
 from drtool.policy import Policy
@@ -42,12 +42,7 @@ async def unplanned_failover(policy: Policy, *, force: bool = False,
             await run.connect(role, timeout=PROBE_TIMEOUT)
         refuse_other_kind(run, "unplanned")
         reached, progress = run.reached, run.progress
-        if reached is not None:
-            source, target = progress["from"], progress["to"]
-            generation = int(progress["generation"])
-        else:
-            source, generation = run.newest.primary, run.newest.generation
-            target = other(source)
+        source, target, generation = run.direction()
         run.require(target)
         alive = run.side(source).reachable
         if alive and not force and reached is None:
