@@ -126,3 +126,46 @@ def test_status_before_any_runner_and_after_one(tmp_path, primary_server, standb
     unhealthy = cli("status")
     assert unhealthy.exit_code == 1
     assert "problem: app.t: primary key differs" in unhealthy.stdout
+
+
+def test_status_with_the_primary_down_shows_what_the_standby_holds(tmp_path, primary_server,
+                                                                   standby_server):
+    """The disaster case: the operator needs status most when the primary is gone."""
+    dep, cli, policy = setup(tmp_path, lag_threshold='"1h"')
+    load_table(primary_server, "app.t", ['{"id":%d}' % i for i in range(30)])
+
+    async def run_and_stop():
+        async with Background(policy) as bg:
+            await bg.streaming(1)
+    asyncio.run(run_and_stop())
+    primary_server.down = True
+    text = cli("status")
+    assert text.exit_code == 3, text.stdout + text.stderr
+    assert text.stderr == ""
+    assert "primary: DOES NOT ANSWER (primary: cannot reach any of fake-primary:28015" in text.stdout
+    assert "lag: unknown: the primary does not answer; newest heartbeat on the standby 20" in text.stdout
+    assert "app.t" in text.stdout and "stopped" in text.stdout  # the table states are read
+    found = json.loads(cli("status", "--json").stdout)
+    assert found["healthy"] is False and found["lag_seconds"] is None
+    assert list(found["unreachable"]) == ["primary"]
+    assert 0 <= found["heartbeat_age_seconds"] < 600
+    assert found["problems"][0].startswith("primary: cannot reach any of fake-primary:28015")
+    assert found["problems"][1].startswith("the newest heartbeat on the standby was written ")
+    assert [(t["table"], t["state"]) for t in found["tables"]] == [("app.t", "stopped")]
+    assert found["roles"]["generation"] == 0
+
+
+def test_status_with_the_standby_down(tmp_path, primary_server, standby_server):
+    dep, cli, _ = setup(tmp_path)
+    standby_server.down = True
+    found = cli("status", "--json")
+    assert found.exit_code == 3
+    got = json.loads(found.stdout)
+    assert list(got["unreachable"]) == ["standby"] and got["tables"] == []
+    assert got["problems"] == [got["unreachable"]["standby"]]
+    text = cli("status")
+    assert "lag: unknown: the standby does not answer" in text.stdout
+    primary_server.down = True
+    both = cli("status", "--json")
+    assert both.exit_code == 3
+    assert sorted(json.loads(both.stdout)["unreachable"]) == ["primary", "standby"]

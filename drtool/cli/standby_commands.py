@@ -13,7 +13,7 @@ import typer
 from drtool.cli import render
 from drtool.cli.app import JsonOpt, PolicyOpt, app, policy_from, reports_errors, run
 from drtool.core.state import format_time
-from drtool.errors import CheckFailed, UsageError
+from drtool.errors import CheckFailed, ClusterUnreachable, UsageError
 from drtool.standby.events import LOGGER, Events, Metrics
 from drtool.failover.users_sync import runner_users_sync
 from drtool.standby.runner import Runner
@@ -76,13 +76,16 @@ def replicate(
 @reports_errors
 def status(ctx: typer.Context, policy: PolicyOpt = None, json: JsonOpt = False) -> None:
     """Replication lag, table states, last repair and snapshot, lease holder, roles; exit 0
-    when the standby is healthy (lag within [replication] lag_threshold), 1 when not."""
+    when the standby is healthy (lag within [replication] lag_threshold), 1 when not, 3 when a
+    cluster does not answer (what the other one holds is still shown)."""
     pol = policy_from(ctx, policy)
     found = run(read_status(pol))
     if json:
         render.print_json(found.to_json())
     else:
         _print_status(found)
+    if found.unreachable:
+        raise typer.Exit(ClusterUnreachable.exit_code)
     if not found.healthy:
         raise typer.Exit(CheckFailed.exit_code)
 
@@ -94,7 +97,17 @@ def _print_status(s: StandbyStatus) -> None:
           f"{r.source} -> {r.target}"
           + (f"; failover step {(r.extra.get('failover') or {}).get('step') or r.step}" if r.step else "")
           + ("" if r.replicate else "; replication off"))
-    lag = "unknown (no heartbeat)" if s.lag is None else f"{s.lag:.3f} s"
+    for role, why in s.unreachable.items():
+        print(f"{role}: DOES NOT ANSWER ({why})")
+    if s.lag is not None:
+        lag = f"{s.lag:.3f} s"
+    elif s.heartbeat_age is not None:
+        lag = (f"unknown: the {r.source} does not answer; newest heartbeat on the {r.target} "
+               f"{format_time(s.heartbeat.time)}, {s.heartbeat_age:.1f} s ago")
+    elif r.target in s.unreachable:
+        lag = f"unknown: the {r.target} does not answer"
+    else:
+        lag = "unknown (no heartbeat)"
     print(f"lag: {lag} (threshold {s.threshold:g} s)")
     if s.lease is None:
         print("runner: none holds the lease")

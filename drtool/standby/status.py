@@ -1,21 +1,24 @@
 """What ``drtool status`` shows: read from the clusters' state databases and the repository,
 so it works whether or not a runner is running.
 
-Healthy means: a heartbeat is visible on the replication target, the lag is at most
+Healthy means: both clusters answer, a heartbeat is visible on the replication target, the lag is at most
 ``[replication] lag_threshold``, and no table is in the ``error`` state.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from dataclasses import dataclass, field
 
+from drtool.cluster.base import Cluster
 from drtool.core.session import connect_role, open_repository
-from drtool.failover.users_sync import users_problems
 from drtool.core.state import (
     Heartbeat, Lease, Roles, StateStore, TableState, lag_seconds, newest_roles, runner_lease,
 )
-from drtool.errors import DrtoolError, UsageError
+from drtool.errors import ClusterUnreachable, DrtoolError, UsageError
+from drtool.failover.users_sync import users_problems
 from drtool.policy import Policy
 
 
@@ -31,6 +34,10 @@ class StandbyStatus:
     tables: list[TableState] = field(default_factory=list)
     repository: dict = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    #: role -> why it does not answer
+    unreachable: dict[str, str] = field(default_factory=dict)
+    #: seconds since the newest heartbeat, by this machine's clock (the source is down)
+    heartbeat_age: float | None = None
 
     @property
     def healthy(self) -> bool:
@@ -48,6 +55,9 @@ class StandbyStatus:
                       "source": self.roles.source, "target": self.roles.target},
             "lag_seconds": None if self.lag is None else round(self.lag, 3),
             "lag_threshold": self.threshold,
+            "unreachable": self.unreachable,
+            "heartbeat_age_seconds": (None if self.heartbeat_age is None
+                                      else round(self.heartbeat_age, 3)),
             "heartbeat": None if self.heartbeat is None else {
                 "runner": self.heartbeat.runner, "seq": self.heartbeat.seq,
                 "time": self.heartbeat.time},
@@ -66,36 +76,61 @@ class StandbyStatus:
 
 
 async def read_status(policy: Policy) -> StandbyStatus:
-    """Connect both clusters and the repository, read everything status shows. Raises
-    UsageError without [standby], ClusterUnreachable when a cluster cannot be reached."""
+    """Connect both clusters and the repository, read everything status shows. A cluster
+    that does not answer (the disaster case: the primary is down) is a problem in the result,
+    not an error: the roles, heartbeat and runner records come from the cluster that answers,
+    and with the primary down the newest heartbeat's age (by this machine's clock) stands in
+    for the lag. Raises UsageError without [standby]."""
     if policy.standby is None:
         raise UsageError(f"{policy.path}: no [standby] section: drtool status reports on the "
                          "standby cluster")
     db = policy.replication.state_db
-    async with await connect_role(policy, "standby") as standby, \
-            await connect_role(policy, "primary") as primary:
-        clusters = {"primary": primary, "standby": standby}
-        roles = newest_roles(*await asyncio.gather(
+    async with contextlib.AsyncExitStack() as stack:
+        clusters: dict[str, Cluster] = {}
+        out = StandbyStatus(policy.name, Roles(), policy.replication.lag_threshold)
+        for role in ("primary", "standby"):
+            try:
+                clusters[role] = await stack.enter_async_context(await connect_role(policy, role))
+            except ClusterUnreachable as err:
+                out.unreachable[role] = str(err)
+        out.roles = roles = newest_roles(*await asyncio.gather(
             *[StateStore(c, db, policy.name).read_roles() for c in clusters.values()]))
-        target = StateStore(clusters[roles.target], db, policy.name)
-        out = StandbyStatus(policy.name, roles, policy.replication.lag_threshold)
-        out.lag, out.heartbeat = await lag_seconds(clusters[roles.source], target)
-        out.lease = await target.read_lease(runner_lease(policy.name))
-        out.runner = await target.read_runner()
-        out.tables = await target.table_states()
-        out.problems += await users_problems(clusters[roles.source], clusters[roles.target], policy)
+        if roles.target in clusters:
+            target = StateStore(clusters[roles.target], db, policy.name)
+            if roles.source in clusters:
+                out.lag, out.heartbeat = await lag_seconds(clusters[roles.source], target)
+            else:
+                out.heartbeat = await target.read_heartbeat()
+            out.lease = await target.read_lease(runner_lease(policy.name))
+            out.runner = await target.read_runner()
+            out.tables = await target.table_states()
+            if roles.source in clusters:
+                out.problems += await users_problems(clusters[roles.source],
+                                                     clusters[roles.target], policy)
     out.repository = await _repository(policy)
-    if out.lag is None:
-        out.problems.append(f"no heartbeat on the {roles.target}: is drtool replicate running?")
-    elif out.lag > out.threshold:
-        out.problems.append(f"lag {out.lag:.1f} s is above the threshold "
-                            f"{out.threshold:g} s")
+    out.problems[:0] = list(out.unreachable.values())
+    if roles.target not in out.unreachable:
+        _judge_heartbeat(out)
     out.problems.extend(f"{t.table}: {t.message}" for t in out.tables if t.state == "error")
     if roles.step is not None:
         step = (roles.extra.get("failover") or {}).get("step") or roles.step
         out.problems.append(f"failover step {step} (generation {roles.generation}): run the "
                             "same failover/failback command again to finish it")
     return out
+
+
+def _judge_heartbeat(out: StandbyStatus) -> None:
+    """The lag problem, if any (the target answered)."""
+    roles = out.roles
+    if out.heartbeat is None:
+        out.problems.append(f"no heartbeat on the {roles.target}: is drtool replicate running?")
+    elif out.lag is None:  # the source does not answer: how old is what the target has?
+        out.heartbeat_age = max(0.0, time.time() - out.heartbeat.time)
+        out.problems.append(f"the newest heartbeat on the {roles.target} was written "
+                            f"{out.heartbeat_age:.1f} s ago (by this machine's clock): writes "
+                            f"to the {roles.source} after it may not be on the {roles.target}")
+    elif out.lag > out.threshold:
+        out.problems.append(f"lag {out.lag:.1f} s is above the threshold {out.threshold:g} s")
 
 
 async def _repository(policy: Policy) -> dict:
