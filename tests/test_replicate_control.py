@@ -10,9 +10,10 @@ import pytest
 
 from drtool.core.session import open_repository
 from drtool.core.state import Roles, StateStore, runner_lease
-from drtool.errors import StaleGeneration
+from drtool.errors import ClusterUnreachable, StaleGeneration
 from drtool.model import TableName
 from drtool.policy import load_policy
+from drtool.standby.events import LOGGER
 
 from tests.conftest import Cli, connect_fake, write_policy
 from tests.replication_helpers import Background, replication_section, wait_equal, wait_until
@@ -80,6 +81,37 @@ async def test_stop_replication_drains_then_new_roles_reverse_the_direction(
                          "the write to reach the old primary")
         lease = await store(primary_server, policy).read_lease(runner_lease(policy.name))
         assert lease.holder == bg.runner.holder.id and lease.generation == 1
+
+
+async def test_a_cluster_unreachable_when_replication_resumes_is_retried_not_fatal(
+        policy, primary_server, standby_server, caplog):
+    """At start an unreachable cluster ends the runner (exit 3); once it has run, e.g. when
+    a failover's new roles start it again, it retries with backoff."""
+    await make_table(primary_server)
+    caplog.set_level("WARNING", logger=LOGGER)
+    async with Background(policy) as bg:
+        await bg.streaming(1)
+        target = store(standby_server, policy)
+        assert (await target.write_roles(Roles(0, "primary", step="stop-replication"),
+                                         expected_generation=0))[0]
+        await wait_until(lambda: bg.runner.state == "idle", "the runner to go idle")
+        # the new direction's target does not answer the first two times
+        lost = ClusterUnreachable("primary: cannot reach any of fake-primary:28015 (injected)")
+        primary_server.fail_next("ensure_table", lost, times=2)
+        new = Roles(1, "standby", replicate=True)
+        for server in (standby_server, primary_server):
+            assert (await store(server, policy).write_roles(new, expected_generation=0))[0]
+        await wait_until(lambda: bg.runner.state == "retrying", "the runner to retry")
+        await wait_until(lambda: bg.runner.state == "running", "the runner to resume", 20)
+        await bg.streaming(1)
+        assert not bg.task.done()
+        standby_server.put_texts(T, ['{"id":"after the retries"}'])
+        await wait_until(lambda: '{"id":"after the retries"}' in primary_server.texts(T),
+                         "the write to reach the old primary")
+    warned = [m for m in caplog.messages if m.startswith("connection-lost: starting to")]
+    assert warned[0] == ("connection-lost: starting to replicate: primary: cannot reach any of "
+                         "fake-primary:28015 (injected); retrying in 1 s")
+    assert warned[1].endswith("; retrying in 2 s")
 
 
 def test_scheduled_snapshots_from_the_standby_with_retention(tmp_path, primary_server,

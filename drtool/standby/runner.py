@@ -1,7 +1,8 @@
 """The runner: one policy's warm standby, kept current for as long as the process runs.
 
 Start: connect both clusters (unreachable -> ClusterUnreachable, exit 3; no [standby] ->
-UsageError, exit 2), ensure drtool's state database on both, read the roles (the highest
+UsageError, exit 2; later, e.g. when replication starts again after a failover, an unreachable
+cluster is retried with backoff, 1 s doubling to 30 s), ensure drtool's state database on both, read the roles (the highest
 generation on either cluster; source = the current primary, target = the other), take the
 runner lease on the target (held by a live runner -> LeaseHeld, exit 8). Then, concurrently:
 one ``TableReplicator`` per selected table plus drtool's heartbeat table; a tick every second
@@ -45,6 +46,7 @@ from drtool.standby.table import TableReplicator
 from drtool.standby.tableinfo import TableSettings
 
 TICK = 1.0
+RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # backoff when a cluster is unreachable while running
 DRAIN_TIMEOUT = 60.0
 STOP_STEP = "stop-replication"
 
@@ -86,18 +88,36 @@ class Runner:
         try:
             self._clusters["standby"] = await connect_role(self.policy, "standby")
             self._clusters["primary"] = await connect_role(self.policy, "primary")
+            delay, first = RETRY_FIRST, True
             while not self._stop.is_set():
-                self.roles = await self._read_roles()
-                if not self.roles.replicate or self.roles.step == STOP_STEP:
-                    await self._idle(self.roles)
+                try:
+                    self.roles = await self._read_roles()
+                    if not self.roles.replicate or self.roles.step == STOP_STEP:
+                        first = False
+                        await self._idle(self.roles)
+                        continue
+                    await self._replicate(self.roles)
+                except ClusterUnreachable as err:
+                    if first:  # at start: say so and exit 3 (the operator is watching)
+                        raise
+                    self.state = "retrying"
+                    self.events.warn("connection-lost", f"starting to replicate: {err}; "
+                                     f"retrying in {delay:g} s")
+                    self.events.metrics.error("unreachable")
+                    await self._pause(delay)
+                    delay = min(delay * 2, RETRY_MAX)
                     continue
-                await self._replicate(self.roles)
+                first, delay = False, RETRY_FIRST
                 if not self._stop.is_set():
                     await self._idle(self.roles)
         finally:
             for cluster in self._clusters.values():
                 await cluster.close()
             self._clusters.clear()
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
 
     def _store(self, role: str) -> StateStore:
         return StateStore(self._clusters[role], self.policy.replication.state_db, self.policy.name)
@@ -115,8 +135,7 @@ class Runner:
         self.events.emit("runner-idle", f"not replicating: {why} (generation "
                          f"{roles.generation}); waiting for new roles", generation=roles.generation)
         while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), TICK)
+            await self._pause(TICK)
             try:
                 now = await self._read_roles()
             except ClusterUnreachable:
