@@ -37,6 +37,23 @@ def store(server, policy) -> StateStore:
     return StateStore(connect_fake(server), policy.replication.state_db, policy.name)
 
 
+async def stop_replication(bg: Background, policy, standby_server) -> StateStore:
+    """What a planned failover does first: the runner streams, is asked to stop, goes idle."""
+    await bg.streaming(1)
+    target = store(standby_server, policy)
+    assert (await target.write_roles(Roles(0, "primary", step="stop-replication"),
+                                     expected_generation=0))[0]
+    await wait_until(lambda: bg.runner.state == "idle", "the runner to go idle")
+    return target
+
+
+async def reverse(policy, primary_server, standby_server) -> None:
+    """failover --reverse: generation 1, the standby is primary, replicate into the old one."""
+    new = Roles(1, "standby", replicate=True)
+    for server in (standby_server, primary_server):
+        assert (await store(server, policy).write_roles(new, expected_generation=0))[0]
+
+
 async def test_a_newer_generation_on_the_target_stops_a_stale_runner(
         policy, primary_server, standby_server):
     await make_table(primary_server)
@@ -60,19 +77,12 @@ async def test_stop_replication_drains_then_new_roles_reverse_the_direction(
         policy, primary_server, standby_server):
     await make_table(primary_server)
     async with Background(policy) as bg:
-        await bg.streaming(1)
-        target = store(standby_server, policy)
-        assert (await target.write_roles(Roles(0, "primary", step="stop-replication"),
-                                         expected_generation=0))[0]
-        await wait_until(lambda: bg.runner.state == "idle", "the runner to go idle")
+        target = await stop_replication(bg, policy, standby_server)
         assert await target.read_lease(runner_lease(policy.name)) is None
         assert [s.state for s in await target.table_states()] == ["stopped"]
         assert (await target.read_runner())["state"] == "idle"
         await wait_equal(policy)
-        # failover --reverse: generation 1, the standby is primary, replicate into the old one
-        new = Roles(1, "standby", replicate=True)
-        for server in (standby_server, primary_server):
-            assert (await store(server, policy).write_roles(new, expected_generation=0))[0]
+        await reverse(policy, primary_server, standby_server)
         await wait_until(lambda: bg.runner.state == "running", "the runner to resume")
         await bg.streaming(1)
         assert bg.runner.roles.source == "standby"
@@ -90,17 +100,11 @@ async def test_a_cluster_unreachable_when_replication_resumes_is_retried_not_fat
     await make_table(primary_server)
     caplog.set_level("WARNING", logger=LOGGER)
     async with Background(policy) as bg:
-        await bg.streaming(1)
-        target = store(standby_server, policy)
-        assert (await target.write_roles(Roles(0, "primary", step="stop-replication"),
-                                         expected_generation=0))[0]
-        await wait_until(lambda: bg.runner.state == "idle", "the runner to go idle")
+        target = await stop_replication(bg, policy, standby_server)
         # the new direction's target does not answer the first two times
         lost = ClusterUnreachable("primary: cannot reach any of fake-primary:28015 (injected)")
         primary_server.fail_next("ensure_table", lost, times=2)
-        new = Roles(1, "standby", replicate=True)
-        for server in (standby_server, primary_server):
-            assert (await store(server, policy).write_roles(new, expected_generation=0))[0]
+        await reverse(policy, primary_server, standby_server)
         await wait_until(lambda: bg.runner.state == "retrying", "the runner to retry")
         await wait_until(lambda: bg.runner.state == "running", "the runner to resume", 20)
         await bg.streaming(1)
