@@ -219,6 +219,12 @@ def test_unplanned_failover_after_kill9_then_failback_lists_the_lost_writes(tmp_
         wait_until(lambda: len(app.acked) > 300, "the application writing")
         server.kill()  # -9
         started = time.time()
+        seen = drtool(d.policy, "status", "--json")  # what the on-call operator looks at first
+        assert seen.returncode == 3, seen.stderr
+        view = json.loads(seen.stdout)
+        assert list(view["unreachable"]) == ["primary"] and view["lag_seconds"] is None
+        assert view["heartbeat_age_seconds"] is not None
+        assert [t["table"] for t in view["tables"]] == [f"{d.db}.t"]
         done = drtool(d.policy, "failover", "--unplanned", "--yes", "--json")
         assert done.returncode == 0, done.stderr
         out = json.loads(done.stdout)
