@@ -148,3 +148,21 @@ def test_scheduled_snapshots_from_the_standby_with_retention(tmp_path, primary_s
             assert manifest.source.startswith("standby") and manifest.doc_count == 50
 
     asyncio.run(body())
+
+
+def test_a_schedule_without_retention_is_warned_about(tmp_path, primary_server, standby_server,
+                                                      caplog):
+    dep = write_policy(tmp_path, extra=replication_section() + '[schedule]\nsnapshot_every = "1h"\n')
+    cli = Cli(dep.path)
+    assert cli("keygen", "--out", str(dep.identity)).exit_code == 0
+    assert cli("init").exit_code == 0
+    caplog.set_level("WARNING", logger=LOGGER)
+
+    async def body():
+        await make_table(primary_server)
+        async with Background(load_policy(dep.path)) as bg:
+            await bg.streaming(1)
+    asyncio.run(body())
+    assert ("no-retention: scheduled snapshots every 3600 s and no [retention] in the policy: "
+            "every snapshot is kept and the repository only grows; add [retention] "
+            "keep_last/keep_daily/... to forget old ones") in caplog.messages

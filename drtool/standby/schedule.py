@@ -69,6 +69,11 @@ class SnapshotSchedule:
     async def run(self, stopped: asyncio.Event) -> None:
         if not self.every:
             return
+        if self.policy.retention == RetentionPolicy():
+            self.events.warn("no-retention", f"scheduled snapshots every {self.every:g} s and no "
+                             "[retention] in the policy: every snapshot is kept and the "
+                             "repository only grows; add [retention] keep_last/keep_daily/... "
+                             "to forget old ones")
         while not stopped.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopped.wait(), self.due_in())
