@@ -1,8 +1,8 @@
 """``Cluster`` on a real RethinkDB server: the ReQL of every operation.
 
-Queries are built with the driver's ReQL builder ``r`` (handed in by drtool.cluster.rethink,
-the only module that imports ``rethinkdb``) and run through its ``RethinkSession``, which owns
-the connections and translates driver errors. Obtain an instance with
+Queries are built with the driver's ReQL builder ``r`` (handed in by drtool.cluster.rethink;
+this module does not import ``rethinkdb``) and run through its ``RethinkSession``
+(drtool.cluster.rethink_session), which owns the connections and translates driver errors. Obtain an instance with
 ``drtool.cluster.connect`` (or ``drtool.cluster.rethink.connect_rethinkdb``).
 
 Keys travel as canonical text and become values on the server with ``r.json(text)``; ranges
@@ -41,7 +41,7 @@ class RethinkCluster(RethinkDigestsMixin, RethinkSchemaMixin, RethinkUsersMixin,
     ``rethink_digests``, schema operations in ``rethink_schema``, users, permissions and the
     write-hook fence in ``rethink_users``.
 
-    ``session`` is a drtool.cluster.rethink.RethinkSession; ``r`` the driver's ReQL builder."""
+    ``session`` is a drtool.cluster.rethink_session.RethinkSession; ``r`` the driver's ReQL builder."""
 
     def __init__(self, session: Any, r: Any) -> None:
         self._session, self._r = session, r
@@ -120,7 +120,7 @@ class RethinkCluster(RethinkDigestsMixin, RethinkSchemaMixin, RethinkUsersMixin,
                          batch_size: int = 1000) -> AsyncIterator[TextBatch]:
         # Whole documents, no .map(): the server's cheapest scan (a per-document ReQL
         # function costs it more than the scan itself); the adapter cuts the response into
-        # texts (drtool.cluster.rethink.text_decoder).
+        # texts (drtool.cluster.rethink_decoder.text_decoder).
         pk = await self._primary_key(table)
         query = self._range(table, pk, after, upto)
         async with aclosing(self._session.stream_texts(query, table, pk, batch_size)) as batches:
