@@ -12,7 +12,8 @@ from drtool.cluster.fake import FakeServer
 from drtool.errors import AuthError, ClusterError, ClusterUnreachable
 from drtool.model import ClusterConfig, FeedChange, FeedOverflow, FeedReady, TableName
 
-from tests.cluster_contract import ClusterContract, ContractTarget, collect, next_event
+from tests.cluster_contract import ClusterContract
+from tests.cluster_contract_target import ContractTarget, collect, next_event
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ import pytest
 from drtool.cluster import connect
 from drtool.model import ClusterConfig
 
-from tests.cluster_contract import ClusterContract, ContractTarget
+from tests.cluster_contract import ClusterContract
+from tests.cluster_contract_target import ContractTarget
 
 ADDRESS = os.environ.get("DRTOOL_TEST_RETHINKDB", "")
 PASSWORD = os.environ.get("DRTOOL_TEST_RETHINKDB_PASSWORD", "")

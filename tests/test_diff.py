@@ -23,8 +23,8 @@ from drtool.core.diff_ranges import (
 from drtool.core.reconcile import ReconcileOptions, reconcile_table
 from drtool.model import ClusterConfig, IndexDef, TableName
 from drtool.ordering import key_order
-from tests.cluster_contract import GOLDEN
 from tests.conftest import PRIMARY_HOST, STANDBY_HOST, sample_docs
+from tests.golden import GOLDEN
 
 T = TableName("app", "t")
 

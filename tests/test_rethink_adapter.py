@@ -18,7 +18,8 @@ import pytest
 from rethinkdb import errors as rerr
 
 from drtool.cluster import rethink_util as util
-from drtool.cluster.rethink import connect_rethinkdb, translate_error
+from drtool.cluster.rethink import connect_rethinkdb
+from drtool.cluster.rethink_errors import translate_error
 from drtool.cluster.rethink_util import PermissionDenied
 from drtool.errors import (
     EXIT_AUTH,

@@ -1,9 +1,9 @@
 """The cluster interface: everything drtool asks of a RethinkDB cluster.
 
-Two implementations: ``drtool.cluster.rethink`` (the real server, the only module that imports
-``rethinkdb``) and ``drtool.cluster.fake`` (in memory, for tests and benches). One contract
-suite (tests/cluster_contract.py) runs against both; behaviour is defined by the real server as
-recorded in ``shared/reql-facts.md``.
+Two implementations: ``drtool.cluster.rethink`` (the real server; its ``rethink*`` modules are
+the only ones that import ``rethinkdb``) and ``drtool.cluster.fake`` (in memory, for tests and
+benches). One contract suite (tests/cluster_contract.py) runs against both; behaviour is
+defined by the real server as recorded in ``shared/reql-facts.md``.
 
 Conventions:
 * Keys are ``KeyText`` (canonical JSON text of the key, see drtool.model); documents are

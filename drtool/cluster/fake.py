@@ -17,6 +17,12 @@ counted in ``hooked_writes`` and stored unchanged, except that the rejecting hoo
 ``doc_count_estimate`` is exact. Write and config permissions are enforced
 (drtool.cluster.fake_users).
 
+This module holds the registry, the server and its test hooks, and the connection
+(``FakeCluster``); each part of the Cluster interface lives in a mixin of its own:
+``fake_reads`` (scans, digests), ``fake_writes`` (inserts, deletes, state writes),
+``fake_feeds`` (changefeeds), ``fake_schema`` (databases, tables, indexes, write hooks),
+``fake_users`` (users, permissions, fences); the tables themselves in ``fake_store``.
+
 Test hooks on ``FakeServer`` (all synchronous, effective immediately):
 * ``down = True``: ``connect`` and every call on open clusters raise ClusterUnreachable naming
   the hosts; open changefeeds raise it too. Set back to False to "restore the network".
@@ -39,30 +45,20 @@ Test hooks on ``FakeServer`` (all synchronous, effective immediately):
 
 from __future__ import annotations
 
-import inspect
-import json
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
-from drtool.cluster import canonical
-from drtool.cluster.base import (
-    DEFAULT_FEED_QUEUE, ChunkDigest, Cluster, ConflictMode, Guard, KeyRange, Row, StateWrite,
-    Window, fold_chunks,
-)
+from drtool.cluster.base import Cluster
+from drtool.cluster.fake_feeds import FakeFeedsMixin, FeedQueue
+from drtool.cluster.fake_reads import FakeReadsMixin
 from drtool.cluster.fake_schema import HOOK_PREFIX, INDEX_PREFIX, FakeSchemaMixin
-from drtool.cluster.fake_users import ADMIN_ROWS, FakeUsersMixin, hook_refusal
+from drtool.cluster.fake_store import Table
+from drtool.cluster.fake_users import ADMIN_ROWS, FakeUsersMixin
+from drtool.cluster.fake_writes import FakeWritesMixin, insert_docs
 from drtool.cluster.rethink_util import auth_message, unreachable_message  # same wording
-from drtool.cluster.fake_store import OVERFLOW_MESSAGE, FeedQueue, Table  # noqa: F401 (re-export)
-from drtool.digest import digest_of_hashes, fold, r_uuid
 from drtool.errors import AuthError, ClusterError, ClusterUnreachable, DrtoolError, NotFound
-from drtool.model import (
-    ClusterConfig, FeedEvent, FeedReady, IndexDef, KeyText, TableMeta,
-    TableName, WriteResult,
-)
-from drtool.ordering import InvalidKey, key_bytes, key_order, parse_key
-
-_TRUNC_LEN = 300
+from drtool.model import ClusterConfig, IndexDef, KeyText, TableMeta, TableName, WriteResult
+from drtool.ordering import InvalidKey, key_order
 
 _REGISTRY: dict[str, "FakeServer"] = {}
 
@@ -82,48 +78,6 @@ def lookup(hosts: Iterable[str]) -> "FakeServer | None":
         if host in _REGISTRY:
             return _REGISTRY[host]
     return None
-
-
-def guard_passes(guard: Guard, old: dict | None, now: float) -> bool:
-    """``Guard`` evaluated like the real server does (see drtool.cluster.base.Guard)."""
-    if guard.always:
-        return True
-    if old is None:
-        return guard.if_absent
-    if guard.fields and all(old.get(f) == json.loads(v) for f, v in guard.fields):
-        return True
-    stamp = old.get(guard.expired) if guard.expired else None
-    return isinstance(stamp, dict) and stamp.get("$reql_type$") == "TIME" and \
-        float(stamp["epoch_time"]) < now
-
-
-def _trunc(text: str) -> str:
-    return text if len(text) <= _TRUNC_LEN else text[: _TRUNC_LEN - 3] + "..."
-
-
-def _pretty_plain(value) -> str:
-    return canonical.pretty(canonical.parse(canonical.json.dumps(value)))
-
-
-def key_error_message(err: InvalidKey, key_value) -> str:
-    """The server's message for a refused primary key (``key_value`` in parsed form)."""
-    if err.kind == "type":
-        return (
-            "Primary keys must be either a number, string, bool, pseudotype or array "
-            f"(got type {err.type_name}):\n{_trunc(canonical.pretty(key_value))}"
-        )
-    if err.kind == "too_long":
-        return f"Primary key too long (max 127 characters): {canonical.pretty(key_value)}"
-    if err.kind == "array_item":
-        return (
-            "Array keys can only contain numbers, strings, bools,  pseudotypes, or arrays "
-            f"(got {_pretty_plain(err.value)} of type {err.type_name})."
-        )
-    if err.kind == "geometry":
-        return ("Cannot use a geometry value as a key value in a primary or non-geospatial "
-                "secondary index.")
-    offset = err.value.encode("utf-8").index(b"\x00")
-    return f"String {canonical.dumps(err.value[:20])} (truncated) contains NULL byte at offset {offset} in index key."
 
 
 class FakeServer:
@@ -186,7 +140,7 @@ class FakeServer:
         return tbl
 
     def put_texts(self, table: TableName, texts: Iterable[str]) -> WriteResult:
-        return self._insert(self.table_obj(table), list(texts), "replace", True)
+        return insert_docs(self.table_obj(table), list(texts), "replace", True)
 
     def delete(self, table: TableName, keys: Iterable[KeyText]) -> int:
         tbl = self.table_obj(table)
@@ -221,62 +175,13 @@ class FakeServer:
         except (InvalidKey, ValueError) as exc:
             raise ClusterError(f"invalid primary key {key!r}: {exc}") from None
 
-    def _insert(self, tbl: Table, docs: Sequence[str], conflict: str, ignore_hook: bool) -> WriteResult:
-        res = WriteResult()
-        pk = tbl.primary_key
 
-        def error(msg: str) -> None:
-            res.errors += 1
-            if res.first_error is None:
-                res.first_error = msg
-
-        for text in docs:
-            try:
-                value = canonical.parse(text)
-            except canonical.CanonicalError as exc:
-                raise ClusterError(f"{tbl.name}: the server refused the batch: {exc}") from None
-            if not isinstance(value, dict) or "$reql_type$" in value:
-                kind = "ARRAY" if isinstance(value, list) else "OBJECT" if isinstance(value, dict) else (
-                    "NUMBER" if canonical.is_number(value) else "STRING" if isinstance(value, str)
-                    else "NULL" if value is None else "BOOL")
-                error(f"Expected type OBJECT but found {kind}.")
-                continue
-            if pk not in value:
-                value[pk] = str(uuid.uuid4())  # the server generates a key
-            key_value = value[pk]
-            key_text = canonical.dumps(key_value)
-            try:
-                order = key_bytes(parse_key(key_text))
-            except InvalidKey as exc:
-                error(key_error_message(exc, key_value))
-                continue
-            doc = canonical.dumps(value)
-            existing = tbl.docs.get(order)
-            if existing is not None:
-                if conflict == "error":
-                    old = canonical.pretty(canonical.parse(existing[1]))
-                    error(f"Duplicate primary key `{pk}`:\n{old}\n{canonical.pretty(value)}")
-                    continue
-                if conflict == "skip" or existing[1] == doc:
-                    res.unchanged += 1
-                    continue
-            refused = None if ignore_hook else hook_refusal(tbl.write_hook)
-            if refused:
-                error(refused)
-                continue
-            if existing is not None:
-                res.replaced += 1
-            else:
-                res.inserted += 1
-            if tbl.write_hook is not None and not ignore_hook:
-                tbl.hooked_writes += 1
-            tbl.put(order, existing[0] if existing else key_text, doc)
-        return res
-
-
-class FakeCluster(FakeUsersMixin, FakeSchemaMixin, Cluster):
-    """A connection to a FakeServer, implementing drtool.cluster.base.Cluster (schema
-    operations live in ``drtool.cluster.fake_schema``)."""
+class FakeCluster(FakeReadsMixin, FakeWritesMixin, FakeFeedsMixin, FakeSchemaMixin,
+                  FakeUsersMixin, Cluster):
+    """A connection to a FakeServer, implementing drtool.cluster.base.Cluster: the catalogue
+    and the connection here; reads in ``fake_reads``, writes and state writes in
+    ``fake_writes``, changefeeds in ``fake_feeds``, schema operations in ``fake_schema``,
+    users, permissions and the write-hook fence in ``fake_users``."""
 
     def __init__(self, server: FakeServer, description: str, hosts: Sequence[str],
                  user: str = "admin") -> None:
@@ -327,165 +232,7 @@ class FakeCluster(FakeUsersMixin, FakeSchemaMixin, Cluster):
         self._check("doc_count_estimate")
         return len(self._table(table).docs)
 
-    # --- reading ----------------------------------------------------------------------
-    async def _rows(self, method: str, table: TableName, after, upto, batch_size: int):
-        self._check(method)
-        tbl = self._table(table)
-        last, hi = self._bounds(after, upto)
-        budget, self.server._scan_fail_after = self.server._scan_fail_after, None
-        while True:
-            self._check("_scan_batch")
-            size = batch_size if budget is None else min(batch_size, budget)
-            batch = tbl.range(last, hi, size) if size > 0 else []
-            if not batch:
-                if budget is not None and budget <= 0 and tbl.range(last, hi, 1):
-                    raise ClusterUnreachable(f"{self.description}: lost connection during scan (injected)")
-                return
-            yield batch
-            last = batch[-1][0]
-            if budget is not None:
-                budget -= len(batch)
-            hook = self.server._scan_hook
-            if hook is not None:
-                for _, key, _doc in batch:
-                    out = hook(table, key)
-                    if inspect.isawaitable(out):
-                        await out
-
-    async def key_bounds(self, table: TableName) -> tuple[KeyText, KeyText] | None:
-        self._check("key_bounds")
-        tbl = self._table(table)
-        order = tbl.order()
-        return (tbl.docs[order[0]][0], tbl.docs[order[-1]][0]) if order else None
-
-    async def scan(self, table: TableName, *, after: KeyText | None = None,
-                   upto: KeyText | None = None, batch_size: int = 1000) -> AsyncIterator[list[Row]]:
-        async for batch in self._rows("scan", table, after, upto, batch_size):
-            yield [(key, doc) for _, key, doc in batch]
-
-    async def hash_scan(self, table: TableName, *, after: KeyText | None = None,
-                        upto: KeyText | None = None, batch_size: int = 5000):
-        async for batch in self._rows("hash_scan", table, after, upto, batch_size):
-            yield [(key, r_uuid(doc)) for _, key, doc in batch]
-
-    async def range_digest(self, table: TableName, *, after: KeyText | None = None,
-                           upto: KeyText | None = None) -> str:
-        self._check("range_digest")
-        tbl = self._table(table)
-        lo, hi = self._bounds(after, upto)
-        return fold(doc for _, _, doc in tbl.range(lo, hi, len(tbl.docs)))
-
-    async def segment_digests(self, table: TableName,
-                              ranges: Sequence[KeyRange]) -> list[tuple[int, str]]:
-        self._check("segment_digests")
-        tbl = self._table(table)
-        out = []
-        for after, upto in ranges:
-            lo, hi = self._bounds(after, upto)
-            hashes = [r_uuid(doc) for _, _, doc in tbl.range(lo, hi, len(tbl.docs))]
-            out.append((len(hashes), digest_of_hashes(hashes)))
-        return out
-
-    async def chunk_digests(self, table: TableName, ranges: Sequence[KeyRange], *,
-                            threshold: str, windows: Sequence[Window] | None = None,
-                            keys: bool = True, digest_chars: int = 36) -> list[list[ChunkDigest]]:
-        self._check("chunk_digests")
-        tbl = self._table(table)
-        out = []
-        for n, (after, upto) in enumerate(ranges):
-            lo, hi = self._bounds(after, upto if windows is None else None)
-            skip, limit = (0, len(tbl.docs)) if windows is None else windows[n]
-            rows = [(key, doc) for _, key, doc in tbl.range(lo, hi, skip + limit)[skip:]]
-            out.append(fold_chunks(rows, upto, threshold, keys, digest_chars))
-        return out
-
-    async def get_docs(self, table: TableName, keys: Sequence[KeyText]) -> list[Row]:
-        self._check("get_docs")
-        tbl = self._table(table)
-        found = {}
-        for key in keys:
-            order = self.server._order(key)
-            if order in tbl.docs:
-                found[order] = tbl.docs[order]
-        return [found[o] for o in sorted(found)]
-
-    # --- writing ----------------------------------------------------------------------
-    async def insert_texts(self, table: TableName, docs: Sequence[str], *,
-                           conflict: ConflictMode = "error", ignore_write_hook: bool = False) -> WriteResult:
-        self._check("insert_texts")
-        if conflict not in ("error", "replace", "skip"):
-            raise ClusterError(f"{self.description}: unknown conflict mode {conflict!r}")
-        self._may_write(table, ignore_write_hook)
-        return self.server._insert(self._table(table), docs, conflict, ignore_write_hook)
-
-    async def delete_keys(self, table: TableName, keys: Sequence[KeyText], *,
-                          ignore_write_hook: bool = False) -> WriteResult:
-        self._check("delete_keys")
-        tbl = self._table(table)
-        self._may_write(table, ignore_write_hook)
-        orders = [self.server._order(k) for k in keys]
-        res = WriteResult()
-        refused = None if ignore_write_hook else hook_refusal(tbl.write_hook)
-        for order in orders:
-            if order in tbl.docs and refused:
-                res.errors += 1
-                res.first_error = res.first_error or refused
-            elif order in tbl.docs:
-                if tbl.write_hook is not None and not ignore_write_hook:
-                    tbl.hooked_writes += 1
-                res.deleted += tbl.delete(order)
-        return res
-
-    async def sync(self, table: TableName) -> None:
-        self._check("sync")
-        self._table(table)
-
-    # --- drtool's own state -------------------------------------------------------------
-    async def server_time(self) -> float:
-        self._check("server_time")
-        return self.server.now()
-
-    async def write_state(self, table: TableName, key: KeyText, doc: str | None, guard: Guard, *,
-                          now_fields: Mapping[str, float] | None = None) -> StateWrite:
-        self._check("write_state")
-        tbl, now = self._table(table), self.server.now()
-        order = self.server._order(key)
-        old = tbl.docs.get(order)
-        if not guard_passes(guard, None if old is None else json.loads(old[1]), now):
-            return StateWrite(False, None if old is None else old[1], now)
-        if doc is None:
-            tbl.delete(order)
-            return StateWrite(True, None, now)
-        value = json.loads(doc)
-        for field, offset in (now_fields or {}).items():
-            value[field] = {"$reql_type$": "TIME", "epoch_time": round(now + offset, 3),
-                            "timezone": "+00:00"}
-        result = self.server._insert(tbl, [json.dumps(value)], "replace", True)
-        if result.errors:
-            raise ClusterError(f"{self.description} table {table}: the server refused the "
-                               f"write: {result.first_error}")
-        stored = tbl.docs[order][1]
-        return StateWrite(True, stored, now)
-
-    # --- changefeeds ------------------------------------------------------------------
-    async def changes(self, table: TableName, *,
-                      queue_size: int = DEFAULT_FEED_QUEUE) -> AsyncIterator[FeedEvent]:
-        self._check("changes")
-        tbl = self._table(table)
-        limit = self.server.changefeed_queue_size or queue_size
-        feed = FeedQueue(limit, self)
-        tbl.feeds.append(feed)
-        self._feeds.append(feed)
-        try:
-            yield FeedReady()
-            while True:
-                yield await feed.get()
-        finally:
-            if feed in tbl.feeds:
-                tbl.feeds.remove(feed)
-            if feed in self._feeds:
-                self._feeds.remove(feed)
-
+    # --- lifecycle ------------------------------------------------------------------
     async def close(self) -> None:
         if not self._closed:
             self._closed = True

@@ -1,70 +1,16 @@
-"""In-memory storage behind the fake cluster: tables in server key order, and feed queues.
+"""In-memory storage behind the fake cluster: tables in server key order.
 
-Internal to ``drtool.cluster.fake``; nothing here raises drtool errors.
+Internal to ``drtool.cluster.fake``; nothing here raises drtool errors. Every write to a
+``Table`` is pushed to its open feeds (``drtool.cluster.fake_feeds.FeedQueue``).
 """
 
 from __future__ import annotations
 
-import asyncio
 from bisect import bisect_left, bisect_right
-from collections import deque
 from dataclasses import dataclass, field
 
-from drtool.model import FeedChange, FeedOverflow, TableName
-
-OVERFLOW_MESSAGE = "Changefeed cache over array size limit, skipped {n} elements."
-
-
-@dataclass
-class _Skipped:
-    count: int
-
-
-class FeedQueue:
-    """One open changefeed: a bounded queue of FeedChange; drops become FeedOverflow in place.
-
-    Like the server, when more than ``limit`` changes wait unread the new ones are dropped and
-    one overflow marker (counting them) sits where they would have been."""
-
-    def __init__(self, limit: int, owner: object) -> None:
-        self.limit = limit
-        self.owner = owner  # the FakeCluster that opened it
-        self.items: deque = deque()
-        self.waiting = 0  # FeedChange items queued
-        self.error: Exception | None = None
-        self.event = asyncio.Event()
-
-    def push(self, change: FeedChange) -> None:
-        if self.waiting >= self.limit:
-            self.skip(1)
-            return
-        self.items.append(change)
-        self.waiting += 1
-        self.event.set()
-
-    def skip(self, n: int) -> None:
-        if self.items and isinstance(self.items[-1], _Skipped):
-            self.items[-1].count += n
-        else:
-            self.items.append(_Skipped(n))
-        self.event.set()
-
-    def fail(self, error: Exception) -> None:
-        if self.error is None:
-            self.error = error
-        self.event.set()
-
-    async def get(self) -> FeedChange | FeedOverflow:
-        while not self.items:
-            if self.error is not None:
-                raise self.error
-            self.event.clear()
-            await self.event.wait()
-        item = self.items.popleft()
-        if isinstance(item, _Skipped):
-            return FeedOverflow(OVERFLOW_MESSAGE.format(n=item.count), item.count)
-        self.waiting -= 1
-        return item
+from drtool.cluster.fake_feeds import FeedQueue
+from drtool.model import FeedChange, TableName
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """``Cluster`` on a real RethinkDB server: the ReQL of every operation.
 
-Queries are built with the driver's ReQL builder ``r`` (handed in by drtool.cluster.rethink,
-the only module that imports ``rethinkdb``) and run through its ``RethinkSession``, which owns
-the connections and translates driver errors. Obtain an instance with
+Queries are built with the driver's ReQL builder ``r`` (handed in by drtool.cluster.rethink;
+this module does not import ``rethinkdb``) and run through its ``RethinkSession``
+(drtool.cluster.rethink_session), which owns the connections and translates driver errors. Obtain an instance with
 ``drtool.cluster.connect`` (or ``drtool.cluster.rethink.connect_rethinkdb``).
 
 Keys travel as canonical text and become values on the server with ``r.json(text)``; ranges
@@ -12,7 +12,6 @@ Keys travel as canonical text and become values on the server with ``r.json(text
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from functools import reduce
@@ -21,32 +20,28 @@ from typing import Any
 from drtool.cluster import rethink_util as util
 from drtool.cluster.base import (
     DEFAULT_FEED_QUEUE,
-    PER_DOC,
-    ChunkDigest,
     Cluster,
     ConflictMode,
     Guard,
-    KeyRange,
     Row,
-    TextBatch,
     StateWrite,
-    Window,
-    chunk_spec,
+    TextBatch,
 )
+from drtool.cluster.rethink_digests import RethinkDigestsMixin
+from drtool.cluster.rethink_schema import RethinkSchemaMixin
 from drtool.cluster.rethink_users import RethinkUsersMixin
 from drtool.cluster.rethink_util import PermissionDenied
 from drtool.errors import ClusterError, NotFound, UsageError
-from drtool.model import FeedEvent, IndexDef, KeyText, TableMeta, TableName, WriteResult
+from drtool.model import FeedEvent, KeyText, TableMeta, TableName, WriteResult
 
 
-DIGEST_QUERIES = 4  # segment_digests: parallel queries per call
-ARRAY_LIMIT = 1 << 30  # segment_digests builds one array of hashes per range on the server
+class RethinkCluster(RethinkDigestsMixin, RethinkSchemaMixin, RethinkUsersMixin, Cluster):
+    """A connected RethinkDB cluster (see drtool.cluster.base for every method's contract):
+    the catalogue, scans, writes, state writes and changefeeds here; digests in
+    ``rethink_digests``, schema operations in ``rethink_schema``, users, permissions and the
+    write-hook fence in ``rethink_users``.
 
-
-class RethinkCluster(RethinkUsersMixin, Cluster):
-    """A connected RethinkDB cluster (see drtool.cluster.base for every method's contract).
-
-    ``session`` is a drtool.cluster.rethink.RethinkSession; ``r`` the driver's ReQL builder."""
+    ``session`` is a drtool.cluster.rethink_session.RethinkSession; ``r`` the driver's ReQL builder."""
 
     def __init__(self, session: Any, r: Any) -> None:
         self._session, self._r = session, r
@@ -125,47 +120,12 @@ class RethinkCluster(RethinkUsersMixin, Cluster):
                          batch_size: int = 1000) -> AsyncIterator[TextBatch]:
         # Whole documents, no .map(): the server's cheapest scan (a per-document ReQL
         # function costs it more than the scan itself); the adapter cuts the response into
-        # texts (drtool.cluster.rethink.text_decoder).
+        # texts (drtool.cluster.rethink_decoder.text_decoder).
         pk = await self._primary_key(table)
         query = self._range(table, pk, after, upto)
         async with aclosing(self._session.stream_texts(query, table, pk, batch_size)) as batches:
             async for batch in batches:
                 yield batch
-
-    async def segment_digests(self, table: TableName,
-                              ranges: Sequence[KeyRange]) -> list[tuple[int, str]]:
-        if not ranges:
-            return []
-        pk, r, tbl = await self._primary_key(table), self._r, self._table(table)
-
-        def digest(p: Any) -> Any:  # p = [index, after or null, upto or null]
-            rows = tbl.between(r.branch(p.nth(1).eq(None), r.minval, p.nth(1)),
-                               r.branch(p.nth(2).eq(None), r.maxval, p.nth(2)),
-                               left_bound="open", right_bound="closed", index=pk)
-            hashes = rows.order_by(index=pk).map(lambda d: r.uuid(d.to_json_string()))
-            return hashes.coerce_to("array").do(
-                lambda a: [p.nth(0), a.count(), r.uuid(a.to_json_string())])
-
-        # Consecutive groups of ranges in parallel queries: the server folds them on
-        # several cores at once.
-        size = -(-len(ranges) // DIGEST_QUERIES)
-        groups = [list(enumerate(ranges))[i:i + size] for i in range(0, len(ranges), size)]
-
-        async def run(group: list) -> list:
-            spec = chunk_spec([rg for _, rg in group], None)
-            rows = await self._session.fetch(r.json(spec).map(digest), table,
-                                             array_limit=ARRAY_LIMIT)
-            return [(group[int(i)][0], int(n), str(d)) for i, n, d in rows]
-
-        results = await asyncio.gather(*(run(g) for g in groups))
-        return [(n, d) for _, n, d in sorted(row for rows in results for row in rows)]
-
-    async def range_digest(self, table: TableName, *, after: KeyText | None = None,
-                           upto: KeyText | None = None) -> str:
-        pk, r = await self._primary_key(table), self._r
-        query = self._range(table, pk, after, upto).fold(
-            "", lambda acc, d: r.uuid(acc.add(d.to_json_string())))
-        return str(await self._session.fetch(query, table))
 
     async def hash_scan(self, table: TableName, *, after: KeyText | None = None,
                         upto: KeyText | None = None,
@@ -176,71 +136,6 @@ class RethinkCluster(RethinkUsersMixin, Cluster):
         async with aclosing(self._session.stream(query, table, batch_size, tuple)) as batches:
             async for batch in batches:
                 yield batch
-
-    async def chunk_digests(self, table: TableName, ranges: Sequence[KeyRange], *,
-                            threshold: str, windows: Sequence[Window] | None = None,
-                            keys: bool = True, digest_chars: int = 36) -> list[list[ChunkDigest]]:
-        if not ranges:
-            return []
-        pk, r = await self._primary_key(table), self._r
-        query = r.json(chunk_spec(ranges, windows)).concat_map(
-            self._chunk_fold(table, pk, threshold, windows is not None, keys, digest_chars))
-        out: list[list[ChunkDigest]] = [[] for _ in ranges]
-        for row in await self._session.fetch(query, table):
-            i, key, count, digest = row if keys else (row[0], None, row[1], row[2])
-            upto = ranges[int(i)][1] if keys and key is None else key
-            out[int(i)].append((upto, int(count), str(digest)))
-        return out
-
-    def _chunk_fold(self, table: TableName, pk: str, threshold: str, windowed: bool, keys: bool,
-                    digest_chars: int) -> Callable[[Any], Any]:
-        """The ReQL of ``chunk_digests`` for one element ``p`` of the spec (see chunk_spec):
-        a fold whose accumulator is ``[count, digest, cut]``, ``cut`` being the document's
-        key hash when that document ends a chunk, else ``''``."""
-        r, tbl = self._r, self._table(table)
-        start_after_cut = "" if threshold == PER_DOC else None  # None: the cut key's hash
-
-        def emitted(digest: Any) -> Any:  # the last digest_chars characters ('' stays '')
-            if digest_chars >= 36 or isinstance(digest, str):
-                return digest
-            return digest.slice(36 - digest_chars)
-
-        def row(i: Any, key: Any, count: Any, digest: Any) -> list:
-            return [i, key, count, emitted(digest)] if keys else [i, count, emitted(digest)]
-
-        def cut_of(d: Any) -> Any:
-            if not threshold:  # one chunk per range: no key hash needed
-                return ""
-            return r.uuid(d[pk].to_json_string()).do(lambda h: r.branch(h.lt(threshold), h, ""))
-
-        def step(acc: Any, d: Any) -> Any:
-            seed = acc.nth(2) if start_after_cut is None else start_after_cut
-            return r.branch(acc.nth(2).eq(""), acc, r.expr([0, seed])).do(lambda b: [
-                b.nth(0).add(1), r.uuid(b.nth(1).add(d.to_json_string())), cut_of(d)])
-
-        def fold_range(p: Any) -> Any:  # p = [index, after or null, upto or null | skip, limit]
-            i = p.nth(0)
-            upto = r.maxval if windowed else r.branch(p.nth(2).eq(None), r.maxval, p.nth(2))
-            rows = tbl.between(r.branch(p.nth(1).eq(None), r.minval, p.nth(1)), upto,
-                               left_bound="open", right_bound="closed", index=pk).order_by(index=pk)
-            if windowed:  # keyset pagination, then positions: reads skip + limit documents
-                rows = rows.skip(p.nth(2)).limit(p.nth(3))
-            elif not threshold:
-                # One chunk: the same chained digest from a plain fold, and the count from the
-                # index (measured on 2.4.4, 200,000 documents: 2.0 s + 0.07 s against 3.1 s
-                # for the general accumulator).
-                digest = rows.fold("", lambda acc, d: r.uuid(acc.add(d.to_json_string())))
-                return [row(i, None, rows.count(), digest)]
-            return rows.fold(
-                [0, "", ""], step,
-                emit=lambda old, d, new: r.branch(
-                    new.nth(2).eq(""), [],
-                    [row(i, d[pk].to_json_string() if keys else None, new.nth(0), new.nth(1))]),
-                final_emit=lambda acc: r.branch(
-                    acc.nth(2).eq(""), [row(i, None, acc.nth(0), acc.nth(1))],
-                    [row(i, None, 0, acc.nth(2) if start_after_cut is None else "")]))
-
-        return fold_range
 
     async def get_docs(self, table: TableName, keys: Sequence[KeyText]) -> list[Row]:
         from drtool.ordering import key_order
@@ -305,88 +200,6 @@ class RethinkCluster(RethinkUsersMixin, Cluster):
 
     async def sync(self, table: TableName) -> None:
         await self._session.fetch(self._table(table).sync(), table)
-
-    # --- schema -------------------------------------------------------------------------
-    async def ensure_db(self, db: str) -> bool:
-        if db in await self._session.fetch(self._r.db_list()):
-            return False
-        try:
-            await self._session.fetch(self._r.db_create(db))
-        except ClusterError as err:
-            if "already exists" in str(err):  # created concurrently
-                return False
-            raise
-        return True
-
-    async def create_table(self, table: TableName, *, primary_key: str, shards: int,
-                           replicas: int, durability: str = "hard",
-                           write_acks: str = "majority") -> None:
-        await self._session.fetch(self._r.db(table.db).table_create(
-            table.table, primary_key=primary_key, shards=shards, replicas=replicas,
-            durability=durability), table)
-        self._pks[table] = primary_key
-        if write_acks != "majority":  # table_create has no such option: set it in config()
-            await self._session.fetch(
-                self._table(table).config().update({"write_acks": write_acks}), table)
-
-    async def ensure_table(self, table: TableName, *, primary_key: str = "id") -> bool:
-        r = self._r
-        system = r.db("rethinkdb")
-        await self.ensure_db(table.db)
-        await self._dedupe(system.table("db_config").filter({"name": table.db}))
-        created = False
-        try:
-            await self._session.fetch(r.db(table.db).table_create(
-                table.table, primary_key=primary_key, shards=1, replicas=1), table)
-            created = True
-        except ClusterError as err:
-            if "already exists" not in str(err) and "ambiguous" not in str(err):
-                raise
-        await self._dedupe(system.table("table_config").filter(
-            {"db": table.db, "name": table.table}))
-        await self._session.fetch(self._table(table).wait(), table)
-        return created
-
-    async def _dedupe(self, rows: Any) -> None:
-        """Keep the config row with the smallest id of those ``rows`` selects; delete the
-        others (duplicates left by racing creations)."""
-        ids = sorted(await self._session.fetch(rows["id"]))
-        for extra in ids[1:]:
-            system = self._r.db("rethinkdb")
-            for name in ("table_config", "db_config"):
-                await self._session.fetch(system.table(name).get(extra).delete())
-
-    async def drop_table(self, table: TableName) -> None:
-        self._pks.pop(table, None)
-        self._no_bypass.discard(table)
-        try:
-            await self._session.fetch(self._r.db(table.db).table_drop(table.table), table)
-        except NotFound:
-            pass
-
-    async def drop_db(self, db: str) -> None:
-        for table in [t for t in self._pks if t.db == db]:
-            self._pks.pop(table, None)
-        self._no_bypass = {t for t in self._no_bypass if t.db != db}
-        try:
-            await self._session.fetch(self._r.db_drop(db))
-        except NotFound:
-            pass
-
-    async def create_index(self, table: TableName, index: IndexDef) -> None:
-        query = self._table(table).index_create(index.name, self._r.binary(index.blob))
-        await self._session.fetch(query, table)
-
-    async def drop_index(self, table: TableName, name: str) -> None:
-        await self._session.fetch(self._table(table).index_drop(name), table)
-
-    async def wait_indexes(self, table: TableName) -> None:
-        await self._session.fetch(self._table(table).index_wait(), table, binary_format="raw")
-
-    async def set_write_hook(self, table: TableName, blob: bytes | None) -> None:
-        hook = None if blob is None else self._r.binary(blob)
-        await self._session.fetch(self._table(table).set_write_hook(hook), table)
-        self._no_bypass.discard(table)
 
     # --- drtool's own state -------------------------------------------------------------
     async def server_time(self) -> float:

@@ -1,8 +1,8 @@
-"""SFTP storage (``sftp://user@host:port/path``) over paramiko, the only module importing it.
+"""SFTP storage (``sftp://user@host:port/path``) over paramiko: the storage operations.
 
-Security: key authentication only, from ``identity_file`` (refused if group/other can read it)
-or else the SSH agent. The host key must already be in ``known_hosts`` (~/.ssh/known_hosts by
-default): unknown or changed keys are AuthErrors showing fingerprints, never added.
+With ``drtool.storage.sftp_connection`` (authentication, host keys, the channel pool) the only
+modules importing paramiko. Security: key authentication only (identity file or SSH agent),
+and the host key must already be in ``known_hosts``: see that module.
 
 Write-once ``put``: a name that exists with the same size is a no-op, with another size
 ObjectExists. Else the bytes go to ``.tmp-<random>`` (pipelined 1 MiB writes, each one
@@ -13,8 +13,8 @@ success. Caveats: on a server filesystem without hard links OpenSSH falls back t
 (a tiny race); "different content" is judged by size; the server does not fsync on close.
 
 Concurrency: one SSH connection, up to ``connections`` SFTP channels, each used by one worker
-thread at a time. A drop fails the operations in flight with StorageUnreachable (retryable,
-see RetryingStorage); the next operation reconnects.
+thread at a time (``SFTPConnection``). A drop fails the operations in flight with
+StorageUnreachable (retryable, see RetryingStorage); the next operation reconnects.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import getpass
 import posixpath
 import secrets
 import stat as stat_mod
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -33,26 +32,15 @@ from typing import TypeVar
 
 import paramiko
 
-from drtool.errors import AuthError, DrtoolError, ObjectExists, ObjectNotFound
-from drtool.errors import StorageError, StorageUnreachable
+from drtool.errors import DrtoolError, ObjectExists, ObjectNotFound, StorageError
+from drtool.errors import StorageUnreachable
 from drtool.storage.base import ObjectInfo, Storage, check_name
 from drtool.storage.local import STALE_TMP_SECONDS, TMP_PREFIX
+from drtool.storage.sftp_connection import ANY_FAILURE, CONNECTION_LOST, SFTPConnection
 
 T = TypeVar("T")
 _CHUNK = 1 << 20
-_WINDOW = 16 << 20  # bytes in flight per channel: throughput ~ window / round-trip time
 _READ_WINDOW = 8 << 20
-#: What a lost connection raises (socket.timeout is TimeoutError; SFTP status errors are plain
-#: OSError and are classified by errno or by whether the transport is still alive).
-_CONNECTION_LOST = (EOFError, TimeoutError, ConnectionError, paramiko.SSHException)
-_ANY_FAILURE = (OSError, EOFError, paramiko.SSHException)
-
-
-def _close_quietly(thing: paramiko.SFTPClient | paramiko.SSHClient) -> None:
-    try:
-        thing.close()
-    except _ANY_FAILURE:
-        pass  # the connection is already gone
 
 
 def _confirm_writes(f: paramiko.SFTPFile) -> None:
@@ -63,18 +51,6 @@ def _confirm_writes(f: paramiko.SFTPFile) -> None:
         f.sftp._read_response(request)
     if hasattr(f, "_reqs"):
         f._reqs.clear()
-
-
-class _UnknownHostKey(Exception):
-    def __init__(self, key: paramiko.PKey) -> None:
-        self.key = key
-
-
-class _RejectUnknown(paramiko.RejectPolicy):
-    """RejectPolicy that keeps the offered key, so the error can show its fingerprint."""
-
-    def missing_host_key(self, client, hostname, key):
-        raise _UnknownHostKey(key)
 
 
 class SFTPStorage(Storage):
@@ -89,88 +65,21 @@ class SFTPStorage(Storage):
     def __init__(self, host: str, path: str, user: str | None = None, port: int = 22,
                  identity_file: Path | str | None = None, known_hosts: Path | str | None = None,
                  *, create: bool = False, connections: int = 4, timeout: float = 30.0) -> None:
-        self.host, self.port = host, port
-        self.user = user or getpass.getuser()
+        user = user or getpass.getuser()
         self.root = posixpath.normpath(str(path) or ".")  # relative: below the login directory
-        self.identity_file = Path(identity_file).expanduser() if identity_file else None
-        self.known_hosts = Path(known_hosts or "~/.ssh/known_hosts").expanduser()
-        self.create, self.timeout = create, timeout
+        self.create = create
         shown_host = f"[{host}]" if ":" in host else host
         shown_path = self.root if self.root.startswith("/") else f"/~/{self.root}"
         shown_path = "/~" if self.root == "." else shown_path
-        self.location = f"sftp://{self.user}@{shown_host}:{port}{shown_path}"
+        self.location = f"sftp://{user}@{shown_host}:{port}{shown_path}"
+        self._conn = SFTPConnection(
+            host, port, user, self.location,
+            Path(identity_file).expanduser() if identity_file else None,
+            Path(known_hosts or "~/.ssh/known_hosts").expanduser(), timeout)
         self._slots = asyncio.Semaphore(connections)
-        self._lock = threading.Lock()
-        self._ssh: paramiko.SSHClient | None = None
-        self._idle: list[paramiko.SFTPClient] = []
         self._dirs: set[str] = set()  # remote directories known to exist
 
-    # --- connection -------------------------------------------------------------------
-    def _alive(self) -> bool:
-        transport = self._ssh.get_transport() if self._ssh else None
-        return bool(transport and transport.is_active())
-
-    def _checkout(self) -> paramiko.SFTPClient:
-        with self._lock:
-            if not self._alive():
-                self._disconnect()
-                self._connect()
-            if self._idle:
-                return self._idle.pop()
-            transport = self._ssh.get_transport()
-        sftp = paramiko.SFTPClient.from_transport(transport, window_size=_WINDOW)
-        sftp.get_channel().settimeout(self.timeout)
-        return sftp
-
-    def _checkin(self, sftp: paramiko.SFTPClient, healthy: bool) -> None:
-        """Return a channel to the pool; after a connection error drop the whole connection
-        (its transport may not have noticed yet) so that the next operation reconnects."""
-        with self._lock:
-            current = self._ssh is not None and (
-                self._ssh.get_transport() is sftp.get_channel().get_transport())
-            if healthy and current and self._alive():
-                self._idle.append(sftp)
-                return
-            if not healthy and current:
-                self._disconnect()
-        _close_quietly(sftp)
-
-    def _disconnect(self) -> None:
-        idle, self._idle, ssh, self._ssh = self._idle, [], self._ssh, None
-        for sftp in idle:
-            _close_quietly(sftp)
-        if ssh is not None:
-            _close_quietly(ssh)
-
-    def _connect(self) -> None:
-        ssh = paramiko.SSHClient()
-        ssh.set_missing_host_key_policy(_RejectUnknown())
-        if self.known_hosts.exists():
-            try:
-                ssh.load_system_host_keys(str(self.known_hosts))
-            except (OSError, paramiko.SSHException) as exc:
-                raise AuthError(f"{self.location}: cannot read {self.known_hosts}: {exc}") from None
-        key = self._load_identity()
-        agent = paramiko.Agent() if key is None else None
-        if agent is not None and not agent.get_keys():
-            agent.close()
-            raise AuthError(
-                f"{self.location}: no identity_file set and no key in the SSH agent: "
-                "set repository.identity_file or run ssh-add"
-            )
-        try:
-            ssh.connect(self.host, port=self.port, username=self.user, pkey=key,
-                        allow_agent=agent is not None, look_for_keys=False, timeout=self.timeout,
-                        banner_timeout=self.timeout, auth_timeout=self.timeout)
-        except Exception as exc:
-            ssh.close()
-            raise self._connect_error(exc) from None
-        finally:
-            if agent is not None:
-                agent.close()
-        ssh.get_transport().set_keepalive(15)
-        self._ssh = ssh
-
+    # --- running operations -----------------------------------------------------------
     def _check_root(self, sftp: paramiko.SFTPClient) -> None:
         if self.create:
             try:
@@ -188,59 +97,6 @@ class SFTPStorage(Storage):
             raise StorageError(f"{self.location}: not a directory")
         self._dirs.add(self.root)
 
-    def _load_identity(self) -> paramiko.PKey | None:
-        path = self.identity_file
-        if path is None:
-            return None
-        try:
-            mode = path.stat().st_mode
-        except FileNotFoundError:
-            raise AuthError(f"{self.location}: identity file {path} does not exist") from None
-        if mode & 0o077:
-            raise AuthError(
-                f"identity file {path} is readable by others (mode {mode & 0o777:04o}): "
-                f"run chmod 600 {path}"
-            )
-        try:
-            return paramiko.PKey.from_path(path)
-        except paramiko.PasswordRequiredException:
-            raise AuthError(
-                f"identity file {path} is passphrase-protected: load it with ssh-add and "
-                "leave identity_file unset to use the agent"
-            ) from None
-        except (OSError, ValueError, paramiko.SSHException) as exc:
-            raise AuthError(f"identity file {path} is not a usable private key: {exc}") from None
-
-    def _connect_error(self, exc: Exception) -> DrtoolError:
-        hostport = f"[{self.host}]:{self.port}" if self.port != 22 else self.host
-        if isinstance(exc, _UnknownHostKey):
-            return AuthError(
-                f"{self.location}: host key of {hostport} is not in {self.known_hosts} "
-                f"({exc.key.get_name()} {exc.key.fingerprint}): check that fingerprint out of "
-                f"band, then run: ssh-keyscan -p {self.port} {self.host} >> {self.known_hosts}"
-            )
-        if isinstance(exc, paramiko.BadHostKeyException):
-            return AuthError(
-                f"{self.location}: HOST KEY CHANGED for {hostport}: {self.known_hosts} has "
-                f"{exc.expected_key.fingerprint}, the server offered {exc.key.fingerprint}; "
-                "this may be an attack: if the key was really replaced, run "
-                f"ssh-keygen -R '{hostport}' -f {self.known_hosts} and add the new key"
-            )
-        if isinstance(exc, paramiko.AuthenticationException):
-            key = f"key {self.identity_file}" if self.identity_file else "the SSH agent's keys"
-            return AuthError(
-                f"{self.location}: the server refused {key} for user {self.user}: "
-                "add the public key to the server's authorized_keys"
-            )
-        return self._unreachable(exc)
-
-    def _unreachable(self, exc: BaseException, doing: str = "", name: str = "") -> DrtoolError:
-        reason = str(exc) or type(exc).__name__
-        what = f"connection lost {doing} {name}" if doing else "cannot connect"
-        return StorageUnreachable(
-            f"{self.location}: {what} ({reason}): check the server and network, then try again"
-        )
-
     def _error(self, exc: Exception, doing: str, name: str) -> DrtoolError:
         """Translate an exception raised while ``doing`` object ``name`` with a channel."""
         code = getattr(exc, "errno", None)
@@ -251,8 +107,8 @@ class SFTPStorage(Storage):
                 f"{self.location}: permission denied {doing} {name}: "
                 "check the remote directory's owner and mode"
             )
-        if isinstance(exc, _CONNECTION_LOST) or not self._alive():
-            return self._unreachable(exc, doing, name)
+        if isinstance(exc, CONNECTION_LOST) or not self._conn.alive():
+            return self._conn.unreachable(exc, doing, name)
         return StorageError(
             f"{self.location}: {doing} {name} failed on the server ({exc}): "
             "check free space and the server's log"
@@ -265,17 +121,17 @@ class SFTPStorage(Storage):
     def _call(self, doing: str, name: str, op: Callable[[paramiko.SFTPClient], T]) -> T:
         sftp, healthy = None, True
         try:
-            sftp = self._checkout()
+            sftp = self._conn.checkout()
             if self.root not in self._dirs:
                 self._check_root(sftp)
             return op(sftp)
-        except _ANY_FAILURE as exc:
+        except ANY_FAILURE as exc:
             error = self._error(exc, doing, name)
             healthy = not isinstance(error, StorageUnreachable)
             raise error from None
         finally:
             if sftp is not None:
-                self._checkin(sftp, healthy)
+                self._conn.checkin(sftp, healthy)
 
     def _remote(self, name: str) -> str:
         return posixpath.join(self.root, *check_name(name).split("/"))
@@ -327,10 +183,10 @@ class SFTPStorage(Storage):
                 if not self._same_or_exists(sftp, name, path, len(data)):
                     raise
         finally:
-            if not published and self._alive():
+            if not published and self._conn.alive():
                 try:
                     sftp.remove(tmp)
-                except _ANY_FAILURE:
+                except ANY_FAILURE:
                     pass  # left behind: list() removes it after an hour
 
     def _makedirs(self, sftp: paramiko.SFTPClient, directory: str) -> None:
@@ -434,9 +290,5 @@ class SFTPStorage(Storage):
 
     async def close(self) -> None:
         """Close every channel and the connection. Idempotent; a later call reconnects."""
-        await asyncio.to_thread(self._close_all)
-
-    def _close_all(self) -> None:
-        with self._lock:
-            self._disconnect()
+        await asyncio.to_thread(self._conn.close)
 
