@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import pytest
 
 from drtool.cluster.base import ALWAYS, Cluster, Guard
+from drtool.core.shape import is_drtool_fence
 from drtool.digest import fold, r_uuid
 from drtool.errors import ClusterError, NotFound, PermissionDenied
 from drtool.model import FeedChange, FeedOverflow, FeedReady, IndexDef, PermissionRow, TableName, UserInfo
@@ -471,7 +472,10 @@ class ClusterContract:
         await c.insert_texts(t, ['{"id":1}'])
         message = "drtool fence: generation 7 is on the standby"
         await c.set_rejecting_write_hook(t, message)
-        assert (await c.table_meta(t)).write_hook is not None
+        blob = (await c.table_meta(t)).write_hook
+        # drtool recognises its fences by the message, which the blob carries as text
+        assert is_drtool_fence(blob) and is_drtool_fence(blob, message)
+        assert not is_drtool_fence(blob, message + " now")
         refused = "Error in write hook: " + message
         res = await c.insert_texts(t, ['{"id":2}'])  # even admin is refused
         assert (res.inserted, res.errors, res.first_error) == (0, 1, refused)
@@ -481,8 +485,11 @@ class ClusterContract:
         assert (res.deleted, res.errors, res.first_error) == (0, 1, refused)
         assert (await c.insert_texts(t, ['{"id":3}'], ignore_write_hook=True)).inserted == 1
         assert (await c.delete_keys(t, ["3"], ignore_write_hook=True)).deleted == 1
+        await c.set_rejecting_write_hook(t, "drtool fence: déjà fenced")
+        assert is_drtool_fence((await c.table_meta(t)).write_hook, "drtool fence: déjà fenced")
         await c.set_write_hook(t, None)
         assert (await c.insert_texts(t, ['{"id":2}'])).inserted == 1
+        assert not is_drtool_fence((await c.table_meta(t)).write_hook)
     # --- drtool's own state: compare-and-set on the server's clock -----------------------
     async def test_server_time_is_the_servers_clock(self, cluster: ContractTarget):
         c = cluster.cluster

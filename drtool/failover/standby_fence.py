@@ -22,15 +22,23 @@ Records (one document each, written only when they change):
 
 from __future__ import annotations
 
+import asyncio
 import json
 
-from drtool.cluster.base import ALWAYS
+from drtool.cluster.base import ALWAYS, Cluster
+from drtool.core.shape import FENCE_PREFIX, is_drtool_fence
 from drtool.core.state import RUNNER, StateStore
 from drtool.errors import NotFound
 from drtool.failover.fence import FenceRecord
+from drtool.model import TableName
 
 STANDBY_FENCE = "standby-fence"
 USERS = "users"
+
+
+def standby_fence_message(policy: str, generation: int) -> str:
+    return (f"{FENCE_PREFIX}this cluster is the standby of drtool policy {policy} (generation "
+            f"{generation}); write to the primary")
 
 
 async def _read(store: StateStore, suffix: str) -> dict | None:
@@ -69,3 +77,38 @@ async def read_synced_users(store: StateStore) -> frozenset[str]:
 
 async def store_synced_users(store: StateStore, users: list[str]) -> None:
     await _write(store, USERS, "users", sorted(users))
+
+
+class HookFence:
+    """The write-hook standby fence of one runner direction (``store``: the target's state,
+    ``generation``: the runner's), shared by its table replicators."""
+
+    def __init__(self, store: StateStore, generation: int) -> None:
+        self.store, self.generation = store, generation
+        self.message = standby_fence_message(store.policy, generation)
+        self._hooks: dict[str, bytes | None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def keep(self, target: Cluster, table: TableName, source_hook: bytes | None,
+                   current_hook: bytes | None) -> bool:
+        """Record ``source_hook`` as ``table``'s hook to restore on promotion (see the
+        module doc), then make sure the target's hook is the fence. Returns True when the
+        fence hook was installed now; drtool's own tables are never fenced. Idempotent;
+        raises what the cluster raises."""
+        if table.db == self.store.db:
+            return False
+        async with self._lock:
+            if self._hooks is None:
+                found = await read_standby_fence(self.store)
+                self._hooks = dict(found.hooks) if found and found.kind == "write-hook" else {}
+            name = str(table)
+            if (name not in self._hooks or self._hooks[name] != source_hook) \
+                    and not is_drtool_fence(source_hook) \
+                    and (await self.store.read_roles()).step is None:
+                self._hooks[name] = source_hook
+                await store_standby_fence(self.store, FenceRecord(
+                    "write-hook", self.generation, hooks=sorted(self._hooks.items())))
+        if is_drtool_fence(current_hook, self.message):
+            return False
+        await target.set_rejecting_write_hook(table, self.message)
+        return True
