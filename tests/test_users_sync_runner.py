@@ -223,3 +223,32 @@ def test_status_reports_a_user_without_a_password_source(policy, primary_server,
     asyncio.run(again())
     assert standby_server.users["nopass"] == APP_PASSWORD
     assert "nopass" not in cli("status").stdout
+
+
+async def test_users_are_not_dropped_when_the_source_lost_all_of_them():
+    """A source that lost every user synced before is the wrong cluster (or was emptied):
+    nothing is dropped, the problem is named."""
+    from drtool.failover.users_sync import sync_users
+    from drtool.policy_failover import FailoverPolicy
+
+    src, dst = FakeServer(), FakeServer()
+    for server in (src, dst):
+        for user in ("a", "b"):
+            server.users[user] = "x"
+            server.permissions[(user, "app", None)] = {"read": True}
+    s, t = connect_fake(src), connect_fake(dst)
+    for c in (s, t):
+        await c.ensure_db("app")
+    first = await sync_users(s, t, FailoverPolicy(), [T])
+    assert first.managed == ["a", "b"] and first.dropped == []
+    for user in ("a", "b"):
+        await s.drop_user(user)
+    report = await sync_users(s, t, FailoverPolicy(), [T], managed=frozenset(first.managed))
+    assert (report.dropped, report.not_dropped, report.managed) == ([], ["a", "b"], ["a", "b"])
+    assert {"a", "b"} <= set(dst.users)
+    assert report.problems == ["users a, b: gone from the source, but so is every user synced "
+                               "before: not dropped on the target (is the source the right "
+                               "cluster? drop them there by hand if they were really dropped)"]
+    src.users["a"] = "x"  # one of them back: the other one was really dropped
+    again = await sync_users(s, t, FailoverPolicy(), [T], managed=frozenset(report.managed))
+    assert again.dropped == ["b"] and "b" not in dst.users

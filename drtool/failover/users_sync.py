@@ -52,6 +52,7 @@ class UsersSync:
     unmanaged_passwords: list[str] = field(default_factory=list)  # exist, no source
     extra_users: list[str] = field(default_factory=list)  # only on the target, never synced
     dropped: list[str] = field(default_factory=list)  # managed, gone from the source: dropped
+    not_dropped: list[str] = field(default_factory=list)  # every managed user gone at once
     managed: list[str] = field(default_factory=list)  # on both after this run
     granted: list[str] = field(default_factory=list)  # scopes written, "user: scope"
     pending: list[str] = field(default_factory=list)  # db/table not on the target yet
@@ -64,12 +65,16 @@ class UsersSync:
         return ([f"user {u} has no password source in the policy ([failover.users.{u}]): "
                  "not created on the target" for u in self.no_password]
                 + [f"permissions of {p}: the target has no such database or table yet"
-                   for p in self.pending])
+                   for p in self.pending]
+                + [f"users {', '.join(self.not_dropped)}: gone from the source, but so is every "
+                   "user synced before: not dropped on the target (is the source the right "
+                   "cluster? drop them there by hand if they were really dropped)"
+                   ] * bool(self.not_dropped))
 
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in (
             "created", "passwords_set", "no_password", "unmanaged_passwords", "extra_users",
-            "dropped", "managed", "granted", "pending", "standby_fence")}
+            "dropped", "not_dropped", "managed", "granted", "pending", "standby_fence")}
 
 
 def _scope_text(row: PermissionRow) -> str:
@@ -104,7 +109,9 @@ async def sync_users(source: Cluster, target: Cluster, policy: FailoverPolicy,
     ``managed`` (the ``report.managed`` of the previous run: the users that were on both
     clusters): those gone from the source are dropped on the target (``report.dropped``),
     except admin and ``protected`` (the users drtool itself connects as): a user dropped on
-    the primary must not be able to log in after a failover. Users the target has and the
+    the primary must not be able to log in after a failover. When several are gone and none
+    of them is left on the source (a wrong or emptied source cluster, not drops), none is
+    dropped (``report.not_dropped``, a problem). Users the target has and the
     source never had are only reported (``extra_users``): they are the standby's own."""
     report = UsersSync()
     dbs = {t.db for t in selected}
@@ -119,6 +126,8 @@ async def sync_users(source: Cluster, target: Cluster, policy: FailoverPolicy,
     t_all = {u.name for u in await target.list_users()}
     s_users = s_all & relevant
     gone = sorted((set(managed) & t_all) - s_all - set(protected) - {"admin"})
+    if len(gone) > 1 and not set(managed) & s_all:  # a wrong or empty source, not drops
+        report.not_dropped, gone = gone, []
     for user in gone:
         if not dry_run:
             await target.drop_user(user)
@@ -145,7 +154,7 @@ async def sync_users(source: Cluster, target: Cluster, policy: FailoverPolicy,
         else:
             report.passwords_set.append(user)
     present = ((s_users & t_users) | set(report.created)) - {"admin"}
-    report.managed = sorted(present)
+    report.managed = sorted(present | set(report.not_dropped))
     want = {(r.user, r.db, r.table): r for r in s_rows
             if r.user in present and _in_scope(r, dbs, tables)}
     for user in sorted(set(fence_users) & present):
@@ -239,7 +248,7 @@ def _log(events, report: UsersSync, reported: set[str]) -> None:
                     "target too", user=user)
     # once per problem, not on every poll (pending permissions are not logged: they wait
     # for the runner to create the database or table)
-    problems = UsersSync(no_password=report.no_password).problems
+    problems = UsersSync(no_password=report.no_password, not_dropped=report.not_dropped).problems
     for problem in problems:
         if problem not in reported:
             events.warn("users-problem", problem)
