@@ -5,6 +5,8 @@ unplanned); the reversed runner fences the new standby."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from drtool.cluster.fake import FakeServer
@@ -144,3 +146,42 @@ async def _meta_with_fence(server: FakeServer):
     await admin.create_table(T, primary_key="id", shards=1, replicas=1)
     await admin.set_rejecting_write_hook(T, standby_fence_message("p", 3))
     return await connect_fake(server).table_meta(T)
+
+
+@pytest.mark.parametrize("kind", ["fake", "real"])
+async def test_hook_fence_recognises_its_own_hook_and_lifts_to_the_recorded_one(kind):
+    """On the real server two settings of the same hook give different blobs: the fence is
+    recognised by its message, so a second ``keep`` changes nothing; lifting the record
+    installs the source's hook (here none)."""
+    import uuid
+
+    from drtool.failover.fence import lift_fence
+    from drtool.failover.standby_fence import HookFence
+    from tests.replication_helpers import fake_or_real_cluster
+
+    cluster = await fake_or_real_cluster(kind, "standby")
+    db = "drtool_hookfence_" + uuid.uuid4().hex[:8]
+    store = StateStore(cluster, db + "_state", "pol_" + uuid.uuid4().hex[:6])
+    table = T.__class__(db, "t")
+    try:
+        await store.ensure()
+        await cluster.ensure_db(db)
+        await cluster.create_table(table, primary_key="id", shards=1, replicas=1)
+        fence = HookFence(store, 4)
+        assert await fence.keep(cluster, table, None, None) is True
+        current = (await cluster.table_meta(table)).write_hook
+        assert await HookFence(store, 4).keep(cluster, table, None, current) is False
+        assert await HookFence(store, 5).keep(cluster, table, None, current) is True  # newer
+        res = await cluster.insert_texts(table, ['{"id":1}'])
+        assert res.first_error == "Error in write hook: " + standby_fence_message(store.policy, 5)
+        assert (await cluster.insert_texts(table, ['{"id":1}'], ignore_write_hook=True)).inserted == 1
+        record = await read_standby_fence(store)
+        assert (record.kind, record.hooks) == ("write-hook", [(str(table), None)])
+        assert await lift_fence(cluster, record) == []
+        assert (await cluster.table_meta(table)).write_hook is None
+        assert (await cluster.insert_texts(table, ['{"id":2}'])).inserted == 1
+    finally:
+        for name in (db, db + "_state"):
+            with contextlib.suppress(Exception):
+                await cluster.drop_db(name)
+        await cluster.close()
