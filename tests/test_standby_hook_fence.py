@@ -5,6 +5,7 @@ unplanned); the reversed runner fences the new standby."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 import pytest
@@ -185,3 +186,25 @@ async def test_hook_fence_recognises_its_own_hook_and_lifts_to_the_recorded_one(
             with contextlib.suppress(Exception):
                 await cluster.drop_db(name)
         await cluster.close()
+
+
+def test_a_snapshot_of_the_fenced_standby_records_the_primarys_hooks(policy, primary_server,
+                                                                     standby_server):
+    from tests.conftest import Cli, latest_manifest
+
+    cli = Cli(policy.path)
+    assert cli("keygen", "--out", str(policy.path.parent / "keys" / "identity.txt")).exit_code == 0
+    assert cli("init").exit_code == 0
+
+    async def replicate():
+        async with Background(policy) as bg:
+            await bg.streaming(2)
+            await wait_until(async_eq(lambda: recorded(standby_server, policy),
+                                      {str(T): OWN, str(T2): None}), "the hooks recorded")
+
+    asyncio.run(replicate())
+    assert is_drtool_fence(hook(standby_server, T))
+    done = cli("snapshot", "--from", "standby")
+    assert done.exit_code == 0, done.stderr
+    hooks = {str(t.name): t.meta.write_hook for t in latest_manifest(policy.path).tables}
+    assert hooks == {str(T): OWN, str(T2): None}

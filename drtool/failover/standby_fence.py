@@ -70,6 +70,16 @@ async def read_standby_fence(store: StateStore) -> FenceRecord | None:
     return FenceRecord.from_json(found["fence"]) if found else None
 
 
+async def fenced_hooks(cluster: Cluster, policy) -> dict[str, bytes | None] | None:
+    """For a snapshot of ``cluster`` (drtool.core.snapshot.SnapshotOptions.fenced_hooks):
+    the primary's own hooks its write-hook standby fence recorded, or None."""
+    if policy.failover.fence != "write-hook":
+        return None
+    found = await read_standby_fence(StateStore(cluster, policy.replication.state_db,
+                                                policy.name))
+    return dict(found.hooks) if found and found.kind == "write-hook" else None
+
+
 async def read_synced_users(store: StateStore) -> frozenset[str]:
     found = await _read(store, USERS)
     return frozenset(found["users"]) if found else frozenset()
