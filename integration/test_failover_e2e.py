@@ -264,9 +264,77 @@ def test_unplanned_failover_after_kill9_then_failback_lists_the_lost_writes(tmp_
         server.kill()
 
 
+def all_perms_of(d: Deployment, role: str, user: str) -> list:
+    with d.conn(role) as c:
+        rows = list(r.db("rethinkdb").table("permissions").filter({"user": user}).run(c))
+    return sorted(((row.get("database"), row.get("table"), row["permissions"]) for row in rows),
+                  key=str)
+
+
+def test_the_runner_keeps_users_and_permissions_on_the_standby(deployment: Deployment, tmp_path):
+    """A user created on the primary appears on the standby with the password the policy
+    names and the primary's global, database and table permissions (the app user's write
+    fenced there); changes follow; a user dropped on the primary is dropped on the standby;
+    a user without a password source is reported by drtool status."""
+    d, app = deployment, deployment.app
+    suffix = uuid.uuid4().hex[:8]
+    reports, nopass = f"drtool_it_reports_{suffix}", f"drtool_it_nopass_{suffix}"
+    password = "pw-" + uuid.uuid4().hex
+    (tmp_path / "reports.pw").write_text(password + "\n")
+    d.policy.write_text(d.policy.read_text() + f'[failover.users.{reports}]\n'
+                        f'password_file = "{tmp_path / "reports.pw"}"\n')
+    try:
+        d.start()
+        d.streaming({"t"})
+        with d.conn() as c:
+            for user in (reports, nopass):
+                r.db("rethinkdb").table("users").insert({"id": user, "password": "other"}).run(c)
+            r.grant(reports, {"connect": True}).run(c)
+            r.db(d.db).grant(reports, {"read": True}).run(c)
+            r.db(d.db).table("t").grant(reports, {"write": True}).run(c)
+            r.db(d.db).grant(nopass, {"read": True}).run(c)
+        wanted = all_perms_of(d, "primary", reports)
+        assert len(wanted) == 3
+        wait_until(lambda: all_perms_of(d, "standby", reports) == wanted,
+                   "the user's permissions on the standby")
+        host, _, port = d.standby.rpartition(":")
+        with r.connect(host=host, port=int(port), user=reports, password=password) as c:
+            assert r.db(d.db).table("t").insert({"id": "by-reports"}).run(c)["inserted"] == 1
+        # the app user logs in on the standby but cannot write there before a promotion
+        assert perms_of(d, "standby", app.user) == [(d.db, None, {"read": True, "write": False})]
+        with app.conn("standby") as c, pytest.raises(r.errors.ReqlPermissionError):
+            r.db(d.db).table("t").insert({"id": "stray"}).run(c)
+        status = drtool(d.policy, "status", "--json")
+        assert status.returncode == 1
+        assert (f"user {nopass} has no password source in the policy ([failover.users."
+                f"{nopass}]): not created on the target") in json.loads(status.stdout)["problems"]
+        with d.conn("standby") as c:
+            assert r.db("rethinkdb").table("users").get(nopass).run(c) is None
+        # changed and revoked on the primary: followed; dropped: dropped
+        with d.conn() as c:
+            r.db(d.db).table("t").grant(reports, {"write": None}).run(c)
+            r.db(d.db).grant(reports, {"read": False}).run(c)
+        changed = [(None, None, {"connect": True}), (d.db, None, {"read": False})]
+        wait_until(lambda: all_perms_of(d, "primary", reports) == sorted(changed, key=str)
+                   == all_perms_of(d, "standby", reports), "the changes")
+        with d.conn() as c:
+            r.db("rethinkdb").table("users").get(reports).delete().run(c)
+        with d.conn("standby") as c:
+            wait_until(lambda: r.db("rethinkdb").table("users").get(reports).run(c) is None,
+                       "the user dropped on the standby")
+        assert d.proc.poll() is None, d.log.read_text()
+        assert f"user-dropped: user {reports} was dropped on the source" in d.log.read_text()
+    finally:
+        for role in ("primary", "standby"):
+            with d.conn(role) as c:
+                r.db("rethinkdb").table("users").get_all(reports, nopass).delete().run(c)
+
+
 def test_write_hook_fence_for_an_admin_application(tmp_path, primary, standby):
-    """fence = "write-hook": the old primary refuses every write, admin's too, with a message
-    naming the generation; the table's own hook is back on the new primary."""
+    """fence = "write-hook": the runner keeps every standby table refusing the application's
+    writes (admin's too) with a message naming the policy and generation; the old primary
+    refuses every write with a message naming the generation; the table's own hook is back on
+    the new primary; after a failback the runner fences the standby again."""
     d = Deployment(tmp_path, primary.address, standby.address)
     d.policy_name = d.policy.read_text().split('"')[1]
     d.policy.write_text(d.policy.read_text() + '[failover]\napp_users = ["admin"]\n'
@@ -278,6 +346,17 @@ def test_write_hook_fence_for_an_admin_application(tmp_path, primary, standby):
             own = r.db(d.db).table("t").get_write_hook().run(c)["query"]
         d.start()
         d.streaming({"t"})
+
+        def standby_refusal(role: str, generation: int) -> str | None:
+            with d.conn(role) as c:
+                res = r.db(d.db).table("t").insert({"id": "stray"}).run(c)
+            assert res["inserted"] == 0, res
+            return res["first_error"] == (
+                f"Error in write hook: drtool fence: this cluster is the standby of drtool "
+                f"policy {d.policy_name} (generation {generation}); write to the primary")
+
+        wait_until(lambda: standby_refusal("standby", 0), "the standby fenced by the runner")
+        d.equal()  # the fence is not a difference
         done = drtool(d.policy, "failover", "--planned", "--yes")
         assert done.returncode == 0, done.stderr + done.stdout
         with d.conn("primary") as c:
@@ -290,5 +369,14 @@ def test_write_hook_fence_for_an_admin_application(tmp_path, primary, standby):
             assert r.db(d.db).table("t").insert({"id": "new"}).run(c)["inserted"] == 1
             assert r.db(d.db).table("t").get("new").run(c)["hooked"] is True
         assert ids_on(d, "primary") | {"new"} == ids_on(d, "standby")
+        # back: the primary gets its own hook again, the waiting runner fences the standby
+        back = drtool(d.policy, "failback", "--yes", "--lost-writes", str(tmp_path / "lost.jsonl"))
+        assert back.returncode == 0, back.stderr + back.stdout
+        with d.conn("primary") as c:
+            assert r.db(d.db).table("t").get_write_hook().run(c)["query"] == own
+            assert r.db(d.db).table("t").insert({"id": "back"}).run(c)["inserted"] == 1
+        wait_until(lambda: standby_refusal("standby", 2), "the standby fenced at generation 2")
+        wait_until(lambda: "back" in ids_on(d, "standby"), "replication primary -> standby")
+        assert "stray" not in ids_on(d, "primary") | ids_on(d, "standby")
     finally:
         d.cleanup()

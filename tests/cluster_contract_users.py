@@ -13,6 +13,7 @@ import uuid
 import pytest
 
 from drtool.cluster.base import Cluster
+from drtool.core.shape import is_drtool_fence
 from drtool.errors import ClusterError, NotFound, PermissionDenied
 from drtool.model import PermissionRow, UserInfo
 
@@ -102,7 +103,10 @@ class UsersContract:
         await c.insert_texts(t, ['{"id":1}'])
         message = "drtool fence: generation 7 is on the standby"
         await c.set_rejecting_write_hook(t, message)
-        assert (await c.table_meta(t)).write_hook is not None
+        blob = (await c.table_meta(t)).write_hook
+        # drtool recognises its fences by the message, which the blob carries as text
+        assert is_drtool_fence(blob) and is_drtool_fence(blob, message)
+        assert not is_drtool_fence(blob, message + " now")
         refused = "Error in write hook: " + message
         res = await c.insert_texts(t, ['{"id":2}'])  # even admin is refused
         assert (res.inserted, res.errors, res.first_error) == (0, 1, refused)
@@ -112,5 +116,8 @@ class UsersContract:
         assert (res.deleted, res.errors, res.first_error) == (0, 1, refused)
         assert (await c.insert_texts(t, ['{"id":3}'], ignore_write_hook=True)).inserted == 1
         assert (await c.delete_keys(t, ["3"], ignore_write_hook=True)).deleted == 1
+        await c.set_rejecting_write_hook(t, "drtool fence: déjà fenced")
+        assert is_drtool_fence((await c.table_meta(t)).write_hook, "drtool fence: déjà fenced")
         await c.set_write_hook(t, None)
         assert (await c.insert_texts(t, ['{"id":2}'])).inserted == 1
+        assert not is_drtool_fence((await c.table_meta(t)).write_hook)

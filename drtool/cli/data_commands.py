@@ -17,6 +17,7 @@ from drtool.core.restore import (
 )
 from drtool.core.session import connect_role, open_repository, parse_tables, select_tables
 from drtool.core.snapshot import SnapshotOptions, take_snapshot
+from drtool.failover.standby_fence import fenced_hooks
 from drtool.errors import CheckFailed, UsageError
 from drtool.units import format_bytes
 
@@ -59,7 +60,8 @@ def snapshot(
                 reads = pol.throttle.primary_reads if role == "primary" else None
                 options = SnapshotOptions(
                     full=full, primary_reads=reads, max_layers=pol.schedule.full_after_layers,
-                    max_delta_ratio=pol.schedule.full_after_delta)
+                    max_delta_ratio=pol.schedule.full_after_delta,
+                    fenced_hooks=await fenced_hooks(cluster, pol))
                 return await take_snapshot(repo, cluster, tables, policy_name=pol.name,
                                            source=role, progress=progress, options=options)
 

@@ -40,8 +40,11 @@ def replicate(
         from drtool.standby.metrics import PrometheusMetrics
 
         metrics = PrometheusMetrics()
-    users_sync = runner_users_sync(pol.failover, pol.tables, pol.replication.state_db, pol.name)
-    runner = Runner(pol, Events(log_format, metrics), users_sync=users_sync)  # UsageError without [standby]
+    events = Events(log_format, metrics)
+    users_sync = runner_users_sync(pol.failover, pol.tables, pol.replication.state_db, pol.name,
+                                   protected=tuple(c.user for c in (pol.primary, pol.standby) if c),
+                                   events=events)
+    runner = Runner(pol, events, users_sync=users_sync)  # UsageError without [standby]
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s" if log_format == "json" else TEXT_LOG))
     logger = logging.getLogger(LOGGER)

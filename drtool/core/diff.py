@@ -29,6 +29,7 @@ from drtool.core.diff_ranges import (
 from drtool.core.tasks import gather_bounded
 from drtool.core.progress import NullProgress, Progress
 from drtool.core.session import select_tables
+from drtool.core.shape import is_drtool_fence
 from drtool.errors import NotFound
 from drtool.model import KeyText, TableMeta, TableName
 from drtool.policy import Policy
@@ -122,7 +123,9 @@ def _blob(blob: bytes | None) -> str:
 
 
 def compare_schema(source: TableMeta | None, target: TableMeta | None) -> list[SchemaDifference]:
-    """What differs in the tables' shape (never server names)."""
+    """What differs in the tables' shape (never server names). A target fenced by drtool
+    (its write hook is drtool's fence, drtool.core.shape) does not differ by its hook: a
+    promotion installs the source's."""
     if source is None or target is None:
         if source is target:
             return []
@@ -140,7 +143,7 @@ def compare_schema(source: TableMeta | None, target: TableMeta | None) -> list[S
                 "index", name, "missing" if name not in want else "present",
                 "missing" if name not in have else
                 ("present" if name not in want else "another function")))
-    if source.write_hook != target.write_hook:
+    if source.write_hook != target.write_hook and not is_drtool_fence(target.write_hook):
         out.append(SchemaDifference("write hook", "", _blob(source.write_hook),
                                     _blob(target.write_hook) if target.write_hook is None
                                     or source.write_hook is None else "another function"))
@@ -176,6 +179,9 @@ async def diff_table(
             raise NotFound(f"table {table} does not exist on {source_role} or {target_role}")
         result = TableDiff(table, source_role, target_role, s_meta, t_meta,
                            compare_schema(s_meta, t_meta))
+        if t_meta is not None and is_drtool_fence(t_meta.write_hook):
+            result.notes.append(f"the {target_role} is fenced by drtool: its write hook refuses "
+                                "the application's writes until it is promoted")
         src = Side(source, table, options.search)
         tgt = Side(target, table, options.search)
         if s_meta is not None and t_meta is not None and s_meta.primary_key == t_meta.primary_key:

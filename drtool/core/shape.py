@@ -3,14 +3,34 @@
 Shared by restore (a snapshot's table into a cluster) and reconcile (a cluster's table onto
 the other cluster). ``plan_shape`` says what to do without doing it (reconcile's dry run);
 ``apply_shape`` does it. Indexes are recreated from their function blobs, never evaluated.
+
+drtool's fences (drtool.failover.fence, drtool.failover.standby_fence) are write hooks that
+refuse every write with a message starting ``FENCE_PREFIX``; ``is_drtool_fence`` recognises
+them by that message, which the hook's blob carries as text (observed on RethinkDB 2.4.4, the
+blob differs between two settings of the same hook; the contract suite checks it). Mirroring
+keeps a fence on the target (it is lifted by a promotion, never by copying a shape); a restore
+never installs one (a snapshot taken from a fenced standby).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from drtool.cluster.base import Cluster
 from drtool.model import IndexDef, TableMeta, TableName
+
+FENCE_PREFIX = "drtool fence: "
+
+
+def is_drtool_fence(blob: bytes | None, message: str | None = None) -> bool:
+    """Whether the write hook ``blob`` is one of drtool's fences (with exactly ``message``,
+    when given)."""
+    if blob is None:
+        return False
+    if message is None:
+        return json.dumps(FENCE_PREFIX).encode()[:-1] in blob
+    return any(json.dumps(message, ensure_ascii=a).encode() in blob for a in (True, False))
 
 
 async def create_table_like(cluster: Cluster, meta: TableMeta, target: TableName, *,
@@ -64,7 +84,11 @@ def plan_shape(meta: TableMeta, existing: TableMeta | None, *, mirror: bool) -> 
         wanted = {i.name for i in meta.indexes}
         plan.actions.extend(ShapeAction("drop index", n) for n in sorted(have) if n not in wanted)
     current = existing.write_hook if existing else None
-    if meta.write_hook is not None and meta.write_hook != current:
+    if is_drtool_fence(meta.write_hook):
+        plan.notes.append("write hook: drtool's fence, not copied")
+    elif mirror and is_drtool_fence(current):
+        plan.notes.append("write hook: drtool's fence kept (a promotion lifts it)")
+    elif meta.write_hook is not None and meta.write_hook != current:
         if current is not None and not mirror:
             plan.notes.append("write hook replaced by the snapshot's")
         plan.actions.append(ShapeAction("set write hook", hook=meta.write_hook))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+from collections.abc import Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 
@@ -24,6 +25,7 @@ from drtool.core.incremental import incremental_table, needs_full
 from drtool.core.scanning import FeedCollector, resumable_scan
 from drtool.core.tasks import gather_bounded
 from drtool.core.partition import table_parts
+from drtool.core.shape import is_drtool_fence
 from drtool.core.segments import Chunker, ChunkParams, PendingChanges, RangedChanges, SegmentWriter
 from drtool.errors import ClusterError
 from drtool.manifest import Manifest, SegmentRef, TableEntry
@@ -49,6 +51,10 @@ class SnapshotOptions:
     max_layers: int = 7  # a table whose chain of delta layers is this deep is copied in full
     max_delta_ratio: float = 0.3  # ... or whose deltas exceed this share of its base
     primary_reads: float | None = None  # documents per second read from the source (None: no limit)
+    #: a standby fenced by drtool's write hook (drtool.failover.standby_fence): per table
+    #: ("db.table") the primary's own hook, recorded instead of the fence (a fenced table
+    #: without an entry is recorded with no hook: a restore must not refuse every write)
+    fenced_hooks: Mapping[str, bytes | None] | None = None
 
 
 async def take_snapshot(
@@ -123,6 +129,8 @@ async def snapshot_table(
                 await collector.wait_ready()
                 started = utcnow()
                 meta = await cluster.table_meta(table)
+                if is_drtool_fence(meta.write_hook):
+                    meta = replace(meta, write_hook=(options.fenced_hooks or {}).get(str(table)))
                 why_full = parent and needs_full(parent, meta, max_layers=options.max_layers,
                                                  max_delta_ratio=options.max_delta_ratio)
                 if parent is not None and not why_full:

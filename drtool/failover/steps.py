@@ -12,6 +12,7 @@ import time
 
 from drtool.core.diff import diff_tables
 from drtool.core.reconcile import reconcile_tables
+from drtool.core.shape import is_drtool_fence
 from drtool.core.state import Roles, format_time, runner_lease
 from drtool.errors import DrtoolError, FailoverError
 from drtool.failover.fence import FenceRecord, apply_fence, lift_fence, plan_fence
@@ -154,11 +155,20 @@ async def promote(run: FailoverRun, source: str, target: str, generation: int, *
 
 
 async def unfence(run: FailoverRun, role: str, records: list[FenceRecord]) -> list[str]:
-    """Lift ``records`` on the new primary, in order (the last one's values win)."""
+    """Lift ``records`` on the new primary, in order (the last one's values win). With the
+    write-hook fence, a selected table still carrying one of drtool's fence hooks afterwards
+    (its own hook never recorded: created during a failover) gets no hook, and is named."""
     skipped: list[str] = []
+    cluster = run.require(role).cluster
     for record in records:
         try:
-            skipped += await lift_fence(run.require(role).cluster, record)  # type: ignore[arg-type]
+            skipped += await lift_fence(cluster, record)  # type: ignore[arg-type]
         except DrtoolError as err:
             skipped.append(str(err))
+    if run.policy.failover.fence == "write-hook":
+        for table in await run.selected_tables(role):
+            if is_drtool_fence((await cluster.table_meta(table)).write_hook):  # type: ignore[union-attr]
+                await cluster.set_write_hook(table, None)  # type: ignore[union-attr]
+                skipped.append(f"write hook of {table}: its own hook was never recorded; "
+                               "drtool's fence removed, set the table's hook again if it had one")
     return skipped

@@ -23,7 +23,7 @@ from drtool.failover import steps
 from drtool.failover.fence import FenceRecord
 from drtool.failover.planned import Confirm, Outcome, application_change, finish, refuse_other_kind, steps_to_run
 from drtool.failover.run import PROBE_TIMEOUT, FailoverRun
-from drtool.failover.users_sync import read_standby_fence
+from drtool.failover.standby_fence import read_standby_fence
 from drtool.model import utcnow
 from drtool.policy import Policy
 

@@ -2,18 +2,21 @@
 ``sync_users`` on every schema poll; failover calls it once more before promoting).
 
 Which users: the users of the replicated data (the app users, the users with a password
-source, and every user with a permission in a replicated database); which permissions: their
-global rows and their rows of the replicated databases and tables. (Users of databases the
-policy does not replicate are none of the standby's business.)
+source, and every user with a permission in a replicated database on either cluster: one
+whose last permission there was revoked on the source loses it on the target too); which
+permissions: their global rows and their rows of the replicated databases and tables. (Users
+of databases the policy does not replicate are none of the standby's business.)
 
 Users: every such user of the source except admin exists on the target. Passwords cannot be read
 from RethinkDB: a user missing on the target is created with the password the policy names
 (``[failover.users.NAME]``); a user without a password source is reported and not created
 (creating it without a password would let anyone log in as it). ``refresh_passwords`` sets
 the password of every user that has a source (the runner does this once when it starts).
-Users only on the target are reported, never dropped.
+A user that was on both and is dropped on the source is dropped on the target (it must not
+log in after a failover; the runner keeps the list of such users in the target's state
+database); users only ever on the target are reported, never dropped.
 
-Permissions: for every user of the source except admin, the target's global, database and
+Permissions: for every such user on both clusters except admin, the target's global, database and
 table overrides are made equal to the source's (extra overrides removed); only rows that
 differ are written. Rows for a database or table the target does not have yet are reported
 as pending (the runner copies the table first). The app users stay fenced on the target
@@ -25,11 +28,14 @@ Idempotent; a second run with nothing changed writes nothing.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from drtool.cluster.base import Cluster
 from drtool.errors import NotFound
+from drtool.failover.fence import FenceRecord
+from drtool.failover.standby_fence import (
+    read_synced_users, store_standby_fence, store_synced_users,
+)
 from drtool.model import PERMISSION_KEYS, PermissionRow, TableName
 from drtool.policy_failover import FailoverPolicy
 
@@ -44,7 +50,10 @@ class UsersSync:
     passwords_set: list[str] = field(default_factory=list)
     no_password: list[str] = field(default_factory=list)  # missing on target, no source
     unmanaged_passwords: list[str] = field(default_factory=list)  # exist, no source
-    extra_users: list[str] = field(default_factory=list)  # only on the target
+    extra_users: list[str] = field(default_factory=list)  # only on the target, never synced
+    dropped: list[str] = field(default_factory=list)  # managed, gone from the source: dropped
+    not_dropped: list[str] = field(default_factory=list)  # every managed user gone at once
+    managed: list[str] = field(default_factory=list)  # on both after this run
     granted: list[str] = field(default_factory=list)  # scopes written, "user: scope"
     pending: list[str] = field(default_factory=list)  # db/table not on the target yet
     #: (user, db, table or None, the source's write) of the app users fenced on the target
@@ -56,12 +65,16 @@ class UsersSync:
         return ([f"user {u} has no password source in the policy ([failover.users.{u}]): "
                  "not created on the target" for u in self.no_password]
                 + [f"permissions of {p}: the target has no such database or table yet"
-                   for p in self.pending])
+                   for p in self.pending]
+                + [f"users {', '.join(self.not_dropped)}: gone from the source, but so is every "
+                   "user synced before: not dropped on the target (is the source the right "
+                   "cluster? drop them there by hand if they were really dropped)"
+                   ] * bool(self.not_dropped))
 
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in (
             "created", "passwords_set", "no_password", "unmanaged_passwords", "extra_users",
-            "granted", "pending", "standby_fence")}
+            "dropped", "not_dropped", "managed", "granted", "pending", "standby_fence")}
 
 
 def _scope_text(row: PermissionRow) -> str:
@@ -78,7 +91,8 @@ def _in_scope(row: PermissionRow, dbs: set[str], tables: set[tuple[str, str]]) -
 async def sync_users(source: Cluster, target: Cluster, policy: FailoverPolicy,
                      selected: list[TableName], *, refresh_passwords: bool = False,
                      keep_fenced: frozenset[Scope] = frozenset(), dry_run: bool = False,
-                     fence_users: tuple[str, ...] = ()) -> UsersSync:
+                     fence_users: tuple[str, ...] = (), managed: frozenset[str] = frozenset(),
+                     protected: frozenset[str] = frozenset()) -> UsersSync:
     """Make the target's users and permissions equal to the source's (see the module doc)
     for the users of the replicated data: the app users, the users with a password source,
     and every user with a permission in a database of ``selected`` (the tables replicated).
@@ -90,21 +104,37 @@ async def sync_users(source: Cluster, target: Cluster, policy: FailoverPolicy,
     ``write`` is False in every replicated database and in every replicated table where the
     source grants it, so that the application cannot write into the standby (such writes
     would be overwritten or deleted by replication); ``report.standby_fence`` records the
-    source's values there, which promotion restores."""
+    source's values there, which promotion restores.
+
+    ``managed`` (the ``report.managed`` of the previous run: the users that were on both
+    clusters): those gone from the source are dropped on the target (``report.dropped``),
+    except admin and ``protected`` (the users drtool itself connects as): a user dropped on
+    the primary must not be able to log in after a failover. When several are gone and none
+    of them is left on the source (a wrong or emptied source cluster, not drops), none is
+    dropped (``report.not_dropped``, a problem). Users the target has and the
+    source never had are only reported (``extra_users``): they are the standby's own."""
     report = UsersSync()
     dbs = {t.db for t in selected}
     tables = {(t.db, t.table) for t in selected}
     s_rows = [r for r in await source.list_permissions() if r.user != "admin"]
     t_rows = [r for r in await target.list_permissions() if r.user != "admin"]
-    named = set(policy.app_users) | set(policy.passwords)
-
-    def users_of(rows: list[PermissionRow]) -> set[str]:
-        return {r.user for r in rows if r.db in dbs} | named
-
-    s_users = {u.name for u in await source.list_users()} & users_of(s_rows)
+    # a user whose last permission in a replicated database was revoked on the source is
+    # still one of them (its rows on the target must go too)
+    relevant = ({r.user for r in s_rows + t_rows if r.db in dbs}
+                | set(policy.app_users) | set(policy.passwords))
+    s_all = {u.name for u in await source.list_users()}
     t_all = {u.name for u in await target.list_users()}
-    t_users = t_all & (users_of(t_rows) | s_users)
-    report.extra_users = sorted((t_all & users_of(t_rows)) - s_users - {"admin"})
+    s_users = s_all & relevant
+    gone = sorted((set(managed) & t_all) - s_all - set(protected) - {"admin"})
+    if len(gone) > 1 and not set(managed) & s_all:  # a wrong or empty source, not drops
+        report.not_dropped, gone = gone, []
+    for user in gone:
+        if not dry_run:
+            await target.drop_user(user)
+        report.dropped.append(user)
+    t_all -= set(gone)
+    t_users = t_all & relevant
+    report.extra_users = sorted(t_users - s_all - {"admin"})
     for user in sorted(s_users - {"admin"}):
         exists = user in t_users
         if exists and not refresh_passwords:
@@ -124,6 +154,7 @@ async def sync_users(source: Cluster, target: Cluster, policy: FailoverPolicy,
         else:
             report.passwords_set.append(user)
     present = ((s_users & t_users) | set(report.created)) - {"admin"}
+    report.managed = sorted(present | set(report.not_dropped))
     want = {(r.user, r.db, r.table): r for r in s_rows
             if r.user in present and _in_scope(r, dbs, tables)}
     for user in sorted(set(fence_users) & present):
@@ -163,53 +194,25 @@ async def sync_users(source: Cluster, target: Cluster, policy: FailoverPolicy,
     return report
 
 
-STANDBY_FENCE = "standby-fence"  # id suffix of the record in the target's ``runner`` table
-
-
 def standby_fence_users(policy) -> tuple[str, ...]:
     """The users the standby keeps fenced: the app users, with the permissions fence."""
     return policy.app_users if policy.fence == "permissions" else ()
 
 
-async def store_standby_fence(store, report: UsersSync) -> None:
-    """Keep the source's values of the standby fence in the target's state database (what an
-    unplanned failover restores when the old primary cannot be asked); written only when it
-    changed."""
-    from drtool.cluster.base import ALWAYS
-    from drtool.core.state import RUNNER
-    from drtool.failover.fence import FenceRecord
-
-    key = json.dumps(f"{store.policy}:{STANDBY_FENCE}")
-    record = FenceRecord("permissions", 0, [tuple(w) for w in report.standby_fence])
-    text = json.dumps({"id": f"{store.policy}:{STANDBY_FENCE}", "fence": record.to_json()},
-                      sort_keys=True, separators=(",", ":"))
-    rows = await store.cluster.get_docs(store.table(RUNNER), [key])
-    if not rows or json.loads(rows[0][1]).get("fence") != json.loads(text)["fence"]:
-        await store.cluster.write_state(store.table(RUNNER), key, text, ALWAYS)
-
-
-async def read_standby_fence(store):
-    """The standby fence recorded on this cluster (a FenceRecord), or None."""
-    from drtool.core.state import RUNNER
-    from drtool.failover.fence import FenceRecord
-
-    key = json.dumps(f"{store.policy}:{STANDBY_FENCE}")
-    try:
-        rows = await store.cluster.get_docs(store.table(RUNNER), [key])
-    except NotFound:
-        return None
-    return FenceRecord.from_json(json.loads(rows[0][1])["fence"]) if rows else None
-
-
-def runner_users_sync(policy, tables_policy, state_db: str, policy_name: str):
+def runner_users_sync(policy, tables_policy, state_db: str, policy_name: str, *,
+                      protected: tuple[str, ...] = (), events=None):
     """The ``users_sync(source, target)`` hook of drtool.standby.runner.Runner: passwords set
     on its first call, then only what changed; the app users stay fenced on the target (and
     the values to restore are recorded there); the write permissions a fence recorded on the
-    target (``roles.extra["fenced"]``) are kept, so a fenced old primary stays fenced."""
+    target (``roles.extra["fenced"]``) are kept, so a fenced old primary stays fenced. The
+    users on both clusters are recorded on the target, so that a user dropped on the source
+    is dropped there too (even when that happened while no runner ran), except ``protected``
+    (the users drtool connects as). ``events`` (drtool.standby.events.Events): users created
+    or dropped and users without a password source are logged."""
     from drtool.core.state import StateStore
-    from drtool.failover.fence import FenceRecord
 
     first = [True]
+    reported: set[str] = set()
 
     async def hook(source: Cluster, target: Cluster) -> None:
         store = StateStore(target, state_db, policy_name)
@@ -222,12 +225,35 @@ def runner_users_sync(policy, tables_policy, state_db: str, policy_name: str):
                          for u, d, t, _ in FenceRecord.from_json(r).writes)
         selected = [t for t in await source.list_tables() if tables_policy.selects(t)]
         report = await sync_users(source, target, policy, selected, refresh_passwords=first[0],
-                                  keep_fenced=kept, fence_users=standby_fence_users(policy))
+                                  keep_fenced=kept, fence_users=standby_fence_users(policy),
+                                  managed=await read_synced_users(store),
+                                  protected=frozenset(protected) | {"admin"})
+        await store_synced_users(store, report.managed)
         if report.standby_fence and not roles.step:
-            await store_standby_fence(store, report)
+            await store_standby_fence(store, FenceRecord(
+                "permissions", 0, [tuple(w) for w in report.standby_fence]))  # type: ignore[misc]
         first[0] = False
+        if events is not None:
+            _log(events, report, reported)
 
     return hook
+
+
+def _log(events, report: UsersSync, reported: set[str]) -> None:
+    for user in report.created:
+        events.emit("user-created", f"user {user} created on the target with the password "
+                    "the policy names", user=user)
+    for user in report.dropped:
+        events.warn("user-dropped", f"user {user} was dropped on the source: dropped on the "
+                    "target too", user=user)
+    # once per problem, not on every poll (pending permissions are not logged: they wait
+    # for the runner to create the database or table)
+    problems = UsersSync(no_password=report.no_password, not_dropped=report.not_dropped).problems
+    for problem in problems:
+        if problem not in reported:
+            events.warn("users-problem", problem)
+    reported.clear()
+    reported.update(problems)
 
 
 async def users_problems(source: Cluster, target: Cluster, policy) -> list[str]:

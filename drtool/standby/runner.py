@@ -14,7 +14,11 @@ Fencing (STATE-DB.md): a target whose roles generation is higher than the one th
 started with, or that is now the primary, ends the runner with StaleGeneration (exit 8) before
 anything more is written. ``step = "stop-replication"`` (same generation) on the target makes
 it apply what it read, mark its tables stopped, release the lease and wait; a later
-generation with ``replicate`` true starts it again in the new direction.
+generation with ``replicate`` true starts it again in the new direction. Between failovers
+the target stays fenced from the application: with ``[failover] fence = "write-hook"`` every
+selected target table gets a hook refusing every write (drtool.failover.standby_fence; the
+source's hooks are recorded there for the promotion instead of being copied), with the
+permissions fence the users_sync hook keeps the app users without write permission.
 
 ``stop()`` (SIGTERM/SIGINT): stop reading feeds, apply what was read, release the lease,
 return. Every connection is closed when ``run`` returns; nothing is global.
@@ -38,6 +42,7 @@ from drtool.core.state import (
 from drtool.errors import (
     ClusterUnreachable, DrtoolError, LeaseHeld, OwnershipError, StaleGeneration, UsageError,
 )
+from drtool.failover.standby_fence import HookFence
 from drtool.model import TableName
 from drtool.policy import Policy
 from drtool.standby.events import Events
@@ -211,9 +216,12 @@ class Runner:
     def _settings(self, source_role: str) -> TableSettings:
         rep = self.policy.replication
         reads = self.policy.throttle.primary_reads if source_role == "primary" else None
+        fence = None  # with the permissions fence, the users_sync hook keeps the target fenced
+        if self.policy.failover.fence == "write-hook":
+            fence = HookFence(self._store(self.roles.target), self.roles.generation)
         return TableSettings(queue_size=rep.changefeed_queue_size, batch_size=rep.batch_size,
                              shards=rep.standby_shards, replicas=rep.standby_replicas,
-                             source_reads=reads)
+                             source_reads=reads, hook_fence=fence)
 
     async def _selected(self, source: Cluster) -> list[TableName]:
         return [t for t in await source.list_tables() if self.policy.tables.selects(t)]

@@ -20,6 +20,7 @@ from drtool.core import retention
 from drtool.core.session import open_repository, select_tables
 from drtool.core.snapshot import SnapshotOptions, take_snapshot
 from drtool.errors import DrtoolError
+from drtool.failover.standby_fence import fenced_hooks
 from drtool.policy import Policy, RetentionPolicy
 from drtool.standby.events import Events
 
@@ -33,7 +34,8 @@ async def snapshot_once(policy: Policy, cluster: Cluster, role: str, *,
         tables = select_tables(policy, await cluster.list_tables(), [], where=role)
         options = SnapshotOptions(primary_reads=primary_reads,
                                   max_layers=policy.schedule.full_after_layers,
-                                  max_delta_ratio=policy.schedule.full_after_delta)
+                                  max_delta_ratio=policy.schedule.full_after_delta,
+                                  fenced_hooks=await fenced_hooks(cluster, policy))
         manifest = await take_snapshot(repo, cluster, tables, policy_name=policy.name,
                                        source=role, options=options)
         record = {"id": manifest.id, "result": "ok", "time": time.time(),

@@ -31,7 +31,7 @@ from drtool.core.diff import DiffOptions, table_meta_or_none
 from drtool.core.diff_ranges import SearchParams
 from drtool.core.reconcile import ReconcileOptions, reconcile_table
 from drtool.core.scanning import resumable_scan
-from drtool.core.shape import apply_shape, create_table_like, plan_shape
+from drtool.core.shape import ShapeAction, apply_shape, create_table_like, plan_shape
 from drtool.core.state import StateStore, TableState
 from drtool.errors import (
     ClusterError,
@@ -202,6 +202,7 @@ class TableReplicator:
         if existing is None:
             await create_table_like(self.target, meta, self.table, shards=self.settings.shards,
                                     replicas=self.settings.replicas)
+            await self._keep_fence(meta, None)  # fenced before anything is copied
             return True
         if existing.primary_key != meta.primary_key:
             raise SchemaMismatch(
@@ -217,13 +218,32 @@ class TableReplicator:
         counts are left as they are). Returns the actions taken, e.g. "create index by_x"."""
         meta = meta or await self.source.table_meta(self.table)
         existing = existing or await self.target.table_meta(self.table)
-        plan = plan_shape(meta, existing, mirror=True)
-        if plan.actions:
-            await apply_shape(self.target, self.table, plan.actions)
-            for action in plan.actions:
+        actions = self._shape(plan_shape(meta, existing, mirror=True).actions)
+        if actions:
+            await apply_shape(self.target, self.table, actions)
+            for action in actions:
                 self.events.emit("schema-changed", f"{self._name}: {action} on "
                                  f"{self.target_role}", table=self._name, action=str(action))
-        return [str(a) for a in plan.actions]
+        if await self._keep_fence(meta, existing.write_hook):
+            actions.append(ShapeAction("fence write hook"))
+        return [str(a) for a in actions]
+
+    def _shape(self, actions: list[ShapeAction]) -> list[ShapeAction]:
+        """With the write-hook standby fence the source's hook is not copied (it is recorded
+        for the promotion instead, see ``_keep_fence``)."""
+        if self.settings.hook_fence is None:
+            return actions
+        return [a for a in actions if not a.kind.endswith("write hook")]
+
+    async def _keep_fence(self, meta, current: bytes | None) -> bool:
+        """Keep the write-hook standby fence on the target table (when the policy has it)."""
+        fence = self.settings.hook_fence
+        if fence is None or not await fence.keep(self.target, self.table, meta.write_hook, current):
+            return False
+        self.events.emit("standby-fenced", f"{self._name}: write hook refusing the "
+                         f"application's writes set on {self.target_role} ({fence.message})",
+                         table=self._name)
+        return True
 
     async def _copy(self) -> None:
         total = await self.source.doc_count_estimate(self.table)
@@ -247,7 +267,9 @@ class TableReplicator:
                     await self._record("copying", None, progress={"done": done, "total": total})
         await self.target.sync(self.table)
         meta = await self.source.table_meta(self.table)
-        await apply_shape(self.target, self.table, plan_shape(meta, None, mirror=True).actions)
+        await apply_shape(self.target, self.table,
+                          self._shape(plan_shape(meta, None, mirror=True).actions))
+        await self._keep_fence(meta, (await self.target.table_meta(self.table)).write_hook)
         self.stats.copied += done
         self.events.emit("table-copied", f"{self._name}: copied {done} documents ({nbytes} "
                          f"bytes) to {self.target_role}", table=self._name, documents=done,
