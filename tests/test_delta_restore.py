@@ -160,3 +160,33 @@ def test_delta_restore_bad_inputs(deployment, cli, primary_server):
         assert message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     assert table_texts(primary_server, "app.t") == before
+
+
+def test_traffic_counts_the_segment_digest_queries(deployment, cli, primary_server):
+    """An identical table: nothing is written, and the traffic reported is exactly the two
+    segment-digest queries over the recorded ranges (before and the final check)."""
+    from drtool.core.diff_ranges import SearchParams, Side
+    from drtool.core.diff_snapshot import recorded_ranges
+    from drtool.units import format_bytes
+
+    table = load_table(primary_server, "app.t", sample_docs(5000, pad=1000))
+    assert cli("snapshot").exit_code == 0
+    entry = latest_manifest(deployment.path).table(table)
+    assert len(entry.ranges) >= 5  # more ranges than queries: several ranges per query
+
+    async def one_query(cluster):
+        side = Side(cluster, table, SearchParams())
+        await side.segment_digests(recorded_ranges(entry))
+        return side.traffic
+
+    result = cli("restore", "latest", "--delta", "--json")
+    assert result.exit_code == 0, result.stderr
+    [report] = json.loads(result.stdout)["tables"]
+    assert report["ranges_changed"] == 0 and report["written_count"] == 0
+    assert report["bytes_written"] == 0 and report["digest_ok"]
+    assert report["traffic"]["bytes"] > 0 and report["traffic"]["queries"] >= 2
+    one = on_cluster(primary_server, one_query)
+    assert report["traffic"] == {"queries": 2 * one.queries, "sent": 2 * one.sent,
+                                 "received": 2 * one.received, "bytes": 2 * one.bytes}
+    human = cli("restore", "latest", "--delta")
+    assert human.exit_code == 0 and f" {format_bytes(2 * one.bytes)} " in human.stdout

@@ -32,6 +32,7 @@ from drtool.cluster.base import (
     StateWrite,
     Window,
     chunk_spec,
+    segment_digest_groups,
 )
 from drtool.cluster.rethink_users import RethinkUsersMixin
 from drtool.cluster.rethink_util import PermissionDenied
@@ -39,7 +40,6 @@ from drtool.errors import ClusterError, NotFound, UsageError
 from drtool.model import FeedEvent, IndexDef, KeyText, TableMeta, TableName, WriteResult
 
 
-DIGEST_QUERIES = 4  # segment_digests: parallel queries per call
 ARRAY_LIMIT = 1 << 30  # segment_digests builds one array of hashes per range on the server
 
 
@@ -148,8 +148,7 @@ class RethinkCluster(RethinkUsersMixin, Cluster):
 
         # Consecutive groups of ranges in parallel queries: the server folds them on
         # several cores at once.
-        size = -(-len(ranges) // DIGEST_QUERIES)
-        groups = [list(enumerate(ranges))[i:i + size] for i in range(0, len(ranges), size)]
+        groups = [[(i, ranges[i]) for i in g] for g in segment_digest_groups(len(ranges))]
 
         async def run(group: list) -> list:
             spec = chunk_spec([rg for _, rg in group], None)

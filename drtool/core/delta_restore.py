@@ -67,7 +67,7 @@ class DeltaReport:
     bytes_written: int = 0  # bytes of document text sent
     shape: list[str] = field(default_factory=list)  # index/hook actions (planned or done)
     notes: list[str] = field(default_factory=list)
-    traffic: Traffic = field(default_factory=Traffic)  # digest and hash queries on the table
+    traffic: Traffic = field(default_factory=Traffic)  # every digest query on the table
     ranges_differing: int = 0  # after the restore (0 = equal to the snapshot)
     dry_run: bool = False
 
@@ -181,7 +181,7 @@ async def delta_table(repo: Repository, cluster: Cluster, entry: TableEntry, tar
     try:
         live = Side(cluster, target, options.search)
         ranges = recorded_ranges(entry)
-        before = await cluster.segment_digests(target, ranges)
+        before = await live.segment_digests(ranges)
         changed = [i for i, (live_range, r) in enumerate(zip(before, entry.ranges))
                    if live_range != (r.count, r.digest)]
         report.ranges_changed = len(changed)
@@ -206,7 +206,7 @@ async def delta_table(repo: Repository, cluster: Cluster, entry: TableEntry, tar
         if not options.dry_run:
             await cluster.sync(target)
             await apply_shape(cluster, target, plan.actions)
-            after = await cluster.segment_digests(target, ranges)
+            after = await live.segment_digests(ranges)
             report.ranges_differing = sum(live_range != (r.count, r.digest)
                                           for live_range, r in zip(after, entry.ranges))
         else:
