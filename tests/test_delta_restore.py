@@ -285,3 +285,29 @@ def test_an_error_before_any_write_gives_no_rerun_advice(deployment, cli, primar
     assert result.stderr.strip() == ("drtool: error: primary fake-primary:28015: lost "
                                      "connection (injected, segment_digests)")
 
+
+def test_delta_restore_refused_while_a_failover_is_in_progress(deployment, cli, primary_server,
+                                                               standby_server):
+    from drtool.core.state import Roles, StateStore
+
+    load_table(primary_server, "app.t", sample_docs(10))
+    assert cli("snapshot").exit_code == 0
+    copy = load_table(standby_server, "app.t", sample_docs(9))
+
+    async def failover_step(cluster):
+        store = StateStore(cluster, "drtool", "test")  # the policy's default state_db
+        await store.ensure()
+        await store.write_roles(Roles(0, "primary", "drain"), expected_generation=0)
+
+    on_cluster(standby_server, failover_step)
+    before = standby_server.texts(copy)
+    result = cli("restore", "latest", "--delta", "--to", "standby")
+    assert result.exit_code == 8, result.stderr
+    assert result.stderr.strip() == (
+        "drtool: error: a failover is in progress (step drain, generation 0): restore --delta "
+        "would write into the standby; finish it first (run the same drtool failover/failback "
+        "command again)")
+    assert standby_server.texts(copy) == before
+    dry = cli("restore", "latest", "--delta", "--to", "standby", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.stderr  # a dry run writes nothing: allowed
+    assert json.loads(dry.stdout)["tables"][0]["written"] == ['"k0000009"']

@@ -17,6 +17,7 @@ from drtool.core.import_dump import import_dump
 from drtool.core.restore import RestoreOptions, plan_tables
 from drtool.core.session import connect_role, open_repository, parse_tables
 from drtool.errors import EXIT_INTERRUPTED, CheckFailed, UsageError
+from drtool.failover.guard import check_write
 from drtool.policy import Policy
 from drtool.units import format_bytes
 
@@ -122,6 +123,8 @@ def run_delta_restore(ctx: typer.Context, pol: Policy, snapshot: str, role: str,
             if not dry_run:
                 interrupted = rerun_hint(manifest.id, targets)
             async with await connect_role(pol, role) as cluster:
+                if not dry_run:
+                    await check_write(pol, role, cluster, what="restore --delta")
                 with render.RichProgress(quiet(ctx, quiet_)) as progress:
                     return manifest, await delta_restore(
                         repo, cluster, manifest, options, DeltaOptions(dry_run=dry_run),
