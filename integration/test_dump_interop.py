@@ -263,6 +263,14 @@ def test_delta_restore_interrupted_then_killed_then_run_again(setup: dict, prima
     report = _finish(policy, args, expected, standby, db, "big_copy")
     assert 0 < report["written_count"] < BIG // 2 and report["deleted_count"] == 0
 
+    # Equal now: nothing written, and the traffic is the two segment-digest passes alone.
+    from drtool.cluster.base import segment_digest_groups
+
+    same = _finish(policy, args, expected, standby, db, "big_copy")
+    assert same["ranges_changed"] == same["written_count"] == same["bytes_written"] == 0
+    assert same["traffic"]["queries"] == 2 * len(segment_digest_groups(same["ranges"]))
+    assert same["traffic"]["bytes"] > 1500 * same["traffic"]["queries"]  # QUERY_OVERHEAD each
+
 
 @pytest.mark.skipif(not os.environ.get("DRTOOL_RETHINKDB_BIN"),
                     reason="set DRTOOL_RETHINKDB_BIN to start a throw-away target server")
