@@ -303,7 +303,9 @@ def test_delta_restore_target_killed_half_way_then_run_again(setup: dict, primar
         target.kill()
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 3, (out, err)
-        [line] = err.strip().splitlines()
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, err
+        line = lines[0]
         assert line.startswith("drtool: error: standby ") and "try again later" in line, line
         assert line.endswith(_rerun_hint(f"{db}.big_t", snap["id"])), line
 
