@@ -388,3 +388,32 @@ def test_delta_restore_needs_a_key_that_reads_data(tmp_path, primary_server, sta
     assert (result.exit_code, result.stderr) == (5, (
         "drtool: error: restore --delta needs a key that can decrypt document data: set "
         "encryption.identity_file or encryption.passphrase_env in the policy\n"))
+
+
+def test_written_to_during_the_delta_restore_is_exit_1(deployment, cli, primary_server,
+                                                       monkeypatch):
+    """A write landing after the repair (before the final check): exit 1, one line naming the
+    table and the snapshot; running it again makes the table equal."""
+    from drtool.cluster.fake import FakeCluster
+
+    table = load_table(primary_server, "app.t", sample_docs(100))
+    assert cli("snapshot").exit_code == 0
+    snap = latest_manifest(deployment.path).id
+    original = table_texts(primary_server, "app.t")
+    primary_server.put_texts(table, ['{"id":"k0000001","v":2}'])
+    sync = FakeCluster.sync
+
+    async def sync_then_a_write(self, t):
+        await sync(self, t)
+        primary_server.put_texts(table, ['{"id":"k0000050","meanwhile":true}'])
+
+    monkeypatch.setattr(FakeCluster, "sync", sync_then_a_write)
+    result = cli("restore", "latest", "--delta", "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["tables"][0]["ranges_differing"] == 1
+    assert result.stderr == (f"drtool: error: after the delta restore app.t still differs from "
+                             f"snapshot {snap} (written to meanwhile?): run the same restore "
+                             "--delta again\n")
+    monkeypatch.undo()
+    assert cli("restore", snap, "--delta").exit_code == 0
+    assert table_texts(primary_server, "app.t") == original
