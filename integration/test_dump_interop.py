@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -169,6 +172,158 @@ def test_delta_restore_repairs_a_damaged_copy(setup: dict, primary, standby):
     repaired = table_state(standby, db, TABLE + "_delta")
     assert repaired["texts"] == expected["texts"]  # the hook was bypassed
     assert repaired["indexes"] == expected["indexes"]
+
+
+
+BIG = 40_000  # documents of ~1 KB: the delta restore below writes half of them, in 20 batches
+
+
+def _big_table(primary, db: str, name: str) -> list[dict]:
+    docs = [{"id": i, "n": i, "pad": "p" * 1000} for i in range(BIG)]
+    with primary.connect() as conn:
+        r.db(db).table_create(name).run(conn)
+        for start in range(0, BIG, 2000):
+            res = r.db(db).table(name).insert(docs[start:start + 2000]).run(conn)
+            assert res["errors"] == 0, res["first_error"]
+    return docs
+
+
+def _half_copy(server, db: str, name: str, docs: list[dict]) -> None:
+    """``db.name`` on ``server`` with every other thousand of ``docs`` (half of them)."""
+    with server.connect() as conn:
+        if db not in r.db_list().run(conn):
+            r.db_create(db).run(conn)
+        r.db(db).table_create(name).run(conn)
+        kept = [d for d in docs if d["id"] // 1000 % 2 == 0]
+        for start in range(0, len(kept), 2000):
+            assert r.db(db).table(name).insert(kept[start:start + 2000]).run(conn)["errors"] == 0
+
+
+def _count(server, db: str, name: str) -> int:
+    with server.connect() as conn:
+        return r.db(db).table(name).count().run(conn)
+
+
+def _delta_until_written(policy: Path, args: list[str], server, db: str, name: str
+                         ) -> tuple[subprocess.Popen, int]:
+    """Start ``drtool restore ... --delta`` and return once it has written into db.name
+    (its count grew), with that count."""
+    with server.connect() as conn:
+        count = r.db(db).table(name).count()
+        start = count.run(conn)
+        proc = subprocess.Popen([sys.executable, "-m", "drtool", "-p", str(policy), "restore",
+                                 *args, "--delta", "-q"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+        deadline = time.monotonic() + 300
+        while (now := count.run(conn)) == start:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the delta restore wrote nothing"
+            time.sleep(0.02)
+    return proc, now
+
+
+def _rerun_hint(table: str, snapshot_id: str) -> str:
+    return (f"table {table} may be partly restored from snapshot {snapshot_id}: run the same "
+            f"restore {snapshot_id} --delta again to finish (it is idempotent: it writes only "
+            "what still differs)")
+
+
+def _finish(policy: Path, args: list[str], expected: list[str], server, db: str, name: str):
+    done = json.loads(drtool("restore", *args, "--delta", "--json", policy=policy).stdout)
+    [report] = done["tables"]
+    assert report["digest_ok"] and report["ranges_differing"] == 0
+    assert table_state(server, db, name)["texts"] == expected
+    return report
+
+
+def test_delta_restore_interrupted_then_killed_then_run_again(setup: dict, primary, standby):
+    """Ctrl-C (SIGINT) half-way: exit 130 and the advice to run the same restore --delta
+    again; kill -9 half-way; then the same command finishes the job."""
+    policy, db = setup["policy"], setup["db"]
+    docs = _big_table(primary, db, "big")
+    snap = json.loads(drtool("snapshot", "--table", f"{db}.big", "--json", policy=policy).stdout)
+    expected = table_state(primary, db, "big")["texts"]
+    _half_copy(standby, db, "big_copy", docs)
+    args = [snap["id"], "--to", "standby", "--rename", f"{db}.big={db}.big_copy"]
+
+    proc, seen = _delta_until_written(policy, args, standby, db, "big_copy")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert err.strip().splitlines()[-1] == "drtool: error: interrupted: " + _rerun_hint(
+        f"{db}.big_copy", snap["id"])
+    assert seen <= _count(standby, db, "big_copy") < BIG  # partly restored
+
+    proc, _ = _delta_until_written(policy, args, standby, db, "big_copy")
+    proc.kill()
+    proc.communicate(timeout=120)
+    assert _count(standby, db, "big_copy") < BIG
+
+    report = _finish(policy, args, expected, standby, db, "big_copy")
+    assert 0 < report["written_count"] < BIG // 2 and report["deleted_count"] == 0
+
+    # Equal now: nothing written, and the traffic is the two segment-digest passes alone.
+    from drtool.cluster.base import segment_digest_groups
+
+    same = _finish(policy, args, expected, standby, db, "big_copy")
+    assert same["ranges_changed"] == same["written_count"] == same["bytes_written"] == 0
+    assert same["traffic"]["queries"] == 2 * len(segment_digest_groups(same["ranges"]))
+    assert same["traffic"]["bytes"] > 1500 * same["traffic"]["queries"]  # QUERY_OVERHEAD each
+
+
+@pytest.mark.skipif(not os.environ.get("DRTOOL_RETHINKDB_BIN"),
+                    reason="set DRTOOL_RETHINKDB_BIN to start a throw-away target server")
+def test_delta_restore_target_killed_half_way_then_run_again(setup: dict, primary, standby,
+                                                            tmp_path):
+    """The target server is killed (-9) while the delta restore writes: exit 3, the advice to
+    run the same restore --delta again; after a restart the same command finishes."""
+    from conftest import Server, ThrowawayServer
+
+    policy, db = setup["policy"], setup["db"]
+    docs = _big_table(primary, db, "big_t")
+    snap = json.loads(drtool("snapshot", "--table", f"{db}.big_t", "--json", policy=policy).stdout)
+    expected = table_state(primary, db, "big_t")["texts"]
+    target = ThrowawayServer(tmp_path / "target-data", "drtool_delta_target").start()
+    try:
+        deadline = time.monotonic() + 60
+        while not target.answering():
+            assert time.monotonic() < deadline, "the throw-away server did not start"
+            time.sleep(0.2)
+        server = Server("standby", target.address)
+        _half_copy(server, db, "big_t", docs)
+        own = tmp_path / "policy.toml"  # the same repository and key; the standby is ours
+        own.write_text(policy.read_text(encoding="utf-8").replace(
+            f'[standby]\nhosts = ["{standby.address}"]',
+            f'[standby]\nhosts = ["{target.address}"]'), encoding="utf-8")
+        assert target.address in own.read_text(encoding="utf-8")
+        args = [snap["id"], "--to", "standby", "--table", f"{db}.big_t"]
+
+        proc, _ = _delta_until_written(own, args, server, db, "big_t")
+        target.kill()
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 3, (out, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, err
+        line = lines[0]
+        assert line.startswith("drtool: error: standby ") and "try again later" in line, line
+        assert line.endswith(_rerun_hint(f"{db}.big_t", snap["id"])), line
+
+        target.start()
+        deadline = time.monotonic() + 60
+        while not target.answering():
+            assert time.monotonic() < deadline, "the throw-away server did not restart"
+            time.sleep(0.2)
+        _wait_ready(server, db, "big_t")
+        assert _count(server, db, "big_t") < BIG
+        _finish(own, args, expected, server, db, "big_t")
+    finally:
+        target.kill()
+
+
+def _wait_ready(server, db: str, name: str) -> None:
+    with server.connect() as conn:
+        r.db(db).table(name).wait(wait_for="all_replicas_ready", timeout=60).run(conn)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -139,24 +139,159 @@ def test_delta_restore_of_a_layered_snapshot_renamed(deployment, cli, primary_se
 
 
 def test_delta_restore_bad_inputs(deployment, cli, primary_server):
+    """Each refusal: exactly one line, its exit code, nothing written."""
     load_table(primary_server, "app.t", sample_docs(10))
     assert cli("snapshot").exit_code == 0
+    snap = latest_manifest(deployment.path).id
     before = table_texts(primary_server, "app.t")
     cases = [
         (("restore", "latest", "--dry-run"), 2, "--dry-run works with --delta only"),
         (("restore", "latest", "--delta", "--conflict", "replace"), 2,
-         "--delta cannot be combined with --conflict"),
+         "--delta cannot be combined with --conflict, --shards or --replicas (it replaces "
+         "differing documents in existing tables)"),
+        (("restore", "latest", "--delta", "--shards", "2"), 2,
+         "--delta cannot be combined with --conflict, --shards or --replicas (it replaces "
+         "differing documents in existing tables)"),
         (("restore", "latest", "--delta", "--rename", "app.t=app.gone"), 2,
          "table app.gone does not exist on primary fake-primary:28015: restore --delta repairs "
-         "an existing table"),
-        (("restore", "latest", "--delta", "--table", "app.x"), 2, "table app.x is not in snapshot"),
+         "an existing table; restore without --delta creates it"),
+        (("restore", "latest", "--delta", "--table", "app.x"), 2,
+         f"table app.x is not in snapshot {snap}"),
+        (("restore", "nosuch", "--delta"), 2, "snapshot nosuch does not exist"),
+        (("restore", "latest", "--delta", "--to", "elsewhere"), 2,
+         "expected primary or standby, got 'elsewhere'"),
     ]
     load_table(primary_server, "app.other_key", [], primary_key="name")
     cases.append((("restore", "latest", "--delta", "--rename", "app.t=app.other_key"), 7,
-                  "table app.other_key has primary key 'name'"))
+                  "table app.other_key has primary key 'name' but app.t in the snapshot has "
+                  "'id': restore into another table with --rename"))
     for args, code, message in cases:
         result = cli(*args)
-        assert result.exit_code == code, (args, result.stderr)
-        assert message in result.stderr, result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1
+        assert (result.exit_code, result.stderr) == (code, f"drtool: error: {message}\n"), args
     assert table_texts(primary_server, "app.t") == before
+
+
+def test_traffic_counts_the_segment_digest_queries(deployment, cli, primary_server):
+    """An identical table: nothing is written, and the traffic reported is exactly the two
+    segment-digest queries over the recorded ranges (before and the final check)."""
+    from drtool.core.diff_ranges import SearchParams, Side
+    from drtool.core.diff_snapshot import recorded_ranges
+    from drtool.units import format_bytes
+
+    table = load_table(primary_server, "app.t", sample_docs(5000, pad=1000))
+    assert cli("snapshot").exit_code == 0
+    entry = latest_manifest(deployment.path).table(table)
+    assert len(entry.ranges) >= 5  # more ranges than queries: several ranges per query
+
+    async def one_query(cluster):
+        side = Side(cluster, table, SearchParams())
+        await side.segment_digests(recorded_ranges(entry))
+        return side.traffic
+
+    result = cli("restore", "latest", "--delta", "--json")
+    assert result.exit_code == 0, result.stderr
+    [report] = json.loads(result.stdout)["tables"]
+    assert report["ranges_changed"] == 0 and report["written_count"] == 0
+    assert report["bytes_written"] == 0 and report["digest_ok"]
+    assert report["traffic"]["bytes"] > 0 and report["traffic"]["queries"] >= 2
+    one = on_cluster(primary_server, one_query)
+    assert report["traffic"] == {"queries": 2 * one.queries, "sent": 2 * one.sent,
+                                 "received": 2 * one.received, "bytes": 2 * one.bytes}
+    human = cli("restore", "latest", "--delta")
+    assert human.exit_code == 0 and f" {format_bytes(2 * one.bytes)} " in human.stdout
+
+
+def test_delta_restore_refused_while_a_failover_is_in_progress(deployment, cli, primary_server,
+                                                               standby_server):
+    from drtool.core.state import Roles, StateStore
+
+    load_table(primary_server, "app.t", sample_docs(10))
+    assert cli("snapshot").exit_code == 0
+    copy = load_table(standby_server, "app.t", sample_docs(9))
+
+    async def failover_step(cluster):
+        store = StateStore(cluster, "drtool", "test")  # the policy's default state_db
+        await store.ensure()
+        await store.write_roles(Roles(0, "primary", "drain"), expected_generation=0)
+
+    on_cluster(standby_server, failover_step)
+    before = standby_server.texts(copy)
+    result = cli("restore", "latest", "--delta", "--to", "standby")
+    assert result.exit_code == 8, result.stderr
+    assert result.stderr.strip() == (
+        "drtool: error: a failover is in progress (step drain, generation 0): restore --delta "
+        "would write into the standby; finish it first (run the same drtool failover/failback "
+        "command again)")
+    assert standby_server.texts(copy) == before
+    dry = cli("restore", "latest", "--delta", "--to", "standby", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.stderr  # a dry run writes nothing: allowed
+    assert json.loads(dry.stdout)["tables"][0]["written"] == ['"k0000009"']
+
+
+def _store_with_ranges_not_following_segments(policy_path, manifest):
+    """Store a copy of ``manifest`` whose first table records one range for the whole table
+    (as a drtool older than the segment-digest format would): returns the copy."""
+    import dataclasses
+
+    from drtool.manifest import Range
+
+    entry = manifest.tables[0]
+    whole = Range(None, entry.doc_count, entry.digest)
+    old = dataclasses.replace(manifest, id=manifest.id[:-8] + "0ddf0a11",
+                              tables=(dataclasses.replace(entry, ranges=(whole,)),))
+
+    async def go():
+        async with await open_repository(load_policy(policy_path)) as repo:
+            await repo.put_manifest(old)
+
+    asyncio.run(go())
+    return old
+
+
+def test_snapshot_whose_ranges_do_not_follow_its_segments_is_refused(deployment, cli,
+                                                                      primary_server):
+    """On the core (fake cluster) and from the CLI: one line, exit 2, nothing written."""
+    import pytest
+
+    from drtool.errors import UsageError
+
+    table = load_table(primary_server, "app.t", sample_docs(3000, pad=1000))
+    assert cli("snapshot").exit_code == 0
+    manifest = latest_manifest(deployment.path)
+    assert len(manifest.table(table).layers[0].segments) > 1
+    old = _store_with_ranges_not_following_segments(deployment.path, manifest)
+    primary_server.put_texts(table, ['{"id":"k0000001","v":2}'])
+    before = table_texts(primary_server, "app.t")
+    message = ("table app.t of this snapshot was made by an older drtool (its ranges do not "
+               "follow its segments): restore --delta cannot use it; restore with --conflict "
+               "replace instead")
+
+    async def core():
+        async with await open_repository(load_policy(deployment.path)) as repo:
+            cluster = connect_fake(primary_server)
+            try:
+                await delta_restore(repo, cluster, old, RestoreOptions())
+            finally:
+                await cluster.close()
+
+    with pytest.raises(UsageError) as err:
+        asyncio.run(core())
+    assert str(err.value) == message and err.value.exit_code == 2
+    result = cli("restore", old.id, "--delta")
+    assert (result.exit_code, result.stderr) == (2, f"drtool: error: {message}\n")
+    assert table_texts(primary_server, "app.t") == before
+    assert cli("restore", manifest.id, "--delta").exit_code == 0  # the real one still works
+
+
+def test_delta_restore_needs_a_key_that_reads_data(tmp_path, primary_server, standby_server):
+    from tests.conftest import Cli, writer_only_deployment
+
+    dep, _ = writer_only_deployment(tmp_path)
+    load_table(primary_server, "app.t", sample_docs(10))
+    cli = Cli(dep.path)
+    assert cli("snapshot").exit_code == 0
+    result = cli("restore", "latest", "--delta")
+    assert (result.exit_code, result.stderr) == (5, (
+        "drtool: error: restore --delta needs a key that can decrypt document data: set "
+        "encryption.identity_file or encryption.passphrase_env in the policy\n"))
+

@@ -395,3 +395,42 @@ async def test_query_overhead_covers_the_serialized_fold_term(threshold, windows
     sent = len(Query(1, 1, session.query, {"db": "a_database_name"}).serialize())
     spec = len(chunk_spec(ranges, windows))
     assert 600 < sent - spec < QUERY_OVERHEAD - 200  # 200: response header and batch framing
+
+
+@pytest.mark.parametrize("count", [1, 3, 5, 40])
+async def test_segment_digest_traffic_covers_what_the_real_adapter_sends(count):
+    """Side.segment_digests counts, per query the real adapter runs, QUERY_OVERHEAD + the
+    spec sent and the rows received: as many queries as the adapter builds, each costing at
+    least its driver-serialized size (built, not run)."""
+    import json
+
+    from rethinkdb import RethinkDB
+    from rethinkdb.net import Query
+
+    from drtool.cluster.rethink_cluster import RethinkCluster
+    from drtool.core.diff_ranges import QUERY_OVERHEAD, Side
+
+    class Capture:
+        description = "capture"
+
+        def __init__(self):
+            self.sizes, self.received = [], 0
+
+        async def fetch(self, query, table=None, **opts):
+            self.sizes.append(len(Query(1, 1, query, {"db": "a_database_name"}).serialize()))
+            spec = json.loads(query._args[0]._args[0].data)  # r.json(spec).map(...)
+            rows = [[i, 100 + i, "%036d" % i] for i, _, _ in spec]  # as the server answers
+            self.received += sum(len(json.dumps(row, separators=(",", ":"))) + 1 for row in rows)
+            return rows
+
+    session, table = Capture(), TableName("a_database_name", "a_table_name")
+    cluster = RethinkCluster(session, RethinkDB())
+    cluster._pks[table] = "primary_key_field"
+    keys = [None] + ['"k%07d"' % (1000 * i) for i in range(1, count)] + [None]
+    ranges = list(zip(keys[:-1], keys[1:]))
+    side = Side(cluster, table, SearchParams())
+    assert len(await side.segment_digests(ranges)) == count
+    assert side.traffic.queries == len(session.sizes) <= 4  # queries run in parallel
+    assert side.traffic.received == session.received
+    overhead = side.traffic.sent - sum(session.sizes)  # left for response headers and framing
+    assert 200 * len(session.sizes) < overhead < QUERY_OVERHEAD * len(session.sizes)

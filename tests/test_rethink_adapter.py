@@ -186,9 +186,10 @@ class WireServer:
     query ``[type, term?, optargs?]`` to ``script(query)``: a list of (type, data, error_type)
     responses, or None to drop the connection."""
 
-    def __init__(self, script):
+    def __init__(self, script, *, reset: bool = False):
         self.script, self.opened, self.ended = script, 0, asyncio.Event()
         self.starts: list = []
+        self.reset = reset  # drop with a TCP reset (a killed server), not a clean close
 
     @staticmethod
     def _send(writer, obj) -> None:
@@ -227,12 +228,15 @@ class WireServer:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            if self.reset:
+                writer.get_extra_info("socket").setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             writer.close()
             self.ended.set()
 
 
-async def wire(script):
-    ws = WireServer(script)
+async def wire(script, **options):
+    ws = WireServer(script, **options)
     server, host = await listener(ws.handle)
     return ws, server, host
 
@@ -284,6 +288,26 @@ async def test_scan_yields_buffered_batches_and_reports_a_dropped_connection():
             assert host in str(info.value) and "d.t" in str(info.value)
             assert await cluster.doc_count_estimate(T) == 7
             assert ws.opened == 2  # the dead connection was replaced
+
+
+async def test_a_server_reset_mid_query_leaves_no_unretrieved_driver_error():
+    """A server killed while it runs a query (the connection reset): ClusterUnreachable, and
+    no "Task exception was never retrieved" traceback from the driver's reader task later."""
+    import gc
+
+    reported = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: reported.append(
+        context.get("message")))
+    ws, server, host = await wire(lambda query: None, reset=True)  # reset on the first query
+    async with server:
+        cluster = await connect_rethinkdb(config(host, password=""))
+        with pytest.raises(ClusterUnreachable):
+            await cluster.insert_texts(T, ['{"id":1}'])
+        await cluster.close()
+    for _ in range(3):
+        await asyncio.sleep(0.05)
+        gc.collect()
+    assert reported == []
 
 
 async def test_server_errors_are_translated_through_the_driver():

@@ -11,12 +11,13 @@ import typer
 from drtool.cli import render
 from drtool.cli.app import JsonOpt, PolicyOpt, QuietOpt, app, policy_from, quiet, reports_errors, run
 from drtool.cli.data_commands import TableOpt
-from drtool.core.delta_restore import DeltaOptions, DeltaReport, delta_restore
+from drtool.core.delta_restore import DeltaOptions, DeltaReport, delta_restore, rerun_hint
 from drtool.core.export_dump import check_target, export_dump
 from drtool.core.import_dump import import_dump
-from drtool.core.restore import RestoreOptions
+from drtool.core.restore import RestoreOptions, plan_tables
 from drtool.core.session import connect_role, open_repository, parse_tables
-from drtool.errors import CheckFailed, UsageError
+from drtool.errors import EXIT_INTERRUPTED, CheckFailed, UsageError
+from drtool.failover.guard import check_write
 from drtool.policy import Policy
 from drtool.units import format_bytes
 
@@ -110,26 +111,40 @@ def export_dump_command(
 
 def run_delta_restore(ctx: typer.Context, pol: Policy, snapshot: str, role: str,
                       options: RestoreOptions, *, dry_run: bool, json: bool, quiet_: bool) -> None:
-    """``restore --delta [--dry-run]``: called by the restore command."""
+    """``restore --delta [--dry-run]``: called by the restore command. Interrupted (Ctrl-C)
+    once the tables are known, it says to run it again, naming them and the snapshot."""
+    interrupted = "a dry run changes nothing" if dry_run else "no table was written to yet"
 
     async def go():
+        nonlocal interrupted
         async with await open_repository(pol) as repo:
             manifest = await repo.resolve(snapshot)
+            targets = [target for _, target in plan_tables(manifest, options)]
+            if not dry_run:
+                interrupted = rerun_hint(manifest.id, targets)
             async with await connect_role(pol, role) as cluster:
+                if not dry_run:
+                    await check_write(pol, role, cluster, what="restore --delta")
                 with render.RichProgress(quiet(ctx, quiet_)) as progress:
                     return manifest, await delta_restore(
                         repo, cluster, manifest, options, DeltaOptions(dry_run=dry_run),
                         progress=progress)
 
-    manifest, reports = run(go())
+    try:
+        manifest, reports = run(go())
+    except KeyboardInterrupt:
+        render.error(f"interrupted: {interrupted}")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     if json:
         render.print_json({"snapshot": manifest.id, "dry_run": dry_run,
                            "tables": [r.to_json() for r in reports]})
     else:
         _print_delta(manifest.id, reports, dry_run)
-    if not dry_run and any(not r.digest_ok for r in reports):
-        render.error("after the delta restore a table's digest still differs from the "
-                     "snapshot's (written to meanwhile?): run it again")
+    differing = [r.target for r in reports if not r.digest_ok]
+    if not dry_run and differing:
+        render.error(f"after the delta restore {', '.join(map(str, differing))} still "
+                     f"{'differs' if len(differing) == 1 else 'differ'} from snapshot "
+                     f"{manifest.id} (written to meanwhile?): run the same restore --delta again")
         raise typer.Exit(CheckFailed.exit_code)
 
 

@@ -48,6 +48,15 @@ ChunkDigest = tuple[KeyText | None, int, str]  # (upto, document count, fold dig
 Window = tuple[int, int]  # (skip, limit): positions within a range, in key order
 PER_DOC = "g"  # chunk_digests threshold: one chunk per document (above any hex digit)
 DEFAULT_FEED_QUEUE = 100_000  # the server's default changefeed_queue_size
+SEGMENT_DIGEST_QUERIES = 4  # a server-side segment_digests runs at most this many queries
+
+
+def segment_digest_groups(count: int) -> list[range]:
+    """How a server-side ``segment_digests`` of ``count`` ranges splits them: consecutive
+    groups, one query each, run in parallel (the server folds them on several cores at once).
+    The real adapter queries so and the traffic count (core.diff_ranges.Side) follows it."""
+    size = max(1, -(-count // SEGMENT_DIGEST_QUERIES))
+    return [range(i, min(i + size, count)) for i in range(0, count, size)]
 
 
 @dataclass(frozen=True)

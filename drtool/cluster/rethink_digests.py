@@ -15,10 +15,11 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from drtool.cluster.base import PER_DOC, ChunkDigest, KeyRange, Window, chunk_spec
+from drtool.cluster.base import (
+    PER_DOC, ChunkDigest, KeyRange, Window, chunk_spec, segment_digest_groups,
+)
 from drtool.model import KeyText, TableName
 
-DIGEST_QUERIES = 4  # segment_digests: parallel queries per call
 ARRAY_LIMIT = 1 << 30  # segment_digests builds one array of hashes per range on the server
 
 
@@ -45,8 +46,7 @@ class RethinkDigestsMixin:
 
         # Consecutive groups of ranges in parallel queries: the server folds them on
         # several cores at once.
-        size = -(-len(ranges) // DIGEST_QUERIES)
-        groups = [list(enumerate(ranges))[i:i + size] for i in range(0, len(ranges), size)]
+        groups = [[(i, ranges[i]) for i in g] for g in segment_digest_groups(len(ranges))]
 
         async def run(group: list) -> list:
             spec = chunk_spec([rg for _, rg in group], None)

@@ -101,6 +101,9 @@ async def open_connection(r: RethinkDB, config: ClusterConfig) -> tuple[Any, str
                 config.connect_timeout,
             )
             done = True
+            # The driver's reader task may end with an error nobody awaits (a reset mid-query):
+            # retrieve it, the query itself already failed with ClusterUnreachable.
+            conn._instance._reader_task.add_done_callback(lambda t: t.cancelled() or t.exception())
             return conn, label
         except rerr.ReqlAuthError:
             raise AuthError(util.auth_message(config.role, label, config.user)) from None

@@ -18,6 +18,10 @@ Per table (the pgBackRest "delta restore" for a document database):
 4. missing indexes and the write hook are added as restore does; finally the digest of every
    recorded range is computed again and compared (``ranges_differing``).
 
+Idempotent: a delta restore that stopped part-way (the target stopped answering, the process
+was killed) leaves every document either as it was or as in the snapshot; running it again
+finishes it. An error raised after the first write says so (``rerun_hint``).
+
 Changed ranges are processed in groups of about ``batch_bytes`` of snapshot text, two groups
 at a time, so memory is bounded by that, not by the table. ``dry_run`` stops after step 2 and reports what would change. The
 live table must exist with the snapshot's primary key. Writes landing on it meanwhile are not
@@ -39,7 +43,9 @@ from drtool.core.progress import NullProgress, Progress
 from drtool.core.restore import RestoreOptions, plan_tables
 from drtool.core.shape import apply_shape, plan_shape
 from drtool.core.tasks import gather_bounded
-from drtool.errors import ClusterError, EncryptionKeyError, NotFound, SchemaMismatch, UsageError
+from drtool.errors import (
+    ClusterError, DrtoolError, EncryptionKeyError, NotFound, SchemaMismatch, UsageError,
+)
 from drtool.manifest import Manifest, TableEntry
 from drtool.model import KeyText, TableName, WriteResult
 from drtool.ordering import key_order
@@ -67,9 +73,10 @@ class DeltaReport:
     bytes_written: int = 0  # bytes of document text sent
     shape: list[str] = field(default_factory=list)  # index/hook actions (planned or done)
     notes: list[str] = field(default_factory=list)
-    traffic: Traffic = field(default_factory=Traffic)  # digest and hash queries on the table
+    traffic: Traffic = field(default_factory=Traffic)  # every digest query on the table
     ranges_differing: int = 0  # after the restore (0 = equal to the snapshot)
     dry_run: bool = False
+    writes_sent: bool = False  # a write went out: a failure now may leave the table half-done
 
     @property
     def digest_ok(self) -> bool:
@@ -146,19 +153,30 @@ async def delta_restore(
 ) -> list[DeltaReport]:
     """Delta-restore the chosen tables (``options.tables``/``renames``; its conflict and shard
     settings do not apply). Raises NotFound (a target table missing), SchemaMismatch (another
-    primary key), EncryptionKeyError, ClusterError (a write refused)."""
+    primary key), EncryptionKeyError, ClusterError (a write refused), ClusterUnreachable; an
+    error after the first write into a table ends with ``rerun_hint`` for it."""
     plan = plan_tables(manifest, options)
     if not repo.can_read_data:
         raise EncryptionKeyError(
             "restore --delta needs a key that can decrypt document data: set "
             "encryption.identity_file or encryption.passphrase_env in the policy")
     async with repo.lock("shared", "restore"):
-        return [await delta_table(repo, cluster, entry, target, delta, progress=progress)
+        return [await delta_table(repo, cluster, entry, target, delta, progress=progress,
+                                  snapshot_id=manifest.id)
                 for entry, target in plan]
 
 
+def rerun_hint(snapshot_id: str, targets: Sequence[TableName]) -> str:
+    """What to do after a delta restore into ``targets`` stopped part-way: run it again."""
+    names = ", ".join(str(t) for t in targets)
+    return (f"{'table' if len(targets) == 1 else 'tables'} {names} may be partly restored from "
+            f"snapshot {snapshot_id}: run the same restore {snapshot_id} --delta again to finish "
+            "(it is idempotent: it writes only what still differs)")
+
+
 async def delta_table(repo: Repository, cluster: Cluster, entry: TableEntry, target: TableName,
-                      options: DeltaOptions, *, progress: Progress = NullProgress()) -> DeltaReport:
+                      options: DeltaOptions, *, snapshot_id: str,
+                      progress: Progress = NullProgress()) -> DeltaReport:
     try:
         live_meta = await cluster.table_meta(target)
     except NotFound:
@@ -181,7 +199,7 @@ async def delta_table(repo: Repository, cluster: Cluster, entry: TableEntry, tar
     try:
         live = Side(cluster, target, options.search)
         ranges = recorded_ranges(entry)
-        before = await cluster.segment_digests(target, ranges)
+        before = await live.segment_digests(ranges)
         changed = [i for i, (live_range, r) in enumerate(zip(before, entry.ranges))
                    if live_range != (r.count, r.digest)]
         report.ranges_changed = len(changed)
@@ -205,14 +223,19 @@ async def delta_table(repo: Repository, cluster: Cluster, entry: TableEntry, tar
         report.notes.extend(plan.notes)
         if not options.dry_run:
             await cluster.sync(target)
+            report.writes_sent = report.writes_sent or bool(plan.actions)
             await apply_shape(cluster, target, plan.actions)
-            after = await cluster.segment_digests(target, ranges)
+            after = await live.segment_digests(ranges)
             report.ranges_differing = sum(live_range != (r.count, r.digest)
                                           for live_range, r in zip(after, entry.ranges))
         else:
             report.ranges_differing = report.ranges_changed
         report.traffic.add(live.traffic)
         return report
+    except DrtoolError as err:
+        if report.writes_sent:  # the table may be half-way: say how to finish
+            err.args = (f"{err}; {rerun_hint(snapshot_id, [target])}",)
+        raise
     finally:
         progress.finish(task)
 
@@ -242,6 +265,7 @@ async def _apply(cluster: Cluster, target: TableName, snap: SnapshotRanges, foun
     report.bytes_written += sum(len(d.encode()) for d in docs)
     if options.dry_run:
         return
+    report.writes_sent = report.writes_sent or bool(docs or found.extra)
     for start in range(0, len(docs), options.batch_size):
         batch = docs[start:start + options.batch_size]
         result = await cluster.insert_texts(target, batch, conflict="replace",

@@ -44,7 +44,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from drtool.cluster.base import PER_DOC, ChunkDigest, Cluster, KeyRange, Window, chunk_spec
+from drtool.cluster.base import (
+    PER_DOC, ChunkDigest, Cluster, KeyRange, Window, chunk_spec, segment_digest_groups,
+)
 from drtool.model import KeyText, TableName
 from drtool.ordering import key_order
 
@@ -107,6 +109,11 @@ def _row_bytes(i: int, chunks: list[ChunkDigest], keys: bool) -> int:
                for row in rows)
 
 
+def _query_bytes(spec: str) -> int:
+    """Bytes sent by one query whose argument is ``spec`` (sent as a JSON string)."""
+    return QUERY_OVERHEAD + len(json.dumps(spec, ensure_ascii=False).encode())
+
+
 class Side:
     """One cluster's table, with the traffic of the queries run on it."""
 
@@ -126,6 +133,19 @@ class Side:
             threshold, keys, digest_chars) for i in starts))
         return [chunks for result in results for chunks in result]
 
+    async def segment_digests(self, ranges: Sequence[KeyRange]) -> list[tuple[int, str]]:
+        """``Cluster.segment_digests`` of ``ranges``, its traffic counted as the server-side
+        adapter queries (``segment_digest_groups``): per query ``QUERY_OVERHEAD`` and the
+        group's spec sent, a row ``[i, count, digest]`` per range received."""
+        found = await self.cluster.segment_digests(self.table, ranges)
+        for group in segment_digest_groups(len(ranges)):
+            self.traffic.queries += 1
+            spec = chunk_spec([ranges[i] for i in group], None)
+            self.traffic.sent += _query_bytes(spec)
+            self.traffic.received += sum(_row_bytes(n, [(None, *found[i])], False)
+                                         for n, i in enumerate(group))
+        return found
+
     async def _query(self, ranges: list[KeyRange], windows: list[Window] | None, threshold: str,
                      keys: bool, digest_chars: int) -> list[list[ChunkDigest]]:
         async with self._slots:
@@ -133,9 +153,7 @@ class Side:
                 self.table, ranges, threshold=threshold, windows=windows, keys=keys,
                 digest_chars=digest_chars)
         self.traffic.queries += 1
-        spec = chunk_spec(ranges, windows)
-        self.traffic.sent += QUERY_OVERHEAD + len(threshold) + len(
-            json.dumps(spec, ensure_ascii=False).encode())
+        self.traffic.sent += len(threshold) + _query_bytes(chunk_spec(ranges, windows))
         self.traffic.received += sum(_row_bytes(i, c, keys) for i, c in enumerate(result))
         return result
 

@@ -85,10 +85,7 @@ def recorded_ranges(entry: TableEntry) -> list[KeyRange]:
 
 async def _compare_ranges(side: Side, repo: Repository, entry: TableEntry, result: TableDiff) -> None:
     ranges = recorded_ranges(entry)
-    live = await side.cluster.segment_digests(side.table, ranges)
-    side.traffic.queries += 1
-    side.traffic.sent += QUERY_OVERHEAD + sum(len(a or "") + len(u or "") + 8 for a, u in ranges)
-    side.traffic.received += sum(len(d) + 16 for _, d in live)
+    live = await side.segment_digests(ranges)
     result.source_count = sum(n for n, _ in live)
     differing = [i for i, (found, rec) in enumerate(zip(live, entry.ranges))
                  if found != (rec.count, rec.digest)]
