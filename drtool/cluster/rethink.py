@@ -1,7 +1,7 @@
 """The real-server adapter: ``Cluster`` over the official ``rethinkdb`` driver in asyncio mode.
 
-The adapter's modules (``drtool/cluster/rethink*.py``) are the ONLY drtool modules that
-import ``rethinkdb`` (and ``msgspec``, in ``rethink_decoder``). Behaviour relied on is
+Only ``rethink_driver`` imports ``rethinkdb`` (the adapter's other modules take the driver's
+pieces from it), only ``rethink_decoder`` imports ``msgspec``. Behaviour relied on is
 recorded in shared/reql-facts.md; the rest follows the official ReQL documentation.
 
 ``connect_rethinkdb`` (here) opens a ``RethinkSession`` (drtool.cluster.rethink_session: the
@@ -14,20 +14,13 @@ helpers (no driver).
 
 from __future__ import annotations
 
-from rethinkdb import RethinkDB
-
 from drtool.cluster.base import Cluster
 from drtool.cluster.rethink_cluster import RethinkCluster
+from drtool.cluster.rethink_driver import new_driver
 from drtool.cluster.rethink_session import RethinkSession, open_connection
 from drtool.model import ClusterConfig
 
 __all__ = ["RethinkCluster", "RethinkSession", "connect_rethinkdb"]
-
-
-def _new_driver() -> RethinkDB:
-    r = RethinkDB()
-    r.set_loop_type("asyncio")
-    return r
 
 
 async def connect_rethinkdb(config: ClusterConfig) -> Cluster:
@@ -35,6 +28,6 @@ async def connect_rethinkdb(config: ClusterConfig) -> Cluster:
 
     Raises ClusterUnreachable naming every host tried, AuthError for a refused user/password
     or an untrusted TLS certificate, UsageError for a malformed host or a missing CA file."""
-    r = _new_driver()
+    r = new_driver()
     conn, label = await open_connection(r, config)
     return RethinkCluster(RethinkSession(config, r, conn, label), r)

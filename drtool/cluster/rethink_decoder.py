@@ -11,10 +11,9 @@ import functools
 from typing import Any
 
 import msgspec
-from rethinkdb import ql2_pb2
-from rethinkdb.ast import ReQLDecoder
 
 from drtool.cluster.base import TextBatch
+from drtool.cluster.rethink_driver import ReQLDecoder, ql2_pb2
 
 _SUCCESS = (ql2_pb2.Response.ResponseType.SUCCESS_SEQUENCE,
             ql2_pb2.Response.ResponseType.SUCCESS_PARTIAL)

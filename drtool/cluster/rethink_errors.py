@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import re
 
-from rethinkdb import errors as rerr
-
 from drtool.cluster import rethink_util as util
+from drtool.cluster.rethink_driver import rerr
 from drtool.cluster.rethink_util import PermissionDenied
 from drtool.errors import AuthError, ClusterError, ClusterUnreachable, DrtoolError, NotFound
 from drtool.model import TableName

@@ -18,14 +18,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from rethinkdb import RethinkDB
-from rethinkdb import errors as rerr
-from rethinkdb.asyncio_net.net_asyncio import AsyncioCursor
-from rethinkdb.asyncio_net.net_asyncio import Connection as AsyncioConnection
-
 from drtool.cluster import rethink_util as util
 from drtool.cluster.base import TextBatch
 from drtool.cluster.rethink_decoder import text_decoder
+from drtool.cluster.rethink_driver import AsyncioConnection, AsyncioCursor, RethinkDB, rerr
 from drtool.cluster.rethink_errors import DRIVER_FAILURES, translate_error
 from drtool.errors import AuthError, ClusterError, ClusterUnreachable, DrtoolError, UsageError
 from drtool.model import ClusterConfig, TableName

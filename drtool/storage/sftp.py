@@ -1,7 +1,7 @@
 """SFTP storage (``sftp://user@host:port/path``) over paramiko: the storage operations.
 
-With ``drtool.storage.sftp_connection`` (authentication, host keys, the channel pool) the only
-modules importing paramiko. Security: key authentication only (identity file or SSH agent),
+paramiko is imported only by ``drtool.storage.sftp_connection`` (authentication, host keys,
+the channel pool; it names the paramiko types used here). Security: key authentication only (identity file or SSH agent),
 and the host key must already be in ``known_hosts``: see that module.
 
 Write-once ``put``: a name that exists with the same size is a no-op, with another size
@@ -30,20 +30,20 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
-import paramiko
-
 from drtool.errors import DrtoolError, ObjectExists, ObjectNotFound, StorageError
 from drtool.errors import StorageUnreachable
 from drtool.storage.base import ObjectInfo, Storage, check_name
 from drtool.storage.local import STALE_TMP_SECONDS, TMP_PREFIX
-from drtool.storage.sftp_connection import ANY_FAILURE, CONNECTION_LOST, SFTPConnection
+from drtool.storage.sftp_connection import (
+    ANY_FAILURE, CONNECTION_LOST, SFTPAttributes, SFTPClient, SFTPConnection, SFTPFile,
+)
 
 T = TypeVar("T")
 _CHUNK = 1 << 20
 _READ_WINDOW = 8 << 20
 
 
-def _confirm_writes(f: paramiko.SFTPFile) -> None:
+def _confirm_writes(f: SFTPFile) -> None:
     """Raise the first failed status of the pipelined writes. paramiko 5.1 drops them (close()
     succeeds on a short file when the disk is full); internal API, hence getattr: the size
     check after close is the public-API backstop."""
@@ -80,7 +80,7 @@ class SFTPStorage(Storage):
         self._dirs: set[str] = set()  # remote directories known to exist
 
     # --- running operations -----------------------------------------------------------
-    def _check_root(self, sftp: paramiko.SFTPClient) -> None:
+    def _check_root(self, sftp: SFTPClient) -> None:
         if self.create:
             try:
                 sftp.mkdir(self.root)
@@ -114,11 +114,11 @@ class SFTPStorage(Storage):
             "check free space and the server's log"
         )
 
-    async def _run(self, doing: str, name: str, op: Callable[[paramiko.SFTPClient], T]) -> T:
+    async def _run(self, doing: str, name: str, op: Callable[[SFTPClient], T]) -> T:
         async with self._slots:
             return await asyncio.to_thread(self._call, doing, name, op)
 
-    def _call(self, doing: str, name: str, op: Callable[[paramiko.SFTPClient], T]) -> T:
+    def _call(self, doing: str, name: str, op: Callable[[SFTPClient], T]) -> T:
         sftp, healthy = None, True
         try:
             sftp = self._conn.checkout()
@@ -142,7 +142,7 @@ class SFTPStorage(Storage):
         path = self._remote(name)
         await self._run("writing", name, lambda sftp: self._put(sftp, name, path, data))
 
-    def _same_or_exists(self, sftp: paramiko.SFTPClient, name: str, path: str, size: int) -> bool:
+    def _same_or_exists(self, sftp: SFTPClient, name: str, path: str, size: int) -> bool:
         """True if ``path`` holds an object of ``size`` bytes; ObjectExists if another size."""
         try:
             st = sftp.stat(path)
@@ -154,7 +154,7 @@ class SFTPStorage(Storage):
             raise ObjectExists(name, self.location)
         return True
 
-    def _put(self, sftp: paramiko.SFTPClient, name: str, path: str, data: bytes) -> None:
+    def _put(self, sftp: SFTPClient, name: str, path: str, data: bytes) -> None:
         if self._same_or_exists(sftp, name, path, len(data)):
             return
         parent = posixpath.dirname(path)
@@ -189,7 +189,7 @@ class SFTPStorage(Storage):
                 except ANY_FAILURE:
                     pass  # left behind: list() removes it after an hour
 
-    def _makedirs(self, sftp: paramiko.SFTPClient, directory: str) -> None:
+    def _makedirs(self, sftp: SFTPClient, directory: str) -> None:
         missing = []
         while directory not in self._dirs and directory not in ("", "/", "."):
             missing.append(directory)
@@ -209,7 +209,7 @@ class SFTPStorage(Storage):
         return await self._run("reading", name, lambda sftp: self._get(sftp, path, offset, length))
 
     @staticmethod
-    def _get(sftp: paramiko.SFTPClient, path: str, offset: int, length: int | None) -> bytes:
+    def _get(sftp: SFTPClient, path: str, offset: int, length: int | None) -> bytes:
         with sftp.open(path, "rb") as f:
             st = f.stat()
             if stat_mod.S_ISDIR(st.st_mode):
@@ -258,7 +258,7 @@ class SFTPStorage(Storage):
                     yield ObjectInfo(name, entry.st_size)
 
     @staticmethod
-    def _listdir(sftp: paramiko.SFTPClient, directory: str) -> list[paramiko.SFTPAttributes]:
+    def _listdir(sftp: SFTPClient, directory: str) -> list[SFTPAttributes]:
         try:
             entries = sftp.listdir_attr(directory)
         except OSError as exc:
@@ -281,7 +281,7 @@ class SFTPStorage(Storage):
         await self._run("deleting", name, lambda sftp: self._delete(sftp, path))
 
     @staticmethod
-    def _delete(sftp: paramiko.SFTPClient, path: str) -> None:
+    def _delete(sftp: SFTPClient, path: str) -> None:
         try:
             sftp.remove(path)
         except OSError as exc:

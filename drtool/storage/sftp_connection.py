@@ -1,7 +1,6 @@
 """The SSH connection behind SFTP storage: authentication, host keys, a pool of SFTP channels.
 
-Part of the SFTP storage (``drtool.storage.sftp``); with it, the only modules importing
-paramiko.
+Part of the SFTP storage (``drtool.storage.sftp``), and the only module importing paramiko.
 
 Security: key authentication only, from ``identity_file`` (refused if group/other can read it)
 or else the SSH agent. The host key must already be in ``known_hosts`` (~/.ssh/known_hosts by
@@ -20,6 +19,9 @@ from pathlib import Path
 import paramiko
 
 from drtool.errors import AuthError, DrtoolError, StorageUnreachable
+
+#: The paramiko types drtool.storage.sftp works with (it does not import paramiko itself).
+SFTPClient, SFTPFile, SFTPAttributes = paramiko.SFTPClient, paramiko.SFTPFile, paramiko.SFTPAttributes
 
 _WINDOW = 16 << 20  # bytes in flight per channel: throughput ~ window / round-trip time
 #: What a lost connection raises (socket.timeout is TimeoutError; SFTP status errors are plain
