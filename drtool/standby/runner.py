@@ -2,8 +2,8 @@
 
 Start: connect both clusters (unreachable -> ClusterUnreachable, exit 3; no [standby] ->
 UsageError, exit 2; later, e.g. when replication starts again after a failover, an unreachable
-cluster is retried with backoff, 1 s doubling to 30 s), ensure drtool's state database on both, read the roles (the highest
-generation on either cluster; source = the current primary, target = the other), take the
+cluster is retried with the replicators' backoff, 1 s doubling to 30 s), ensure drtool's
+state database on both, read the roles (the highest generation on either cluster; source = the current primary, target = the other), take the
 runner lease on the target (held by a live runner -> LeaseHeld, exit 8). Then, concurrently:
 one ``TableReplicator`` per selected table plus drtool's heartbeat table; a tick every second
 (heartbeat on the source, lease renewal and roles check on the target, lag); a catalogue poll
@@ -47,11 +47,10 @@ from drtool.model import TableName
 from drtool.policy import Policy
 from drtool.standby.events import Events
 from drtool.standby.schedule import SnapshotSchedule
-from drtool.standby.table import TableReplicator
+from drtool.standby.table import BACKOFF_FIRST, BACKOFF_MAX, TableReplicator
 from drtool.standby.tableinfo import TableSettings
 
 TICK = 1.0
-RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # backoff when a cluster is unreachable while running
 DRAIN_TIMEOUT = 60.0
 STOP_STEP = "stop-replication"
 
@@ -93,7 +92,7 @@ class Runner:
         try:
             self._clusters["standby"] = await connect_role(self.policy, "standby")
             self._clusters["primary"] = await connect_role(self.policy, "primary")
-            delay, first = RETRY_FIRST, True
+            delay, first = BACKOFF_FIRST, True
             while not self._stop.is_set():
                 try:
                     self.roles = await self._read_roles()
@@ -110,9 +109,9 @@ class Runner:
                                      f"retrying in {delay:g} s")
                     self.events.metrics.error("unreachable")
                     await self._pause(delay)
-                    delay = min(delay * 2, RETRY_MAX)
+                    delay = min(delay * 2, BACKOFF_MAX)
                     continue
-                first, delay = False, RETRY_FIRST
+                first, delay = False, BACKOFF_FIRST
                 if not self._stop.is_set():
                     await self._idle(self.roles)
         finally:

@@ -1,8 +1,8 @@
 """What ``drtool status`` shows: read from the clusters' state databases and the repository,
 so it works whether or not a runner is running.
 
-Healthy means: both clusters answer, a heartbeat is visible on the replication target, the lag is at most
-``[replication] lag_threshold``, and no table is in the ``error`` state.
+Healthy means: both clusters answer, a heartbeat is visible on the replication target, the
+lag is at most ``[replication] lag_threshold``, and no table is in the ``error`` state.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """SFTP storage (``sftp://user@host:port/path``) over paramiko: the storage operations.
 
 paramiko is imported only by ``drtool.storage.sftp_connection`` (authentication, host keys,
-the channel pool; it names the paramiko types used here). Security: key authentication only (identity file or SSH agent),
-and the host key must already be in ``known_hosts``: see that module.
+the channel pool; it names the paramiko types used here). Security: key authentication only
+(identity file or SSH agent), and the host key must already be in ``known_hosts``: see that
+module.
 
 Write-once ``put``: a name that exists with the same size is a no-op, with another size
 ObjectExists. Else the bytes go to ``.tmp-<random>`` (pipelined 1 MiB writes, each one

@@ -21,7 +21,8 @@ import paramiko
 from drtool.errors import AuthError, DrtoolError, StorageUnreachable
 
 #: The paramiko types drtool.storage.sftp works with (it does not import paramiko itself).
-SFTPClient, SFTPFile, SFTPAttributes = paramiko.SFTPClient, paramiko.SFTPFile, paramiko.SFTPAttributes
+SFTPClient, SFTPFile = paramiko.SFTPClient, paramiko.SFTPFile
+SFTPAttributes = paramiko.SFTPAttributes
 
 _WINDOW = 16 << 20  # bytes in flight per channel: throughput ~ window / round-trip time
 #: What a lost connection raises (socket.timeout is TimeoutError; SFTP status errors are plain
