@@ -17,7 +17,7 @@ from drtool.cli import (
     data_commands, diff_commands, failover_commands, interop_commands, repo_commands,
     retention_commands, standby_commands,
 )
-from drtool.cli.common import QuietOpt, State
+from drtool.cli.common import QuietOpt, State, closed_pipe
 from drtool.errors import EXIT_INTERRUPTED
 
 app = typer.Typer(
@@ -77,6 +77,11 @@ for _command, _name in COMMANDS:
 def main() -> None:
     """Console-script entry point."""
     try:
-        app()
+        try:
+            app()
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
     except KeyboardInterrupt:  # outside any command (e.g. while parsing)
         sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        sys.exit(closed_pipe())

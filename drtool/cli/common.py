@@ -2,7 +2,8 @@
 policy and the flags given before the command, and running the core's coroutines.
 
 Errors: every DrtoolError becomes one line on stderr (``drtool: error: ...``) and its exit code
-(drtool.errors); no traceback reaches the user unless DRTOOL_DEBUG=1.
+(drtool.errors); no traceback reaches the user unless DRTOOL_DEBUG=1. A reader that closed our
+stdout (``drtool status | head -1``) is a quiet exit 0: nothing is written to stderr.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +65,16 @@ INTERRUPTED = {
 }
 
 
+def closed_pipe() -> int:
+    """Our stdout's reader went away (BrokenPipeError): point stdout at /dev/null so that
+    nothing more (not even the interpreter's last flush) fails, and return the exit code of
+    this quiet exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 0
+
+
 def reports_errors(fn: F) -> F:
     """Turn drtool errors into one line and an exit code; hide tracebacks."""
 
@@ -78,6 +90,8 @@ def reports_errors(fn: F) -> F:
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except typer.Exit:
             raise
+        except BrokenPipeError:
+            raise typer.Exit(closed_pipe()) from None
         except Exception as err:  # a bug in drtool: say so, without a traceback by default
             if os.environ.get("DRTOOL_DEBUG"):
                 traceback.print_exc()

@@ -12,8 +12,9 @@ while the next batch is read. Applying a change the copy or repair already wrote
 (every write is idempotent) and the feed's later changes win, so the target converges.
 
 Any gap ends the cycle and starts a new one (new feed first, then a repair): a feed overflow,
-a dropped connection to either cluster (backoff 1 s doubling to 30 s), a server restart (the
-standby may have lost soft-durability writes: the repair finds them). A target table whose
+a dropped connection to either cluster (backoff 1 s doubling to 30 s while the outage lasts,
+back to 1 s once the table streams again; every outage is logged once, with its cause), a
+server restart (the standby may have lost soft-durability writes: the repair finds them). A target table whose
 primary key differs is reported as an error and never overwritten.
 """
 
@@ -74,6 +75,7 @@ class TableReplicator(CatchUp):
         self.stats = Stats()
         self._stop = asyncio.Event()
         self._repair_reason: str | None = None
+        self._streamed = False  # the current cycle reached streaming (an outage ends it)
         self._name = str(table)
 
     def stop(self) -> None:
@@ -103,6 +105,8 @@ class TableReplicator(CatchUp):
                     self.events.warn(gap.reason, f"{self._name}: {gap}; repairing the table",
                                      table=self._name)
                 except ClusterUnreachable as err:
+                    if self._streamed:  # streaming again since the last outage: a new one
+                        lost, delay, self._streamed = False, BACKOFF_FIRST, False
                     if not lost:
                         self.events.warn("connection-lost", f"{self._name}: {err}; retrying "
                                          f"in {delay:g} s", table=self._name)
@@ -156,6 +160,7 @@ class TableReplicator(CatchUp):
             else:
                 await self._until_stopped(self._repair(reason))
             await self._record("streaming", None)
+            self._streamed = True
             await self._stream(feed)
 
     async def _until_stopped(self, work: Awaitable[T]) -> T:

@@ -1,0 +1,50 @@
+"""The runner through repeated short outages (a rolling restart of a cluster): every outage is
+logged with its cause and the reconnect backoff starts again at 1 s after each reconnection."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from drtool.cluster.fake import FakeServer
+from drtool.config.policy import load_policy
+from drtool.model import TableName
+from drtool.standby.events import LOGGER
+
+from tests.conftest import connect_fake, write_policy
+from tests.replication_helpers import Background, replication_section, wait_equal, wait_until
+
+T = TableName("app", "t")
+
+
+@pytest.fixture
+def policy(tmp_path, primary_server, standby_server):
+    return load_policy(write_policy(tmp_path, extra=replication_section()).path)
+
+
+async def test_every_outage_is_logged_and_the_backoff_restarts_at_one_second(
+        policy, primary_server: FakeServer, standby_server: FakeServer, caplog):
+    caplog.set_level("INFO", logger=LOGGER)
+    primary = connect_fake(primary_server)
+    await primary.ensure_db("app")
+    await primary.create_table(T, primary_key="id", shards=1, replicas=1)
+    await primary.insert_texts(T, ['{"id":%d}' % i for i in range(20)])
+    async with Background(policy) as bg:
+        await bg.streaming(1)
+        rep = bg.runner.replicators[T]
+        for outage in range(1, 5):
+            primary_server.down = True
+            primary_server.put_texts(T, ['{"id":"written in outage %d"}' % outage])
+            await asyncio.sleep(0.05)
+            primary_server.down = False
+            await wait_until(lambda: rep.stats.repairs == outage and rep.state == "streaming",
+                             f"streaming again after outage {outage}")
+        await wait_equal(policy)
+    lost = [m for m in caplog.messages if m.startswith("connection-lost: app.t:")]
+    assert len(lost) == 4, lost
+    assert all(m.endswith("retrying in 1 s") for m in lost), lost
+    assert all("lost connection to" in m or "connection lost" in m for m in lost), lost
+    restored = [m for m in caplog.messages if m == "connection-restored: app.t: connected again"]
+    assert len(restored) == 4
+    assert rep.stats.last_repair["reason"] == "disconnect"
