@@ -57,9 +57,10 @@ async def wait_equal(policy: Policy, timeout: float = WAIT):
 class Background:
     """A Runner running in a task of the current loop."""
 
-    def __init__(self, policy: Policy | Path, events: Events | None = None) -> None:
+    def __init__(self, policy: Policy | Path, events: Events | None = None, *,
+                 wait: bool = True, holder=None) -> None:
         self.policy = policy if isinstance(policy, Policy) else load_policy(policy)
-        self.runner = Runner(self.policy, events or Events())
+        self.runner = Runner(self.policy, events or Events(), wait=wait, holder=holder)
         self.task: asyncio.Task | None = None
 
     async def __aenter__(self) -> "Background":

@@ -83,7 +83,7 @@ def test_lease_held_by_another_runner(tmp_path, primary_server, standby_server):
         assert got.acquired
 
     asyncio.run(hold())
-    result = cli("replicate")
+    result = cli("replicate", "--no-wait")
     assert result.exit_code == 8
     line = one_line(result)
     assert line.startswith(f"drtool: error: policy {policy.name}: another runner holds the "

@@ -13,6 +13,7 @@ from drtool.cluster.fake import FakeServer
 from drtool.coordination.state import StateStore
 from drtool.errors import FailoverError, LeaseHeld, PermissionDenied, StaleGeneration, UsageError
 from drtool.failover import run as run_module
+from drtool.coordination import leases as leases_module
 from drtool.failover.failback import failback
 from drtool.failover.planned import PLANNED, planned_failover
 from drtool.failover.unplanned import unplanned_failover
@@ -149,7 +150,7 @@ async def test_planned_failover_resumes_after_a_crash_at_each_step(policy, prima
                                                                     standby_server, monkeypatch,
                                                                     step):
     await make_table(primary_server)
-    monkeypatch.setattr(run_module, "_pid_alive", lambda pid: False)  # the killed run is gone
+    monkeypatch.setattr(leases_module, "pid_alive", lambda pid: False)  # the killed run is gone
     bg = await streaming(policy)
     try:
         with monkeypatch.context() as patch:

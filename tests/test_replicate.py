@@ -99,7 +99,7 @@ async def test_second_runner_refused_then_takes_over_an_expired_lease(
     await primary.create_table(TableName("app", "t"), primary_key="id", shards=1, replicas=1)
     async with Background(policy) as first:
         await first.streaming(1)
-        second = Background(policy)
+        second = Background(policy, wait=False)  # --no-wait
         with pytest.raises(LeaseHeld) as refused:
             await second.runner.run()
         assert f"another runner holds the lease on the standby: runner {first.runner.holder.id}" \

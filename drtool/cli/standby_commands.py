@@ -27,10 +27,12 @@ def replicate(
     ctx: typer.Context,
     metrics_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Serve Prometheus metrics on this port (/metrics).")] = None,
     log_format: Annotated[str, typer.Option(help="Log lines as text or json (one per event, on stderr).")] = "text",
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Exit 8 when a live runner holds the lease instead of waiting as a hot spare.")] = False,
     policy: PolicyOpt = None,
 ) -> None:
     """Keep the standby current with the primary until stopped (SIGTERM/SIGINT: apply what
-    was read, release the lease, exit 0); takes the scheduled snapshots."""
+    was read, release the lease, exit 0); takes the scheduled snapshots. While another live
+    runner holds the lease, wait as a hot spare and take over when it stops renewing."""
     pol = policy_from(ctx, policy)
     if log_format not in ("text", "json"):
         raise UsageError(f"--log-format: expected text or json, got {log_format!r}")
@@ -43,7 +45,7 @@ def replicate(
     users_sync = runner_users_sync(pol.failover, pol.tables, pol.replication.state_db, pol.name,
                                    protected=tuple(c.user for c in (pol.primary, pol.standby) if c),
                                    events=events)
-    runner = Runner(pol, events, users_sync=users_sync)  # UsageError without [standby]
+    runner = Runner(pol, events, users_sync=users_sync, wait=not no_wait)  # UsageError without [standby]
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s" if log_format == "json" else TEXT_LOG))
     logger = logging.getLogger(LOGGER)
@@ -115,6 +117,8 @@ def _print_status(s: StandbyStatus) -> None:
     else:
         state = "EXPIRED" if s.lease.expired else "held"
         print(f"runner: {s.lease.describe()} ({state})")
+    for spare in s.spares:
+        print(f"spare: runner {spare.holder} on {spare.host} (pid {spare.pid}) waits to take over")
     if s.runner:
         print(f"runner record: {s.runner.get('state')} (runner {s.runner.get('runner')})")
     snap = (s.runner or {}).get("snapshot")

@@ -38,6 +38,11 @@ def failover_lease(policy: str) -> str:
     return f"{policy}:failover"
 
 
+def spare_lease(policy: str, holder: str = "") -> str:
+    """The id of a spare runner's record (``holder`` empty: the prefix of every spare's)."""
+    return f"{policy}:spare:{holder}"
+
+
 def table_lease(policy: str, table: TableName) -> str:
     """The id of a per-table lease (ROADMAP 8: several runners share a policy's tables)."""
     return f"{policy}:table:{table}"

@@ -10,9 +10,13 @@ policy's ``[replication] state_db`` (default ``drtool``) and exists on BOTH clus
   "replicate", "updated", ...}`` on each cluster (not replicated). No document = generation 0
   with the policy's [primary] as primary; the highest generation seen on either cluster wins.
   Changes are compare-and-set on ``generation``.
-* ``leases`` ``{"id": "<policy>:runner" | "<policy>:failover" | "<policy>:table:<db.table>",
-  "holder", "host", "pid", "generation", "expires": <r.now() + ttl>}`` on the replication
-  target. Acquire/renew/release are compare-and-set on the server; its clock decides expiry.
+* ``leases`` ``{"id": "<policy>:runner" | "<policy>:failover" | "<policy>:table:<db.table>"
+  | "<policy>:spare:<holder>", "holder", "host", "pid", "generation", "token",
+  "expires": <r.now() + ttl>}`` on the replication target. Acquire/renew/release are
+  compare-and-set on the server; its clock decides expiry. ``generation`` is the roles
+  generation the holder started with; ``token`` the lease's own generation, +1 each time the
+  lease changes hands (read, then compare-and-set: two takers never both pass). A spare
+  runner's ``<policy>:spare:<holder>`` record says it waits (drtool.coordination.leases).
 * ``tables`` ``{"id": "<policy>:<db.table>", "state", "progress", "message", "last_repair",
   "updated"}`` and ``runner`` ``{"id": policy, ...}``: what ``drtool status`` shows.
 
@@ -31,7 +35,7 @@ from drtool.cluster.base import ALWAYS, Cluster, Guard
 from drtool.errors import NotFound
 from drtool.coordination.documents import key_literal, doc_text, epoch, format_time  # noqa: F401
 from drtool.coordination.roles import (  # noqa: F401 (the protocol, re-exported)
-    ROLE_NAMES, Roles, failover_lease, newest_roles, runner_lease, table_lease,
+    ROLE_NAMES, Roles, failover_lease, newest_roles, runner_lease, spare_lease, table_lease,
 )
 from drtool.config.policy import Policy
 from drtool.model import TableName
@@ -63,6 +67,7 @@ class Lease:
     generation: int
     expires: float
     now: float
+    token: int = 0
 
     @property
     def expired(self) -> bool:
@@ -77,7 +82,7 @@ class Lease:
         doc = json.loads(text)
         return cls(doc["id"], str(doc.get("holder")), str(doc.get("host")),
                    int(doc.get("pid", 0)), int(doc.get("generation", 0)),
-                   epoch(doc.get("expires")) or 0.0, now)
+                   epoch(doc.get("expires")) or 0.0, now, int(doc.get("token", 0)))
 
 
 @dataclass(frozen=True)
@@ -182,25 +187,49 @@ class StateStore:
         text = await self._get(LEASES, name)
         return None if text is None else Lease.from_doc(text, await self.cluster.server_time())
 
-    async def acquire_lease(self, name: str, holder: LeaseHolder, ttl: float) -> LeaseResult:
-        """Take the lease if it is free, already ours, or expired on the server's clock; it
-        then lasts ``ttl`` seconds. Refused: ``acquired`` False and the holder's lease."""
-        return await self._lease(name, holder, ttl, Guard(
-            fields=(("holder", key_literal(holder.id)),), expired="expires"))
+    async def _stored_token(self, name: str) -> tuple[str | None, int]:
+        text = await self._get(LEASES, name)
+        if text is None:
+            return None, 0
+        doc = json.loads(text)
+        return doc.get("holder"), int(doc.get("token", 0))
 
-    async def renew_lease(self, name: str, holder: LeaseHolder, ttl: float) -> LeaseResult:
-        """Extend our lease by ``ttl`` from now. Refused when someone else holds it (it
-        expired and was taken over) or it is gone (released or deleted)."""
+    async def acquire_lease(self, name: str, holder: LeaseHolder, ttl: float, *,
+                            instead_of: str | None = None) -> LeaseResult:
+        """Take the lease if it is free, already ours, expired on the server's clock, or (with
+        ``instead_of``, a holder known to be gone) held by that holder instead of ours; it then lasts ``ttl`` seconds and its
+        ``token`` is one more than the stored one (the same when it was ours already).
+        Refused: ``acquired`` False and the holder's lease."""
+        was, token = await self._stored_token(name)
         return await self._lease(name, holder, ttl, Guard(
-            if_absent=False, fields=(("holder", key_literal(holder.id)),)))
+            fields=(("holder", key_literal(instead_of or holder.id)),), expired="expires"),
+            token if was == holder.id else token + 1)
 
-    async def _lease(self, name: str, holder: LeaseHolder, ttl: float, guard: Guard) -> LeaseResult:
+    async def renew_lease(self, name: str, holder: LeaseHolder, ttl: float, *,
+                          token: int | None = None) -> LeaseResult:
+        """Extend our lease by ``ttl`` from now, keeping its ``token`` (read first when not
+        given). Refused when someone else holds it (it expired and was taken over) or it is
+        gone (released or deleted)."""
+        if token is None:
+            token = (await self._stored_token(name))[1]
+        return await self._lease(name, holder, ttl, Guard(
+            if_absent=False, fields=(("holder", key_literal(holder.id)),)), token)
+
+    async def _lease(self, name: str, holder: LeaseHolder, ttl: float, guard: Guard,
+                     token: int) -> LeaseResult:
         doc = doc_text({"id": name, "holder": holder.id, "host": holder.host, "pid": holder.pid,
-                     "generation": holder.generation})
+                        "generation": holder.generation, "token": int(token)})
         done = await self.cluster.write_state(self.table(LEASES), key_literal(name), doc, guard,
                                               now_fields={"expires": float(ttl)})
         lease = None if done.doc is None else Lease.from_doc(done.doc, done.now)
         return LeaseResult(done.applied, lease)
+
+    async def leases(self, prefix: str) -> list[Lease]:
+        """Every lease whose id starts with ``prefix`` that has not expired, in id order."""
+        rows = await self._prefixed(LEASES, prefix)
+        now = await self.cluster.server_time()
+        found = (Lease.from_doc(doc, now) for _, doc in rows)
+        return sorted((lease for lease in found if not lease.expired), key=lambda x: x.name)
 
     async def release_lease(self, name: str, holder_id: str) -> bool:
         """Delete the lease if we hold it. True when it is ours no more (released, or not
@@ -232,14 +261,18 @@ class StateStore:
 
     async def table_states(self) -> list[TableState]:
         """Every table state recorded for this policy, in table order."""
-        prefix = f"{self.policy}:"
-        after, upto = key_literal(prefix), key_literal(prefix[:-1] + chr(ord(":") + 1))
+        rows = await self._prefixed(TABLES, f"{self.policy}:")
+        return sorted((TableState.from_doc(doc) for _, doc in rows), key=lambda s: s.table)
+
+    async def _prefixed(self, name: str, prefix: str) -> list[tuple[str, str]]:
+        """The rows of state table ``name`` whose string key starts with ``prefix`` (a few:
+        one per table or runner of the policy); none when the table does not exist."""
+        after, upto = key_literal(prefix), key_literal(prefix[:-1] + chr(ord(prefix[-1]) + 1))
         try:
-            rows = [row async for batch in self.cluster.scan(self.table(TABLES), after=after,
+            return [row async for batch in self.cluster.scan(self.table(name), after=after,
                                                              upto=upto) for row in batch]
         except NotFound:
             return []
-        return sorted((TableState.from_doc(doc) for _, doc in rows), key=lambda s: s.table)
 
     async def forget_table_state(self, table: TableName) -> None:
         await self.cluster.write_state(self.table(TABLES), key_literal(f"{self.policy}:{table}"),

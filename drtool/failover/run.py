@@ -32,6 +32,7 @@ from drtool.cluster.base import Cluster
 from drtool.coordination.roles import (
     ROLE_NAMES, STOP_REPLICATION, Roles, failover_lease, newest_roles, other_role,
 )
+from drtool.coordination.leases import take_lease
 from drtool.coordination.state import LeaseHolder, StateStore, format_time, state_store
 from drtool.errors import DrtoolError, FailoverError, LeaseHeld, UsageError
 from drtool.model import TableName
@@ -57,16 +58,6 @@ class Side:
     @property
     def reachable(self) -> bool:
         return self.cluster is not None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class FailoverRun:
@@ -200,13 +191,8 @@ class FailoverRun:
         store = side.store
         await store.ensure()  # type: ignore[union-attr]
         name = failover_lease(self.policy.name)
-        got = await store.acquire_lease(name, self.holder, LEASE_TTL)  # type: ignore[union-attr]
+        got = await take_lease(store, name, self.holder, LEASE_TTL)  # type: ignore[arg-type]
         lease = got.lease
-        if not got.acquired and lease is not None and lease.host == self.holder.host \
-                and not _pid_alive(lease.pid):
-            await store.release_lease(name, lease.holder)  # type: ignore[union-attr]
-            got = await store.acquire_lease(name, self.holder, LEASE_TTL)  # type: ignore[union-attr]
-            lease = got.lease
         if not got.acquired:
             who = (f"{lease.holder} on {lease.host} (pid {lease.pid}) until "
                    f"{format_time(lease.expires)}") if lease else "another run"

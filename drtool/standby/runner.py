@@ -3,14 +3,21 @@
 Start: connect both clusters (unreachable -> ClusterUnreachable, exit 3; no [standby] ->
 UsageError, exit 2; later, e.g. when replication starts again after a failover, an unreachable
 cluster is retried with the replicators' backoff, 1 s doubling to 30 s), ensure drtool's
-state database on both, read the roles (the highest generation on either cluster; source = the current primary, target = the other), take the
-runner lease on the target (held by a live runner -> LeaseHeld, exit 8). Then, concurrently:
+state database on both, read the roles (the highest generation on either cluster; source = the
+current primary, target = the other), take the runner lease on the target. A lease held by a
+process gone on this host is taken at once; one held by a live runner makes this one a hot
+spare (logged once, shown by ``drtool status``) that takes over within ``lease_ttl`` + 1 s of
+the lease expiring (the active runner died or was cut off); with ``wait=False``
+(``--no-wait``) it is LeaseHeld, exit 8. Then, concurrently:
 one ``TableReplicator`` per selected table plus drtool's heartbeat table; a tick every second
 (heartbeat on the source, lease renewal and roles check on the target, lag); a catalogue poll
 every ``schema_poll`` (new tables, index changes, dropped tables; the users/permissions sync
 hook); scheduled snapshots.
 
-Fencing (STATE-DB.md): a target whose roles generation is higher than the one the runner
+Fencing (STATE-DB.md): every write into the target goes through ``FencedCluster``: past the
+lease's local deadline (drtool.coordination.leases) nothing is written, so a runner cut off
+or paused stops writing before another can take its lease; a runner whose renewal is refused
+(its lease was taken) drains and waits as a spare again (``wait=False``: LeaseHeld). A target whose roles generation is higher than the one the runner
 started with, or that is now the primary, ends the runner with StaleGeneration (exit 8) before
 anything more is written. ``step = "stop-replication"`` (same generation) on the target makes
 it apply what it read, mark its tables stopped, release the lease and wait; a later
@@ -35,6 +42,8 @@ from collections.abc import Awaitable, Callable
 
 from drtool.cluster.base import Cluster
 from drtool.wiring.open import connect_role
+from drtool.coordination.leases import FencedCluster, LeaseKeeper
+from drtool.coordination.roles import spare_lease
 from drtool.coordination.state import (
     HEARTBEAT, LeaseHolder, Roles, StateStore, current_roles, lag_seconds, runner_lease,
     state_store,
@@ -67,12 +76,13 @@ def new_holder(generation: int = 0) -> LeaseHolder:
 
 class Runner:
     def __init__(self, policy: Policy, events: Events, *, users_sync: UsersSync | None = None,
-                 holder: LeaseHolder | None = None) -> None:
+                 holder: LeaseHolder | None = None, wait: bool = True) -> None:
         if policy.standby is None:
             raise UsageError(f"{policy.path}: no [standby] section: drtool replicate needs the "
                              "standby cluster to replicate into")
         self.policy, self.events, self.users_sync = policy, events, users_sync
         self.holder = holder or new_holder()
+        self.wait = wait  # a live holder of the lease: wait as a spare (False: LeaseHeld)
         self.replicators: dict[TableName, TableReplicator] = {}
         self.roles = Roles()
         self.state = "starting"
@@ -101,7 +111,7 @@ class Runner:
                         first = False
                         await self._idle(self.roles)
                         continue
-                    await self._replicate(self.roles)
+                    active = await self._replicate(self.roles)
                 except ClusterUnreachable as err:
                     if first:  # at start: say so and exit 3 (the operator is watching)
                         raise
@@ -113,7 +123,7 @@ class Runner:
                     delay = min(delay * 2, BACKOFF_MAX)
                     continue
                 first, delay = False, BACKOFF_FIRST
-                if not self._stop.is_set():
+                if active and not self._stop.is_set():
                     await self._idle(self.roles)
         finally:
             for cluster in self._clusters.values():
@@ -152,7 +162,10 @@ class Runner:
                 return
 
     # --- one direction --------------------------------------------------------------------
-    async def _replicate(self, roles: Roles) -> None:
+    async def _replicate(self, roles: Roles) -> bool:
+        """Replicate in ``roles``' direction until halted. False when this runner never
+        became active (the roles changed while it waited as a spare) or lost its lease: the
+        caller looks at the roles again."""
         self._halt = asyncio.Event()
         if self._stop.is_set():
             self._halt.set()
@@ -162,12 +175,10 @@ class Runner:
         await asyncio.gather(s_store.ensure(), t_store.ensure())
         holder = LeaseHolder(self.holder.id, self.holder.host, self.holder.pid, roles.generation)
         lease_name = runner_lease(self.policy.name)
-        got = await t_store.acquire_lease(lease_name, holder, self.policy.replication.lease_ttl)
-        if not got.acquired:
-            assert got.lease is not None
-            raise LeaseHeld(f"policy {self.policy.name}: another runner holds the lease on the "
-                            f"{target_role}: {got.lease.describe()}; stop that runner first, or "
-                            "wait until its lease expires")
+        keeper = LeaseKeeper(t_store, lease_name, holder, self.policy.replication.lease_ttl)
+        if not await self._become_active(keeper, roles):
+            return False
+        target = FencedCluster(target, keeper)  # type: ignore[assignment]
         self.state = "running"
         self.events.emit("runner-started", f"runner {holder.id} replicating {source_role} -> "
                          f"{target_role} (generation {roles.generation})", runner=holder.id,
@@ -191,7 +202,7 @@ class Runner:
                 self.policy, self.events, self._clusters.__getitem__, self._save_snapshot(t_store),
                 last=(previous.get("snapshot") or {}).get("time"))
             background = [
-                asyncio.create_task(self._ticks(s_store, t_store, holder, roles, outcome)),
+                asyncio.create_task(self._ticks(s_store, t_store, keeper, roles, outcome)),
                 asyncio.create_task(self._poll(source, target, t_store, roles, settings)),
                 asyncio.create_task(schedule.run(self._halt)),
             ]
@@ -205,11 +216,49 @@ class Runner:
             with contextlib.suppress(DrtoolError):
                 await t_store.put_runner(self._record)
             with contextlib.suppress(DrtoolError):
-                await t_store.release_lease(lease_name, holder.id)
+                await keeper.release()
                 self.events.emit("lease-released", f"runner {holder.id} released its lease",
                                  runner=holder.id)
+        if outcome and isinstance(outcome[0], LeaseHeld) and self.wait:
+            self.events.warn("lease-lost", f"{outcome[0]}; waiting as a spare")
+            return False
         if outcome:
             raise outcome[0]
+        return True
+
+    async def _become_active(self, keeper: LeaseKeeper, roles: Roles) -> bool:
+        """Take the runner lease; while a live runner holds it, wait as a spare (see the
+        module doc). False: stopped, or the roles changed meanwhile."""
+        store, spare, logged = keeper.store, spare_lease(self.policy.name, keeper.holder.id), False
+        try:
+            while True:
+                got = await keeper.take()
+                now = await self._read_roles()  # after taking: a failover may have begun
+                if (now.generation, now.step, now.replicate) != (
+                        roles.generation, roles.step, roles.replicate):
+                    if got.acquired:
+                        await keeper.release()
+                    return False
+                if got.acquired:
+                    return True
+                assert got.lease is not None
+                held = (f"policy {self.policy.name}: another runner holds the lease on the "
+                        f"{roles.target}: {got.lease.describe()}")
+                if not self.wait:
+                    raise LeaseHeld(f"{held}; stop that runner first, or wait until its lease "
+                                    "expires")
+                if not logged:
+                    self.state, logged = "spare", True
+                    self.events.emit("runner-spare", f"{held}; waiting as a hot spare to take "
+                                     "over when it stops renewing", runner=keeper.holder.id)
+                await store.acquire_lease(spare, keeper.holder, keeper.ttl)
+                await self._pause(TICK)
+                if self._stop.is_set():
+                    return False
+        finally:
+            if logged:
+                with contextlib.suppress(DrtoolError):
+                    await store.release_lease(spare, keeper.holder.id)
 
     def _settings(self, source_role: str) -> TableSettings:
         rep = self.policy.replication
@@ -253,10 +302,9 @@ class Runner:
         return save
 
     # --- every second ---------------------------------------------------------------------
-    async def _ticks(self, s_store: StateStore, t_store: StateStore, holder: LeaseHolder,
+    async def _ticks(self, s_store: StateStore, t_store: StateStore, keeper: LeaseKeeper,
                      roles: Roles, outcome: list[BaseException]) -> None:
-        seq, lease_name, ttl = 0, runner_lease(self.policy.name), self.policy.replication.lease_ttl
-        trouble = False
+        seq, holder, trouble = 0, keeper.holder, False
         while not self._halt.is_set():
             try:
                 target_roles = await t_store.read_roles()
@@ -267,7 +315,7 @@ class Runner:
                                      generation=target_roles.generation)
                     self._halt.set()
                     return
-                renewed = await t_store.renew_lease(lease_name, holder, ttl)
+                renewed = await keeper.renew()
                 if not renewed.acquired:
                     who = renewed.lease.describe() if renewed.lease else "nobody holds it now"
                     raise LeaseHeld(f"policy {self.policy.name}: this runner lost its lease on "

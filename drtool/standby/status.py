@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from drtool.cluster.base import Cluster
 from drtool.wiring.open import connect_role, open_repository
 from drtool.coordination.state import (
-    Heartbeat, Lease, Roles, TableState, current_roles, lag_seconds, runner_lease, state_store,
+    Heartbeat, Lease, Roles, TableState, current_roles, lag_seconds, runner_lease, spare_lease,
+    state_store,
 )
 from drtool.errors import ClusterUnreachable, DrtoolError, UsageError
 from drtool.compare.diff import table_meta_or_none
@@ -31,6 +32,8 @@ class StandbyStatus:
     lag: float | None = None
     heartbeat: Heartbeat | None = None
     lease: Lease | None = None
+    #: runners waiting as hot spares (their records have not expired)
+    spares: list[Lease] = field(default_factory=list)
     runner: dict | None = None
     tables: list[TableState] = field(default_factory=list)
     repository: dict = field(default_factory=dict)
@@ -66,6 +69,8 @@ class StandbyStatus:
                 "runner": self.heartbeat.runner, "seq": self.heartbeat.seq,
                 "time": self.heartbeat.time},
             "lease": lease, "runner": self.runner,
+            "spares": [{"runner": x.holder, "host": x.host, "pid": x.pid, "expires": x.expires}
+                       for x in self.spares],
             "tables": [{"table": str(t.table), "state": t.state, "message": t.message,
                         "progress": t.progress, "last_repair": t.last_repair,
                         "updated": t.updated,
@@ -106,6 +111,7 @@ async def read_status(policy: Policy) -> StandbyStatus:
             else:
                 out.heartbeat = await target.read_heartbeat()
             out.lease = await target.read_lease(runner_lease(policy.name))
+            out.spares = await target.leases(spare_lease(policy.name))
             out.runner = await target.read_runner()
             out.tables = await target.table_states()
             if policy.failover.fence == "write-hook":

@@ -34,6 +34,7 @@ from drtool.errors import (
     ClusterUnreachable,
     DrtoolError,
     NotFound,
+    OwnershipError,
     SchemaMismatch,
 )
 from drtool.model import FeedChange, FeedEvent, FeedOverflow, FeedReady, TableName, WriteResult
@@ -115,6 +116,11 @@ class TableReplicator(CatchUp):
                     reason, lost = "disconnect", True
                     await self._sleep(delay)
                     delay = min(delay * 2, BACKOFF_MAX)
+                except OwnershipError as err:  # the lease's fence: write nothing until renewed
+                    if reason != "lease":
+                        self.events.warn("fenced", f"{self._name}: {err}", table=self._name)
+                    reason = "lease"
+                    await self._sleep(BACKOFF_FIRST)
                 except NotFound as err:
                     await self._fail("missing", f"{self._name}: {err}", BACKOFF_MAX)
                     reason = "start"

@@ -1,0 +1,54 @@
+"""Runners backing each other up, end to end on the real servers: a second ``drtool
+replicate`` waits as a hot spare (shown by ``drtool status``) and takes over when the active
+one is killed with -9; nothing is lost (``drtool diff`` reports the standby equal) and the
+table is repaired, never copied again."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+from rethinkdb import RethinkDB
+
+from test_replicate_e2e import Deployment, wait_until
+
+r = RethinkDB()
+
+
+def test_a_spare_takes_over_after_kill9_of_the_active_runner(tmp_path, primary, standby):
+    d = Deployment(tmp_path, primary.address, standby.address)
+    assert subprocess.run([sys.executable, "-m", "drtool", "keygen", "--out",
+                           str(tmp_path / "id.txt")], capture_output=True).returncode == 0
+    spare = None
+    try:
+        with d.conn() as c:
+            r.db_create(d.db).run(c)
+            r.db(d.db).table_create("t").run(c)
+            r.db(d.db).table("t").insert([{"id": i, "v": "x" * 100} for i in range(500)]).run(c)
+        active = d.start()
+        d.streaming({"t"})
+        spare = d.start()  # the second process: waits
+        wait_until(lambda: d.status().get("spares"), "the second runner to show as a spare")
+        status = d.status()
+        assert status["lease"]["pid"] == active.pid
+        assert [s["pid"] for s in status["spares"]] == [spare.pid]
+        active.send_signal(signal.SIGKILL)
+        active.wait()
+        with d.conn() as c:  # the application keeps writing while no runner is active
+            r.db(d.db).table("t").insert([{"id": 1000 + i} for i in range(50)]).run(c)
+            r.db(d.db).table("t").get(3).delete().run(c)
+        wait_until(lambda: (d.status().get("lease") or {}).get("pid") == spare.pid,
+                   "the spare to take the lease")
+        d.streaming({"t"})
+        d.equal()
+        assert spare.poll() is None
+        log = d.log.read_text()
+        assert log.count("runner-spare") == 1
+        assert log.count("table-copied") == 1  # the first runner's copy only
+        assert d.status()["spares"] == []
+    finally:
+        if spare is not None and spare.poll() is None:
+            spare.kill()
+            spare.wait()
+        d.cleanup()

@@ -1,0 +1,98 @@
+"""Runners backing each other up (fake clusters): a dead process's lease on this host is taken
+at once, a runner finding a live holder waits as a hot spare (logged once, shown by status)
+and takes over when the holder stops renewing; ``wait=False`` keeps LeaseHeld (exit 8)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from drtool.config.policy import load_policy
+from drtool.coordination.roles import spare_lease
+from drtool.coordination.state import LeaseHolder, StateStore, runner_lease
+from drtool.model import TableName
+from drtool.standby.events import LOGGER
+from drtool.standby.status import read_status
+
+from tests.conftest import connect_fake, write_policy
+from tests.test_leases import dead_pid
+from tests.replication_helpers import Background, replication_section, wait_equal, wait_until
+
+T = TableName("app", "t")
+
+
+@pytest.fixture
+def policy(tmp_path, primary_server, standby_server):
+    return load_policy(write_policy(tmp_path, extra=replication_section()).path)
+
+
+async def setup(policy, primary_server, standby_server) -> StateStore:
+    c = connect_fake(primary_server)
+    await c.ensure_db("app")
+    await c.create_table(T, primary_key="id", shards=1, replicas=1)
+    await c.insert_texts(T, ['{"id":%d}' % i for i in range(20)])
+    target = StateStore(connect_fake(standby_server), policy.replication.state_db, policy.name)
+    await target.ensure()
+    return target
+
+
+async def test_the_lease_of_a_killed_runner_on_this_host_is_taken_at_once(
+        policy, primary_server, standby_server, caplog):
+    caplog.set_level("INFO", logger=LOGGER)
+    target = await setup(policy, primary_server, standby_server)
+    killed = LeaseHolder("killed-runner", socket.gethostname(), dead_pid())
+    assert (await target.acquire_lease(runner_lease(policy.name), killed, ttl=600)).acquired
+    async with Background(policy) as bg:
+        await bg.streaming(1)
+        lease = await target.read_lease(runner_lease(policy.name))
+        assert lease.holder == bg.runner.holder.id and lease.token == 2
+    assert not [m for m in caplog.messages if m.startswith("runner-spare")]
+
+
+async def test_a_spare_waits_then_takes_over_when_the_holder_stops_renewing(
+        policy, primary_server, standby_server, caplog):
+    caplog.set_level("INFO", logger=LOGGER)
+    target = await setup(policy, primary_server, standby_server)
+    other = LeaseHolder("other-runner", "host-b", 4242)  # a live runner on another machine
+    assert (await target.acquire_lease(runner_lease(policy.name), other, ttl=600)).acquired
+    async with Background(policy) as bg:
+        await wait_until(lambda: bg.runner.state == "spare", "the runner to wait as a spare")
+        status = await read_status(policy)
+        assert [(s.holder, s.pid) for s in status.spares] == [(bg.runner.holder.id,
+                                                                bg.runner.holder.pid)]
+        assert status.to_json()["spares"][0]["runner"] == bg.runner.holder.id
+        await asyncio.sleep(2.5)  # several attempts: logged once
+        assert not bg.task.done() and not bg.runner.replicators
+        primary_server.put_texts(T, ['{"id":"while the other runner was away"}'])
+        # the other runner dies or is cut off: its lease is not renewed and runs out
+        assert (await target.renew_lease(runner_lease(policy.name), other, ttl=1)).acquired
+        await bg.streaming(1)
+        await wait_equal(policy)
+        lease = await target.read_lease(runner_lease(policy.name))
+        assert lease.holder == bg.runner.holder.id and lease.token == 2
+        assert (await read_status(policy)).spares == []
+    spare_lines = [m for m in caplog.messages if m.startswith("runner-spare")]
+    assert len(spare_lines) == 1
+    assert spare_lines[0].startswith(f"runner-spare: policy {policy.name}: another runner holds "
+                                     "the lease on the standby: runner other-runner on host-b "
+                                     "(pid 4242) holds it until")
+    assert spare_lines[0].endswith("; waiting as a hot spare to take over when it stops renewing")
+    assert await target.leases(spare_lease(policy.name)) == []
+
+
+async def test_two_runners_one_active_one_spare_then_the_spare_takes_over(
+        policy, primary_server, standby_server):
+    await setup(policy, primary_server, standby_server)
+    first = Background(policy)
+    await first.__aenter__()
+    await first.streaming(1)
+    # the second runner stands for one on another machine (in one process, both have our pid)
+    async with Background(policy, holder=LeaseHolder("second", "machine-2", 4343)) as second:
+        await wait_until(lambda: second.runner.state == "spare", "the second runner to wait")
+        await first.__aexit__(None, None, None)  # stops: applies, releases the lease
+        await second.streaming(1)
+        primary_server.put_texts(T, ['{"id":"after the takeover"}'])
+        await wait_equal(policy)
+        assert second.runner.replicators[T].stats.copied == 0  # repaired, never recopied
