@@ -74,7 +74,7 @@ class ThrowawayServer:
     """A RethinkDB server of the test's own (``DRTOOL_RETHINKDB_BIN``) on free ports, in
     ``data``, so that a test can kill it (-9) and start it again on the same data."""
 
-    def __init__(self, data, name: str) -> None:
+    def __init__(self, data, name: str, join: str | None = None) -> None:
         import socket
 
         def free_port() -> int:
@@ -83,6 +83,7 @@ class ThrowawayServer:
                 return s.getsockname()[1]
 
         self.data, self.name = data, name
+        self.join = join  # "127.0.0.1:<cluster port>" of a server to join (multi-server)
         self.port, self.cluster_port = free_port(), free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.proc = None
@@ -94,7 +95,8 @@ class ThrowawayServer:
             [os.environ["DRTOOL_RETHINKDB_BIN"], "--directory", str(self.data), "--bind",
              "127.0.0.1", "--no-default-bind", "--driver-port", str(self.port),
              "--cluster-port", str(self.cluster_port), "--no-http-admin", "--server-name",
-             self.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             self.name, *(["--join", self.join] if self.join else [])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return self
 
     def answering(self) -> bool:

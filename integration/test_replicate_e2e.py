@@ -15,13 +15,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 from rethinkdb import RethinkDB
 
+from clusters import wait_until
 from conftest import ThrowawayServer
 
 r = RethinkDB()
@@ -31,17 +31,6 @@ WAIT = 60.0
 def drtool(policy: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "drtool", "-p", str(policy), *args],
                           capture_output=True, text=True, timeout=timeout)
-
-
-def wait_until(check, what: str, timeout: float = WAIT):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 class Deployment:

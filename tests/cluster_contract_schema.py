@@ -104,3 +104,7 @@ class SchemaContract:
         assert [n for n in await c.list_tables() if n == t] == [t]
         written = await c.write_state(t, '"k"', '{"id":"k"}', ALWAYS)
         assert written.applied and await c.get_docs(t, ['"k"']) == [('"k"', '{"id":"k"}')]
+        # one replica per server up to three: one on a one-server cluster (three servers:
+        # integration/test_multi_server_e2e.py)
+        meta = await c.table_meta(t)
+        assert (meta.shards, meta.replicas) == (1, 1)

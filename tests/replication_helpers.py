@@ -100,3 +100,11 @@ async def fake_or_real_cluster(kind: str, role: str):
     host = f"fake-{role}-{uuid.uuid4().hex[:8]}:28015"
     fake.register(host, FakeServer())
     return await connect(ClusterConfig(role, (host,)))
+
+
+def replicate_until_streaming(policy: Policy, n_tables: int = 1) -> None:
+    """Run a runner until ``n_tables`` stream, then stop it (synchronously: CLI tests)."""
+    async def go() -> None:
+        async with Background(policy) as bg:
+            await bg.streaming(n_tables)
+    asyncio.run(go())

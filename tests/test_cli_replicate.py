@@ -8,11 +8,12 @@ import json
 
 from drtool.cluster.rethink.util import PermissionDenied
 from drtool.coordination.state import LeaseHolder, StateStore, TableState, runner_lease
+from drtool.errors import ClusterUnreachable
 from drtool.model import TableName
 from drtool.config.policy import load_policy
 
 from tests.conftest import Cli, connect_fake, load_table, write_policy
-from tests.replication_helpers import Background, replication_section
+from tests.replication_helpers import replicate_until_streaming, replication_section
 
 
 def setup(tmp_path, **replication: str):
@@ -100,11 +101,7 @@ def test_status_before_any_runner_and_after_one(tmp_path, primary_server, standb
     assert before.exit_code == 1
     assert "problem: no heartbeat on the standby: is drtool replicate running?" in before.stdout
     load_table(primary_server, "app.t", ['{"id":%d}' % i for i in range(30)])
-
-    async def run_and_stop():
-        async with Background(policy) as bg:
-            await bg.streaming(1)
-    asyncio.run(run_and_stop())
+    replicate_until_streaming(policy)
     after = cli("status", "--json")
     assert after.exit_code == 0, after.stdout
     found = json.loads(after.stdout)
@@ -133,11 +130,7 @@ def test_status_with_the_primary_down_shows_what_the_standby_holds(tmp_path, pri
     """The disaster case: the operator needs status most when the primary is gone."""
     dep, cli, policy = setup(tmp_path, lag_threshold='"1h"')
     load_table(primary_server, "app.t", ['{"id":%d}' % i for i in range(30)])
-
-    async def run_and_stop():
-        async with Background(policy) as bg:
-            await bg.streaming(1)
-    asyncio.run(run_and_stop())
+    replicate_until_streaming(policy)
     primary_server.down = True
     text = cli("status")
     assert text.exit_code == 3, text.stdout + text.stderr
@@ -169,3 +162,31 @@ def test_status_with_the_standby_down(tmp_path, primary_server, standby_server):
     both = cli("status", "--json")
     assert both.exit_code == 3
     assert sorted(json.loads(both.stdout)["unreachable"]) == ["primary", "standby"]
+
+
+def test_status_names_a_state_table_it_cannot_read_and_shows_the_rest(tmp_path, primary_server,
+                                                                      standby_server):
+    """A state table whose servers are down (on a real cluster: "None of the replicas for
+    this table are accessible") is named in one problem line; status does not die."""
+    dep, cli, policy = setup(tmp_path, lag_threshold='"1h"')
+    load_table(primary_server, "app.t", ['{"id":%d}' % i for i in range(30)])
+    replicate_until_streaming(policy)
+    gone = ClusterUnreachable("standby fake-standby:28015 table drtool.roles: the cluster is not "
+                              "available: None of the replicas for this table are accessible; "
+                              "try again later")
+    for form in ([], ["--json"]):
+        standby_server.fail_next("get_docs", gone)  # the first read on the standby: its roles
+        result = cli("status", *form)
+        assert result.exit_code == 1 and result.stderr == "", result.stdout + result.stderr
+        problem = (f"cannot read {policy.replication.state_db}.roles on the standby: "
+                   "standby fake-standby:28015 table "
+                   "drtool.roles: the cluster is not available: None of the replicas for this "
+                   "table are accessible; try again later")
+        if form:
+            found = json.loads(result.stdout)
+            assert found["unreadable"] == [problem] and found["problems"] == [problem]
+            assert [(t["table"], t["state"]) for t in found["tables"]] == [("app.t", "stopped")]
+            assert found["heartbeat"] is not None and found["lag_seconds"] is not None
+        else:
+            assert f"problem: {problem}" in result.stdout, result.stdout
+            assert "app.t" in result.stdout and "lag: " in result.stdout

@@ -373,6 +373,17 @@ def test_connection_lost_is_said_with_single_punctuation():
     (rerr.ReqlOpFailedError("Table `d.t` already exists."), ClusterError, False),
     (rerr.ReqlOpFailedError("Index `ix` already exists on table `d.t`."), ClusterError, False),
     (rerr.ReqlRuntimeError("Changefeed aborted (table unavailable)."), ClusterUnreachable, True),
+    # a table whose every replica is on a server that is down (observed on 2.4.4, issue 17)
+    (rerr.ReqlNonExistenceError("No attribute `primary_key` in object: {\"error\": \"None of "
+                                "the replicas for this table are accessible.\"}"),
+     ClusterUnreachable, True),
+    (rerr.ReqlInternalError("Unexpected exception: The attempt to read or modify the table's "
+                            "configuration failed because none of the servers were accessible. "
+                            "If it was an attempt to modify, the modification did not take "
+                            "place"), ClusterUnreachable, True),
+    (rerr.ReqlOpFailedError("The server(s) hosting table `d.t` are currently unreachable. The "
+                            "table was not reconfigured."), ClusterUnreachable, True),
+    (rerr.ReqlOpFailedError("Changefeed aborted (unavailable)."), ClusterUnreachable, True),
     (rerr.ReqlQueryLogicError("Expected type STRING but found NUMBER."), ClusterError, False),
     (rerr.ReqlServerCompileError("Unrecognized optional argument `x`."), ClusterError, False),
 ])

@@ -19,6 +19,7 @@ from drtool.snapshots.restore import (
     restore_snapshot,
 )
 from drtool.config.policy import select_tables
+from drtool.compare.shape import target_shape
 from drtool.wiring.open import connect_role, open_repository, parse_tables, repository_and_cluster
 from drtool.snapshots.snapshot import take_snapshot
 from drtool.wiring.snapshots import snapshot_options
@@ -104,9 +105,11 @@ def restore(
         return
     if conflict is not None and conflict not in ("error", "replace", "skip"):
         raise UsageError(f"--conflict: expected error, replace or skip, got {conflict!r}")
+    shape = target_shape(pol.replication, role)  # restore --to standby: the policy's shape
     options = RestoreOptions(
         tables=tuple(parse_tables(table or [])), renames=parse_renames(rename or []),
-        conflict=conflict, shards=shards, replicas=replicas,  # type: ignore[arg-type]
+        conflict=conflict, shards=shards or shape.create("shards"),  # type: ignore[arg-type]
+        replicas=replicas or shape.create("replicas"),
     )
 
     async def go():

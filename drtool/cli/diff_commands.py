@@ -8,9 +8,10 @@ import typer
 
 from drtool.cli import render
 from drtool.cli.common import SAMPLE_KEYS, JsonOpt, PolicyOpt, QuietOpt, policy_from, quiet, reports_errors, run, TableOpt
-from drtool.compare.diff import TableDiff, diff_tables, tables_of_both
+from drtool.compare.diff import DiffOptions, TableDiff, diff_tables, tables_of_both
 from drtool.snapshots.diff_snapshot import diff_against_snapshot
 from drtool.compare.reconcile import ReconcileOptions, TableReconcile, reconcile_tables
+from drtool.compare.shape import target_shape
 from drtool.wiring.open import connect_role, parse_tables, repository_and_cluster
 from drtool.errors import CheckFailed, UsageError
 from drtool.coordination.guard import check_write
@@ -46,7 +47,9 @@ def diff(
     async def clusters(source, target):
         tables = await tables_of_both(pol, source, target, requested, where="primary or standby")
         with render.RichProgress(quiet(ctx, quiet_)) as progress:
-            return await diff_tables(source, target, tables, progress=progress)
+            return await diff_tables(source, target, tables, progress=progress,
+                                     options=DiffOptions(shape=target_shape(pol.replication,
+                                                                            "standby")))
 
     async def snapshot():
         async with repository_and_cluster(pol, "primary", snapshot=against) as (
@@ -117,7 +120,8 @@ def reconcile(
         raise UsageError(f"--direction: expected {' or '.join(DIRECTIONS)}, got {direction!r}")
     source_role, target_role = DIRECTIONS[direction]
     requested = parse_tables(table or [])
-    options = ReconcileOptions(dry_run=dry_run, drop_tables=frozenset(requested))
+    options = ReconcileOptions(dry_run=dry_run, drop_tables=frozenset(requested),
+                               diff=DiffOptions(shape=target_shape(pol.replication, target_role)))
 
     async def work(source, target):
         if not dry_run:

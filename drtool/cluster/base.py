@@ -42,6 +42,9 @@ from drtool.model import (
     WriteResult,
 )
 
+#: replicas of drtool's own (state) tables when the cluster has that many servers
+STATE_REPLICAS = 3
+
 class Cluster(ABC):
     """A connected cluster. Obtain one with ``drtool.cluster.connect(config)``."""
 
@@ -217,8 +220,10 @@ class Cluster(ABC):
 
     @abstractmethod
     async def ensure_table(self, table: TableName, *, primary_key: str = "id") -> bool:
-        """Create the database and a one-shard, one-replica table where missing; return True
-        if this call created the table. Safe when several processes call it at once: the
+        """Create the database and a one-shard table where missing, with one replica per
+        connected server up to STATE_REPLICAS; an existing table with fewer replicas than
+        that is reconfigured to it (servers were added; best effort: refused while a server
+        is down, tried again by the next call). Return True if this call created the table. Safe when several processes call it at once: the
         server can create two databases or tables of one name when creations race (observed
         on 2.4.4: "Table `d.t` is ambiguous; there are multiple tables with that name"), so
         duplicates are removed, every caller keeping the same one (the smallest id). For

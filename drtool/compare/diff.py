@@ -29,7 +29,7 @@ from drtool.compare.diff_ranges import (
 from drtool.util.tasks import gather_bounded
 from drtool.util.progress import NullProgress, Progress
 from drtool.config.policy import select_tables
-from drtool.compare.shape import is_drtool_fence
+from drtool.compare.shape import ShapeRule, is_drtool_fence
 from drtool.errors import NotFound
 from drtool.model import KeyText, TableMeta, TableName
 from drtool.config.policy import Policy
@@ -58,6 +58,8 @@ class SchemaDifference:
 class DiffOptions:
     search: SearchParams = SearchParams()
     table_concurrency: int = 2
+    #: the shard and replica counts the target should have (``target_shape`` of the policy)
+    shape: ShapeRule = ShapeRule()
 
 
 @dataclass
@@ -122,10 +124,12 @@ def _blob(blob: bytes | None) -> str:
     return "none" if blob is None else f"{len(blob)}-byte function"
 
 
-def compare_schema(source: TableMeta | None, target: TableMeta | None) -> list[SchemaDifference]:
+def compare_schema(source: TableMeta | None, target: TableMeta | None,
+                   shape: ShapeRule = ShapeRule()) -> list[SchemaDifference]:
     """What differs in the tables' shape (never server names). A target fenced by drtool
     (its write hook is drtool's fence, drtool.compare.shape) does not differ by its hook: a
-    promotion installs the source's."""
+    promotion installs the source's. Shard and replica counts are compared with what
+    ``shape`` expects (by default the source's)."""
     if source is None or target is None:
         if source is target:
             return []
@@ -147,11 +151,16 @@ def compare_schema(source: TableMeta | None, target: TableMeta | None) -> list[S
         out.append(SchemaDifference("write hook", "", _blob(source.write_hook),
                                     _blob(target.write_hook) if target.write_hook is None
                                     or source.write_hook is None else "another function"))
-    for item in ("shards", "replicas"):
-        if getattr(source, item) != getattr(target, item):
-            out.append(SchemaDifference(item, "", str(getattr(source, item)),
-                                        str(getattr(target, item))))
+    out.extend(SchemaDifference(item, "", shape.describe(item, source), str(getattr(target, item)))
+               for item in shape_differences(source, target, shape))
     return out
+
+
+def shape_differences(source: TableMeta, target: TableMeta, shape: ShapeRule) -> list[str]:
+    """The counts ("shards", "replicas") in which ``target`` differs from what ``shape``
+    expects of a copy of ``source``."""
+    return [item for item in ("shards", "replicas")
+            if shape.expected(item, source) not in (None, getattr(target, item))]
 
 
 async def table_meta_or_none(cluster: Cluster, table: TableName) -> TableMeta | None:
@@ -178,7 +187,7 @@ async def diff_table(
         if s_meta is None and t_meta is None:
             raise NotFound(f"table {table} does not exist on {source_role} or {target_role}")
         result = TableDiff(table, source_role, target_role, s_meta, t_meta,
-                           compare_schema(s_meta, t_meta))
+                           compare_schema(s_meta, t_meta, options.shape))
         if t_meta is not None and is_drtool_fence(t_meta.write_hook):
             result.notes.append(f"the {target_role} is fenced by drtool: its write hook refuses "
                                 "the application's writes until it is promoted")

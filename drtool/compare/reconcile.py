@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from drtool.cluster.base import Cluster
 from drtool.util.tasks import gather_bounded
-from drtool.compare.diff import DiffOptions, TableDiff, diff_table
+from drtool.compare.diff import DiffOptions, TableDiff, diff_table, shape_differences
 from drtool.compare.diff_ranges import Side, Traffic, find_differences
 from drtool.util.progress import NullProgress, Progress
 from drtool.cluster.scanning import resumable_scan
@@ -119,11 +119,11 @@ async def _reconcile(source: Cluster, target: Cluster, rep: TableReconcile,
             f"{t_meta.primary_key!r} on {target_role}: drop the table on {target_role}, then "
             "run reconcile again")
         return
-    for item in ("shards", "replicas"):
-        if t_meta is not None and getattr(s_meta, item) != getattr(t_meta, item):
-            rep.unresolved.append(
-                f"{item}: {getattr(s_meta, item)} on {before.source_role}, "
-                f"{getattr(t_meta, item)} on {target_role}: not changed; reconfigure the table")
+    shape = options.diff.shape
+    for item in shape_differences(s_meta, t_meta, shape) if t_meta is not None else []:
+        rep.unresolved.append(
+            f"{item}: {shape.describe(item, s_meta)} on {before.source_role}, "
+            f"{getattr(t_meta, item)} on {target_role}: not changed; reconfigure the table")
     plan = plan_shape(s_meta, t_meta, mirror=True)
     if t_meta is None:
         rep.actions.append(f"create table and copy {before.source_count} documents")
@@ -134,7 +134,8 @@ async def _reconcile(source: Cluster, target: Cluster, rep: TableReconcile,
     if dry:
         return
     if t_meta is None:
-        await create_table_like(target, s_meta, table)
+        await create_table_like(target, s_meta, table, shards=shape.create("shards"),
+                                replicas=shape.create("replicas"))
         await _copy_table(source, target, rep, options, progress, task)
         regions: list = [(None, None)]
         write, delete = [], []

@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 
 from drtool.cluster.base import Cluster
+from drtool.config.replication import ReplicationPolicy
 from drtool.model import IndexDef, TableMeta, TableName
 
 FENCE_PREFIX = "drtool fence: "
@@ -31,6 +32,49 @@ def is_drtool_fence(blob: bytes | None, message: str | None = None) -> bool:
     if message is None:
         return json.dumps(FENCE_PREFIX).encode()[:-1] in blob
     return any(json.dumps(message, ensure_ascii=a).encode() in blob for a in (True, False))
+
+
+@dataclass(frozen=True)
+class ShapeRule:
+    """The shard and replica counts a target table should have, per item: ``None`` (the
+    source's, the default), a number (the policy's), or ``UNCOMPARED`` (the target keeps its
+    own: the primary after a failover, whose standby's counts the policy made smaller)."""
+
+    shards: int | str | None = None
+    replicas: int | str | None = None
+
+    def expected(self, item: str, source: TableMeta) -> int | None:
+        """The count ``item`` ("shards"/"replicas") should have on the target; None: not
+        compared."""
+        rule = getattr(self, item)
+        if rule == UNCOMPARED:
+            return None
+        return getattr(source, item) if rule is None else int(rule)
+
+    def describe(self, item: str, source: TableMeta) -> str:
+        """How the source's side is shown beside the target's count: ``3``, or ``3
+        (standby_replicas = 1)`` when the policy sets the count."""
+        rule, have = getattr(self, item), getattr(source, item)
+        return str(have) if rule is None else f"{have} (standby_{item} = {rule})"
+
+    def create(self, item: str) -> int | None:
+        """The count to create a table with (None: the source's)."""
+        rule = getattr(self, item)
+        return None if rule is None or rule == UNCOMPARED else int(rule)
+
+
+UNCOMPARED = "uncompared"
+
+
+def target_shape(replication: ReplicationPolicy, target_role: str) -> ShapeRule:
+    """THE rule for the shape a copy into ``target_role`` should give its tables, from
+    ``[replication] standby_shards``/``standby_replicas``: the standby gets those counts;
+    the primary (the target after a failover) is not compared on a count the policy sets
+    for the standby, since the policy made the standby's differ on purpose."""
+    counts = {"shards": replication.standby_shards, "replicas": replication.standby_replicas}
+    if target_role == "standby":
+        return ShapeRule(**counts)
+    return ShapeRule(**{k: UNCOMPARED if v is not None else None for k, v in counts.items()})
 
 
 async def create_table_like(cluster: Cluster, meta: TableMeta, target: TableName, *,

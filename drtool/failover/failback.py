@@ -22,7 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from drtool.compare.reconcile import reconcile_tables
+from drtool.compare.diff import DiffOptions
+from drtool.compare.reconcile import ReconcileOptions, reconcile_tables
+from drtool.compare.shape import target_shape
 from drtool.errors import FailoverError, UsageError
 from drtool.failover import steps
 from drtool.coordination.fence import FenceRecord, apply_fence
@@ -121,8 +123,9 @@ async def _returning_fence(run: FailoverRun, role: str, tables, generation: int)
 async def _reconcile(run: FailoverRun, current: str, returning: str, tables,
                      fence: FenceRecord) -> None:
     src, dst = run.require(current).cluster, run.require(returning).cluster
+    shape = DiffOptions(shape=target_shape(run.policy.replication, returning))
     results = await reconcile_tables(src, dst, tables, source_role=current,  # type: ignore[arg-type]
-                                     target_role=returning)
+                                     target_role=returning, options=ReconcileOptions(diff=shape))
     bad = [f"{r.table}: {'; '.join(r.unresolved)}" for r in results if not r.equal_after]
     if bad:
         raise FailoverError(f"reconcile of the {returning} left differences ({' | '.join(bad)}); "

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from drtool.compare.diff import diff_tables
-from drtool.compare.reconcile import reconcile_tables
+from drtool.compare.diff import DiffOptions, diff_tables
+from drtool.compare.reconcile import ReconcileOptions, reconcile_tables
+from drtool.compare.shape import target_shape
 from drtool.compare.shape import is_drtool_fence
 from drtool.coordination.state import Roles, format_time, runner_lease
 from drtool.errors import DrtoolError, FailoverError
@@ -110,13 +111,16 @@ async def final_diff(run: FailoverRun, source: str, target: str, tables: list[Ta
     so nothing changes under it). Returns the number of documents repaired. FailoverError
     when a table still differs."""
     src, dst = run.require(source).cluster, run.require(target).cluster
-    diffs = diff_tables(src, dst, tables, source_role=source, target_role=target)  # type: ignore[arg-type]
+    shape = DiffOptions(shape=target_shape(run.policy.replication, target))
+    diffs = diff_tables(src, dst, tables, source_role=source, target_role=target,  # type: ignore[arg-type]
+                        options=shape)
     differing = [d.table for d in await diffs if not d.documents_equal]
     if not differing:
         run.say(f"  final diff: {len(tables)} tables equal")
         return 0
     run.say(f"  final diff: {len(differing)} tables differ, reconciling {', '.join(map(str, differing))}")
-    fixed = await reconcile_tables(src, dst, differing, source_role=source, target_role=target)  # type: ignore[arg-type]
+    fixed = await reconcile_tables(src, dst, differing, source_role=source,  # type: ignore[arg-type]
+                                   target_role=target, options=ReconcileOptions(diff=shape))
     bad = [str(r.table) for r in fixed if not r.equal_after]
     if bad:
         raise FailoverError(f"tables still differ after reconcile: {', '.join(bad)}; nothing was "

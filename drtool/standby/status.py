@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from drtool.cluster.base import Cluster
 from drtool.wiring.open import connect_role, open_repository
 from drtool.coordination.state import (
-    Heartbeat, Lease, Roles, TableState, current_roles, lag_seconds, runner_lease, spare_lease,
-    state_store,
+    HEARTBEAT, LEASES, ROLES, RUNNER, TABLES, Heartbeat, Lease, Roles, TableState, lag_seconds,
+    newest_roles, runner_lease, spare_lease, state_store,
 )
-from drtool.errors import ClusterUnreachable, DrtoolError, UsageError
+from drtool.errors import ClusterError, ClusterUnreachable, DrtoolError, UsageError
 from drtool.compare.diff import table_meta_or_none
 from drtool.compare.shape import is_drtool_fence
 from drtool.coordination.users_sync import users_problems
 from drtool.config.policy import Policy
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -40,6 +44,8 @@ class StandbyStatus:
     problems: list[str] = field(default_factory=list)
     #: role -> why it does not answer
     unreachable: dict[str, str] = field(default_factory=dict)
+    #: state tables that could not be read (the cluster answers; their servers do not)
+    unreadable: list[str] = field(default_factory=list)
     #: seconds since the newest heartbeat, by this machine's clock (the source is down)
     heartbeat_age: float | None = None
     #: with ``[failover] fence = "write-hook"``: table -> whether drtool's fence hook is on it
@@ -63,6 +69,7 @@ class StandbyStatus:
             "lag_seconds": None if self.lag is None else round(self.lag, 3),
             "lag_threshold": self.threshold,
             "unreachable": self.unreachable,
+            "unreadable": self.unreadable,
             "heartbeat_age_seconds": (None if self.heartbeat_age is None
                                       else round(self.heartbeat_age, 3)),
             "heartbeat": None if self.heartbeat is None else {
@@ -103,25 +110,33 @@ async def read_status(policy: Policy) -> StandbyStatus:
                 clusters[role] = await stack.enter_async_context(await connect_role(policy, role))
             except ClusterUnreachable as err:
                 out.unreachable[role] = str(err)
-        out.roles = roles = await current_roles(policy, *clusters.values())
+        readable = _Reader(out, policy.replication.state_db)
+        found = [await readable(role, ROLES, state_store(c, policy).read_roles(), None)
+                 for role, c in clusters.items()]
+        out.roles = roles = newest_roles(*[r for r in found if r is not None])
         if roles.target in clusters:
             target = state_store(clusters[roles.target], policy)
             if roles.source in clusters:
-                out.lag, out.heartbeat = await lag_seconds(clusters[roles.source], target)
+                lag = await readable(roles.target, HEARTBEAT,
+                                     lag_seconds(clusters[roles.source], target), (None, None))
+                out.lag, out.heartbeat = lag
             else:
-                out.heartbeat = await target.read_heartbeat()
-            out.lease = await target.read_lease(runner_lease(policy.name))
-            out.spares = await target.leases(spare_lease(policy.name))
-            out.runner = await target.read_runner()
-            out.tables = await target.table_states()
+                out.heartbeat = await readable(roles.target, HEARTBEAT, target.read_heartbeat(),
+                                               None)
+            out.lease = await readable(roles.target, LEASES,
+                                       target.read_lease(runner_lease(policy.name)), None)
+            out.spares = await readable(roles.target, LEASES,
+                                        target.leases(spare_lease(policy.name)), [])
+            out.runner = await readable(roles.target, RUNNER, target.read_runner(), None)
+            out.tables = await readable(roles.target, TABLES, target.table_states(), [])
             if policy.failover.fence == "write-hook":
                 out.fenced = await _fenced(clusters[roles.target], out.tables)
             if roles.source in clusters:
                 out.problems += await users_problems(clusters[roles.source],
                                                      clusters[roles.target], policy)
     out.repository = await _repository(policy)
-    out.problems[:0] = list(out.unreachable.values())
-    if roles.target not in out.unreachable:
+    out.problems[:0] = list(out.unreachable.values()) + out.unreadable
+    if roles.target not in out.unreachable and not out.unreadable:
         _judge_heartbeat(out)
     out.problems.extend(f"{t.table}: {t.message}" for t in out.tables if t.state == "error")
     if roles.step is not None:
@@ -129,6 +144,22 @@ async def read_status(policy: Policy) -> StandbyStatus:
         out.problems.append(f"failover step {step} (generation {roles.generation}): run the "
                             "same failover/failback command again to finish it")
     return out
+
+
+class _Reader:
+    """Reads one state table for status: a table that cannot be read (its servers are down:
+    "None of the replicas for this table are accessible") is named in ``out.unreadable``
+    and its default shown, so status shows everything else it can read."""
+
+    def __init__(self, out: StandbyStatus, db: str) -> None:
+        self.out, self.db = out, db
+
+    async def __call__(self, role: str, table: str, read: Awaitable[T], default: T) -> T:
+        try:
+            return await read
+        except (ClusterError, ClusterUnreachable) as err:
+            self.out.unreadable.append(f"cannot read {self.db}.{table} on the {role}: {err}")
+            return default
 
 
 async def _fenced(target: Cluster, tables: list[TableState]) -> dict[str, bool]:

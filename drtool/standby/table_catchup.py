@@ -19,7 +19,7 @@ from drtool.compare.diff_ranges import SearchParams
 from drtool.compare.reconcile import ReconcileOptions, reconcile_table
 from drtool.cluster.scanning import resumable_scan
 from drtool.compare.shape import ShapeAction, apply_shape, create_table_like, plan_shape
-from drtool.errors import SchemaMismatch
+from drtool.errors import ClusterError, SchemaMismatch
 from drtool.standby.repair import merge_repair
 from drtool.util.throttle import DocRateLimiter
 
@@ -47,8 +47,19 @@ class CatchUp:
         meta = await self.source.table_meta(self.table)  # NotFound: dropped on the source
         existing = await table_meta_or_none(self.target, self.table)
         if existing is None:
-            await create_table_like(self.target, meta, self.table, shards=self.settings.shards,
-                                    replicas=self.settings.replicas)
+            shards = self.settings.shards or meta.shards
+            replicas = self.settings.replicas or meta.replicas
+            try:
+                await create_table_like(self.target, meta, self.table, shards=shards,
+                                        replicas=replicas)
+            except ClusterError as err:
+                if "replicas" not in str(err) and "shards" not in str(err):
+                    raise
+                raise ClusterError(
+                    f"cannot create it on the {self.target_role} with {shards} shards and "
+                    f"{replicas} replicas: {err}; set [replication] standby_replicas (and "
+                    f"standby_shards) to what the {self.target_role} can hold, e.g. "
+                    "standby_replicas = 1 for a one-server standby") from None
             await self._keep_fence(meta, None)  # fenced before anything is copied
             return True
         if existing.primary_key != meta.primary_key:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from drtool.cluster.base import STATE_REPLICAS
 from drtool.cluster.fake.store import Table
 from drtool.errors import ClusterError, NotFound
 from drtool.model import IndexDef, TableName
@@ -70,9 +71,12 @@ class FakeSchemaMixin:
     async def ensure_table(self, table: TableName, *, primary_key: str = "id") -> bool:
         self._check("ensure_table")
         await self.ensure_db(table.db)
-        if table.table in self.server.dbs[table.db]:
+        want = min(STATE_REPLICAS, self.server.servers)
+        existing = self.server.dbs[table.db].get(table.table)
+        if existing is not None:
+            existing.replicas = max(existing.replicas, want)
             return False
-        await self.create_table(table, primary_key=primary_key, shards=1, replicas=1)
+        await self.create_table(table, primary_key=primary_key, shards=1, replicas=want)
         return True
 
     async def drop_table(self, table: TableName) -> None:

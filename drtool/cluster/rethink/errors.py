@@ -27,9 +27,13 @@ _PERMISSION = re.compile(r"does not have the required `\w+` permission")
 #: What a failed query or connection raises from the driver (translated by translate_error)
 DRIVER_FAILURES = (rerr.ReqlError, OSError, EOFError)
 # OpFailed/OpIndeterminate/runtime messages meaning "not available now" (retryable)
+# (a table whose every replica is on servers that are down: config() holds "None of the
+# replicas for this table are accessible.", writes fail with an internal error "... none of
+# the servers were accessible ...", observed on 2.4.4 with a server of three killed -9)
 _UNAVAILABLE = re.compile(
     r"unavailable|not available|Cannot perform (read|write)|lost contact|timed out|"
-    r"Could not find|not ready|Connection is closed", re.IGNORECASE)
+    r"Could not find|not ready|Connection is closed|are accessible|were accessible|"
+    r"currently unreachable", re.IGNORECASE)
 
 
 def translate_error(err: BaseException, where: str, table: TableName | None = None,

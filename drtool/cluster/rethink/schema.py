@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from drtool.errors import ClusterError, NotFound
+from drtool.cluster.base import STATE_REPLICAS
+from drtool.errors import ClusterError, ClusterUnreachable, NotFound
 from drtool.model import IndexDef, TableName
 
 
@@ -53,18 +54,44 @@ class RethinkSchemaMixin:
         system = r.db("rethinkdb")
         await self.ensure_db(table.db)
         await self._dedupe(system.table("db_config").filter({"name": table.db}))
+        want = await self._state_replicas()
         created = False
         try:
             await self._session.fetch(r.db(table.db).table_create(
-                table.table, primary_key=primary_key, shards=1, replicas=1), table)
+                table.table, primary_key=primary_key, shards=1, replicas=want), table)
             created = True
         except ClusterError as err:
             if "already exists" not in str(err) and "ambiguous" not in str(err):
                 raise
         await self._dedupe(system.table("table_config").filter(
             {"db": table.db, "name": table.table}))
+        if not created:
+            await self._follow_servers(table, want)
         await self._session.fetch(self._table(table).wait(), table)
         return created
+
+    async def _state_replicas(self) -> int:
+        """Replicas for drtool's own tables: every connected server, at most STATE_REPLICAS
+        (1 when the user may not read ``rethinkdb.server_status``)."""
+        try:
+            servers = await self._session.fetch(
+                self._r.db("rethinkdb").table("server_status").count())
+        except ClusterError:
+            return 1
+        return max(1, min(STATE_REPLICAS, int(servers)))
+
+    async def _follow_servers(self, table: TableName, want: int) -> None:
+        """Give an existing state table ``want`` replicas when it has fewer (servers were
+        added since it was created). Best effort: a cluster with a server down refuses
+        (the next ensure tries again); the table stays usable as it is."""
+        t = self._table(table)
+        try:
+            have = await self._session.fetch(
+                t.config()["shards"].map(lambda s: s["replicas"].count()).min(), table)
+            if int(have) < want:
+                await self._session.fetch(t.reconfigure(shards=1, replicas=want), table)
+        except (ClusterError, ClusterUnreachable):
+            pass
 
     async def _dedupe(self, rows: Any) -> None:
         """Keep the config row with the smallest id of those ``rows`` selects; delete the

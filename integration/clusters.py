@@ -1,0 +1,159 @@
+"""Multi-server RethinkDB clusters for the end-to-end tests, started from
+``DRTOOL_RETHINKDB_BIN`` on free loopback ports (skipped when it is not set), and a writer
+that behaves like an application.
+
+* ``LocalCluster(base, "primary", 3).start()``: three servers, the 2nd and 3rd ``--join`` the
+  first's cluster port; each its own data directory, server name, driver and cluster port.
+  ``kill(i)`` is ``kill -9`` of server ``i``; ``restart(i)`` starts it again on its data;
+  ``wait_ready(db)`` waits until every table of ``db`` is ready for reads and writes
+  (``r.db(db).wait()``) through any server that answers.
+* ``Writer(cluster, db, table)``: a thread inserting ``{"id": n, "w": ...}`` documents one
+  by one, like an application: on any driver error it reconnects to the next server of the
+  cluster and retries the same document until it is acknowledged; ``acked`` counts them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from rethinkdb import RethinkDB
+
+from conftest import ThrowawayServer
+
+r = RethinkDB()
+WAIT = 60.0
+
+
+def binary() -> str:
+    path = os.environ.get("DRTOOL_RETHINKDB_BIN", "")
+    if not path:
+        pytest.skip("DRTOOL_RETHINKDB_BIN is not set: the multi-server tests start their own "
+                    "RethinkDB servers")
+    return path
+
+
+def wait_until(check, what: str, timeout: float = WAIT, *, tolerate: tuple = ()):
+    """Call ``check`` every 0.2 s until it returns something true (returned); AssertionError
+    after ``timeout``. Exceptions of ``tolerate`` count as "not yet"."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+        except tolerate:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def until(check, what: str, timeout: float = WAIT):
+    """``wait_until`` where a failing query (a server is down) counts as "not yet"."""
+    return wait_until(check, what, timeout, tolerate=(r.errors.ReqlError,))
+
+
+class LocalCluster:
+    """``n`` servers of one cluster on loopback (see the module doc)."""
+
+    def __init__(self, base: Path, name: str, n: int) -> None:
+        binary()
+        self.name = name
+        first = ThrowawayServer(base / f"{name}-0", f"{name}_0")
+        self.servers = [first] + [
+            ThrowawayServer(base / f"{name}-{i}", f"{name}_{i}",
+                            join=f"127.0.0.1:{first.cluster_port}") for i in range(1, n)]
+
+    @property
+    def addresses(self) -> list[str]:
+        return [s.address for s in self.servers]
+
+    def start(self) -> "LocalCluster":
+        for server in self.servers:
+            server.start()
+            until(server.answering, f"{server.name} to answer")
+        until(lambda: self.count_connected() == len(self.servers),
+              f"the {len(self.servers)} servers of {self.name} to see each other")
+        return self
+
+    def connect(self, skip: int | None = None, timeout: float = 5):
+        """A connection to the first server that answers (``skip``: not that one)."""
+        last: Exception | None = None
+        for i, server in enumerate(self.servers):
+            if i == skip or server.proc is None:
+                continue
+            try:
+                return r.connect(host="127.0.0.1", port=server.port, timeout=timeout)
+            except r.errors.ReqlDriverError as err:
+                last = err
+        raise AssertionError(f"no server of {self.name} answers: {last}")
+
+    def count_connected(self) -> int:
+        with self.connect() as c:
+            return r.db("rethinkdb").table("server_status").count().run(c)
+
+    def kill(self, i: int) -> None:
+        self.servers[i].kill()
+
+    def restart(self, i: int) -> None:
+        self.servers[i].start()
+        until(self.servers[i].answering, f"{self.servers[i].name} to answer again")
+        until(lambda: self.count_connected() == len(self.servers),
+              f"{self.servers[i].name} to rejoin {self.name}")
+
+    def wait_ready(self, db: str) -> None:
+        def ready():
+            with self.connect() as c:
+                r.db(db).wait(wait_for="all_replicas_ready", timeout=10).run(c)
+                return True
+        until(ready, f"every table of {db} on {self.name} to be ready")
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.kill()
+
+
+class Writer(threading.Thread):
+    """An application writing into ``db.table`` of ``cluster`` (see the module doc)."""
+
+    def __init__(self, cluster: LocalCluster, db: str, table: str, start: int = 10**6) -> None:
+        super().__init__(daemon=True)
+        self.cluster, self.db, self.table = cluster, db, table
+        self.next, self.acked, self.errors = start, 0, 0
+        self.last_error: str | None = None
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        conn = None
+        while not self._halt.is_set():
+            try:
+                if conn is None:
+                    conn = self.cluster.connect(timeout=2)
+                doc = {"id": self.next, "w": "written by the application"}
+                res = r.db(self.db).table(self.table).insert(doc, conflict="replace").run(conn)
+                if res["errors"]:
+                    raise r.errors.ReqlOpFailedError(res["first_error"])
+                self.next, self.acked = self.next + 1, self.acked + 1
+                time.sleep(0.01)
+            except (r.errors.ReqlError, AssertionError, OSError) as err:
+                self.errors += 1
+                self.last_error = str(err).splitlines()[0]
+                if conn is not None:
+                    try:
+                        conn.close(noreply_wait=False)
+                    except Exception:  # noqa: BLE001 - the connection is gone anyway
+                        pass
+                conn = None
+                time.sleep(0.2)
+        if conn is not None:
+            conn.close(noreply_wait=False)
+
+    def stop(self) -> int:
+        """Stop writing; the number of acknowledged documents."""
+        self._halt.set()
+        self.join(WAIT)
+        return self.acked

@@ -1,0 +1,142 @@
+"""drtool on multi-server clusters, as users run them: a 3-server primary (tables with 3 shards
+and 3 replicas) and a 1-server standby (``[replication] standby_replicas = 1``, the README's
+smaller standby), all started here from ``DRTOOL_RETHINKDB_BIN`` (integration/clusters.py) and
+named by ``hosts`` lists in the policy. A server of the primary is killed with -9 while an
+application writes; after each scenario ``drtool diff`` exits 0.
+
+Observed on 2.4.4 (see the report of issue 17): with one server of three killed, a 3x3 table
+is unavailable for ~3 s (``Cannot perform read: primary replica for shard ... not available``)
+until new primaries are elected, and its changefeeds end (``Changefeed aborted
+(unavailable)``); a table whose only replica was on the killed server stays unavailable
+(config() holds ``None of the replicas for this table are accessible.``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from rethinkdb import RethinkDB
+
+from clusters import LocalCluster, Writer, until
+from test_replicate_e2e import Deployment, drtool
+
+r = RethinkDB()
+
+
+@pytest.fixture(scope="module")
+def clusters(tmp_path_factory):
+    base = tmp_path_factory.mktemp("clusters")
+    primary, standby = LocalCluster(base, "primary", 3), LocalCluster(base, "standby", 1)
+    try:
+        yield primary.start(), standby.start()
+    finally:
+        primary.stop()
+        standby.stop()
+
+
+class MultiDeployment(Deployment):
+    """Deployment whose policy names every server of each cluster in ``hosts``."""
+
+    def __init__(self, tmp_path, primary: LocalCluster, standby: LocalCluster) -> None:
+        super().__init__(tmp_path, primary.addresses[0], standby.addresses[0],
+                         standby_replicas="1")
+        self.cluster = primary
+        text = self.policy.read_text().replace(
+            f'hosts = ["{primary.addresses[0]}"]',
+            "hosts = [" + ", ".join(f'"{a}"' for a in primary.addresses) + "]")
+        self.policy.write_text(text)
+        assert subprocess.run([sys.executable, "-m", "drtool", "keygen", "--out",
+                               str(tmp_path / "id.txt")], capture_output=True).returncode == 0
+
+    def conn(self, which: str = "primary"):
+        return self.cluster.connect() if which == "primary" else super().conn(which)
+
+
+def make_tables(d: MultiDeployment, tables: dict[str, tuple[int, int, int]]) -> None:
+    """Create ``name: (shards, replicas, documents)`` in the deployment's database."""
+    with d.conn() as c:
+        r.db_create(d.db).run(c)
+        for name, (shards, replicas, n) in tables.items():
+            r.db(d.db).table_create(name, shards=shards, replicas=replicas).run(c)
+        r.db(d.db).wait().run(c)
+        for name, (_, _, n) in tables.items():
+            r.db(d.db).table(name).insert([{"id": i, "v": "x" * 200} for i in range(n)]).run(c)
+
+
+def replicas_of(conn, db: str) -> dict[str, int]:
+    rows = r.db("rethinkdb").table("table_config").filter({"db": db}).run(conn)
+    return {row["name"]: min(len(s["replicas"]) for s in row["shards"]) for row in rows}
+
+
+def test_runner_through_a_server_killed_and_restarted(tmp_path, clusters):
+    primary, standby = clusters
+    d = MultiDeployment(tmp_path, primary, standby)
+    try:
+        make_tables(d, {"t": (3, 3, 2000)})
+        d.start()
+        d.streaming({"t"})
+        with d.conn() as c:  # drtool's own tables: one replica per server, up to three
+            assert set(replicas_of(c, d.state_db).values()) == {3}
+        with d.conn("standby") as c:
+            assert set(replicas_of(c, d.state_db).values()) == {1}
+            assert replicas_of(c, d.db) == {"t": 1}
+        writer = Writer(primary, d.db, "t")
+        writer.start()
+        until(lambda: writer.acked > 20, "the application to write")
+        primary.kill(0)  # the first of the policy's hosts: connections move to the others
+        status = drtool(d.policy, "status", "--json", timeout=120)
+        assert status.returncode in (0, 1), status.stdout + status.stderr
+        found = json.loads(status.stdout)
+        assert found["unreadable"] == [] and found["roles"]["generation"] == 0
+        until(lambda: writer.acked > 200, "the application to write again after the election")
+        primary.restart(0)
+        primary.wait_ready(d.db)
+        acked = writer.stop()
+        d.equal()  # drtool diff exits 0: nothing the application wrote was lost
+        with d.conn() as c:
+            assert r.db(d.db).table("t").count().run(c) == 2000 + acked
+        log = d.log.read_text()
+        assert log.count("table-copied") == 1  # repaired, never copied again
+        assert d.proc.poll() is None, log
+    finally:
+        d.cleanup()
+
+
+def test_snapshot_with_a_server_down(tmp_path, clusters):
+    """Tables whose every shard has a ready replica are snapshotted and restore equal; a
+    table whose only replica is on the server that is down is named in one line and no
+    snapshot is half-made."""
+    primary, standby = clusters
+    d = MultiDeployment(tmp_path, primary, standby)
+    try:
+        make_tables(d, {"t": (3, 3, 1500), "one": (1, 1, 10)})
+        with d.conn() as c:
+            holder = r.db(d.db).table("one").config()["shards"][0]["primary_replica"].run(c)
+        down = [s.name for s in primary.servers].index(holder)
+        assert drtool(d.policy, "init").returncode == 0
+        primary.kill(down)
+        try:
+            def t_ready():
+                with primary.connect(skip=down) as c:
+                    return r.db(d.db).table("t").count().run(c) == 1500
+            until(t_ready, "t to be ready again after the election")
+            whole = drtool(d.policy, "snapshot", "-q", timeout=300)
+            assert whole.returncode == 3, whole.stderr  # unavailable: try again later
+            lines = whole.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("drtool: error: primary "), whole.stderr
+            assert f"table {d.db}.one: the cluster is not available: The server(s) hosting " \
+                f"table `{d.db}.one` are currently unreachable." in lines[0]
+            assert json.loads(drtool(d.policy, "snapshots", "--json").stdout) == []
+            done = drtool(d.policy, "snapshot", "-q", "--table", f"{d.db}.t", timeout=300)
+            assert done.returncode == 0, done.stderr
+        finally:
+            primary.restart(down)
+        restored = drtool(d.policy, "restore", "latest", "--to", "standby", "-q", timeout=300)
+        assert restored.returncode == 0, restored.stderr
+        equal = drtool(d.policy, "diff", "-q", "--table", f"{d.db}.t")
+        assert equal.returncode == 0, equal.stdout + equal.stderr
+    finally:
+        d.cleanup()
