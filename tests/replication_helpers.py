@@ -7,6 +7,7 @@ import time
 import uuid
 from pathlib import Path
 
+from drtool.cluster import fake
 from drtool.compare.diff import diff_tables, tables_of_both
 from drtool.wiring.open import connect_role
 from drtool.config.policy import Policy, load_policy
@@ -40,8 +41,8 @@ async def wait_until(check, what: str, timeout: float = WAIT):
 
 
 async def diffs(policy: Policy):
-    async with await connect_role(policy, "primary") as source, \
-            await connect_role(policy, "standby") as target:
+    async with await connect_role(policy, "primary", fake.NETWORK) as source, \
+            await connect_role(policy, "standby", fake.NETWORK) as target:
         tables = await tables_of_both(policy, source, target, [], where="primary or standby")
         return await diff_tables(source, target, tables)
 
@@ -60,7 +61,8 @@ class Background:
     def __init__(self, policy: Policy | Path, events: Events | None = None, *,
                  wait: bool = True, holder=None) -> None:
         self.policy = policy if isinstance(policy, Policy) else load_policy(policy)
-        self.runner = Runner(self.policy, events or Events(), wait=wait, holder=holder)
+        self.runner = Runner(self.policy, events or Events(), connector=fake.NETWORK,
+                             wait=wait, holder=holder)
         self.task: asyncio.Task | None = None
 
     async def __aenter__(self) -> "Background":
@@ -88,7 +90,7 @@ async def fake_or_real_cluster(kind: str, role: str):
 
     import pytest
 
-    from drtool.cluster import connect, fake
+    from drtool.cluster import connect
     from drtool.cluster.fake import FakeServer
     from drtool.model import ClusterConfig
 
@@ -99,12 +101,5 @@ async def fake_or_real_cluster(kind: str, role: str):
         return await connect(ClusterConfig(role, (address,)))
     host = f"fake-{role}-{uuid.uuid4().hex[:8]}:28015"
     fake.register(host, FakeServer())
-    return await connect(ClusterConfig(role, (host,)))
-
-
-def replicate_until_streaming(policy: Policy, n_tables: int = 1) -> None:
-    """Run a runner until ``n_tables`` stream, then stop it (synchronously: CLI tests)."""
-    async def go() -> None:
-        async with Background(policy) as bg:
-            await bg.streaming(n_tables)
-    asyncio.run(go())
+        self.runner = Runner(self.policy, events or Events(), connector=fake.NETWORK,
+                             wait=wait, holder=holder)

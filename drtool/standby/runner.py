@@ -40,6 +40,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 
+from drtool.cluster import Connector
 from drtool.cluster.base import Cluster
 from drtool.wiring.open import connect_role
 from drtool.coordination.leases import FencedCluster, LeaseKeeper
@@ -76,11 +77,13 @@ def new_holder(generation: int = 0) -> LeaseHolder:
 
 class Runner:
     def __init__(self, policy: Policy, events: Events, *, users_sync: UsersSync | None = None,
-                 holder: LeaseHolder | None = None, wait: bool = True) -> None:
+                 holder: LeaseHolder | None = None, connector: Connector | None = None,
+                 wait: bool = True) -> None:
         if policy.standby is None:
             raise UsageError(f"{policy.path}: no [standby] section: drtool replicate needs the "
                              "standby cluster to replicate into")
         self.policy, self.events, self.users_sync = policy, events, users_sync
+        self.connector = connector  # how the clusters are reached (drtool.cluster)
         self.holder = holder or new_holder()
         self.wait = wait  # a live holder of the lease: wait as a spare (False: LeaseHeld)
         self.replicators: dict[TableName, TableReplicator] = {}
@@ -101,8 +104,10 @@ class Runner:
     # --- the whole run --------------------------------------------------------------------
     async def run(self) -> None:
         try:
-            self._clusters["standby"] = await connect_role(self.policy, "standby")
-            self._clusters["primary"] = await connect_role(self.policy, "primary")
+            self._clusters["standby"] = await connect_role(self.policy, "standby",
+                                                           self.connector)
+            self._clusters["primary"] = await connect_role(self.policy, "primary",
+                                                           self.connector)
             delay, first = BACKOFF_FIRST, True
             while not self._stop.is_set():
                 try:
