@@ -101,5 +101,12 @@ async def fake_or_real_cluster(kind: str, role: str):
         return await connect(ClusterConfig(role, (address,)))
     host = f"fake-{role}-{uuid.uuid4().hex[:8]}:28015"
     fake.register(host, FakeServer())
-        self.runner = Runner(self.policy, events or Events(), connector=fake.NETWORK,
-                             wait=wait, holder=holder)
+    return await connect(ClusterConfig(role, (host,)), fake.NETWORK)
+
+
+def replicate_until_streaming(policy: Policy, n_tables: int = 1) -> None:
+    """Run a runner until ``n_tables`` stream, then stop it (synchronously: CLI tests)."""
+    async def go() -> None:
+        async with Background(policy) as bg:
+            await bg.streaming(n_tables)
+    asyncio.run(go())

@@ -9,6 +9,7 @@ import socket
 
 import pytest
 
+from drtool.cluster import fake
 from drtool.config.policy import load_policy
 from drtool.coordination.roles import spare_lease
 from drtool.coordination.state import LeaseHolder, StateStore, runner_lease
@@ -59,7 +60,7 @@ async def test_a_spare_waits_then_takes_over_when_the_holder_stops_renewing(
     assert (await target.acquire_lease(runner_lease(policy.name), other, ttl=600)).acquired
     async with Background(policy) as bg:
         await wait_until(lambda: bg.runner.state == "spare", "the runner to wait as a spare")
-        status = await read_status(policy)
+        status = await read_status(policy, fake.NETWORK)
         assert [(s.holder, s.pid) for s in status.spares] == [(bg.runner.holder.id,
                                                                 bg.runner.holder.pid)]
         assert status.to_json()["spares"][0]["runner"] == bg.runner.holder.id
@@ -72,7 +73,7 @@ async def test_a_spare_waits_then_takes_over_when_the_holder_stops_renewing(
         await wait_equal(policy)
         lease = await target.read_lease(runner_lease(policy.name))
         assert lease.holder == bg.runner.holder.id and lease.token == 2
-        assert (await read_status(policy)).spares == []
+        assert (await read_status(policy, fake.NETWORK)).spares == []
     spare_lines = [m for m in caplog.messages if m.startswith("runner-spare")]
     assert len(spare_lines) == 1
     assert spare_lines[0].startswith(f"runner-spare: policy {policy.name}: another runner holds "
