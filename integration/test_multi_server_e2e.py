@@ -140,3 +140,32 @@ def test_snapshot_with_a_server_down(tmp_path, clusters):
         assert equal.returncode == 0, equal.stdout + equal.stderr
     finally:
         d.cleanup()
+
+
+def test_every_command_moves_to_another_host_when_the_first_is_down(tmp_path, clusters):
+    """The first server of the primary's ``hosts`` is down from the start: each command that
+    reads or writes the primary connects to the next one and does its work."""
+    primary, standby = clusters
+    d = MultiDeployment(tmp_path, primary, standby)
+    try:
+        make_tables(d, {"t": (3, 3, 300)})
+        assert drtool(d.policy, "init").returncode == 0
+        primary.kill(0)
+        try:
+            until(lambda: primary.connect(skip=0).close() is None and d.conn().close() is None,
+                  "the other servers to answer")
+            for args in (["snapshot", "-q"], ["restore", "latest", "--to", "standby", "-q"],
+                         ["diff", "-q"], ["reconcile", "-q"], ["status", "--json"]):
+                done = drtool(d.policy, *args, timeout=300)
+                assert done.returncode in ((0, 1) if args[0] == "status" else (0,)), (
+                    args, done.stdout, done.stderr)
+                assert "cannot reach" not in done.stdout + done.stderr
+            d.start()  # the runner too
+            d.streaming({"t"})
+            d.equal()
+            dry = drtool(d.policy, "failover", "--planned", "--dry-run", timeout=300)
+            assert dry.returncode == 0, dry.stdout + dry.stderr
+        finally:
+            primary.restart(0)
+    finally:
+        d.cleanup()
