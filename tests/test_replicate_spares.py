@@ -13,6 +13,7 @@ from drtool.cluster import fake
 from drtool.config.policy import load_policy
 from drtool.coordination.roles import spare_lease
 from drtool.coordination.state import LeaseHolder, StateStore, runner_lease
+from drtool.errors import ClusterUnreachable
 from drtool.model import TableName
 from drtool.standby.events import LOGGER
 from drtool.standby.status import read_status
@@ -97,3 +98,30 @@ async def test_two_runners_one_active_one_spare_then_the_spare_takes_over(
         primary_server.put_texts(T, ['{"id":"after the takeover"}'])
         await wait_equal(policy)
         assert second.runner.replicators[T].stats.copied == 0  # repaired, never recopied
+
+
+async def test_a_runner_that_cannot_renew_its_lease_stops_writing_until_it_can(
+        policy, primary_server, standby_server, caplog):
+    """Cut off from the lease (its renewals fail) the runner writes nothing into the target
+    once the lease's local deadline passed, although the data path still works: another
+    runner could hold the lease by then. Renewed again, it repairs and streams."""
+    caplog.set_level("INFO", logger=LOGGER)
+    await setup(policy, primary_server, standby_server)
+    async with Background(policy) as bg:
+        await bg.streaming(1)
+        cut = ClusterUnreachable("standby: lost connection to fake-standby:28015 (injected)")
+        standby_server.fail_next("write_state", cut, times=10**6)  # renewals fail from now
+        n = iter(range(10**6))
+
+        def fenced() -> bool:
+            primary_server.put_texts(T, ['{"id":"before the fence %d"}' % next(n)])
+            return any(m.startswith("fenced: app.t: lease ") for m in caplog.messages)
+        await wait_until(fenced, "the runner to stop writing")
+        primary_server.put_texts(T, ['{"id":"while fenced"}'])
+        await asyncio.sleep(1.5)
+        assert '{"id":"while fenced"}' not in standby_server.texts(T)
+        standby_server._fail.pop("write_state")  # the lease can be renewed again
+        await wait_equal(policy)
+        assert bg.runner.state == "running" and not bg.task.done()
+    line = next(m for m in caplog.messages if m.startswith("fenced: app.t: "))
+    assert line.endswith("was not renewed in time; not writing until it is renewed")
