@@ -36,6 +36,7 @@ def exercised() -> PrometheusMetrics:
     m.error("unreachable")
     m.table_state("app.t", "streaming")
     m.snapshot(1700000000.0, True)
+    m.runner("host-1-4242-abcdef", "spare")
     return m
 
 
@@ -52,6 +53,8 @@ def test_metrics_served_and_closed():
     assert 'drtool_table_state{state="streaming",table="app.t"} 1.0' in text
     assert 'drtool_gap_repairs_total{reason="feed-overflow",table="app.t"} 1.0' in text
     assert "drtool_last_snapshot_success 1.0" in text
+    assert 'drtool_runner_role{role="spare",runner="host-1-4242-abcdef"} 1.0' in text
+    assert 'drtool_runner_role{role="active",runner="host-1-4242-abcdef"} 0.0' in text
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
 

@@ -47,6 +47,10 @@ class Metrics:
     def snapshot(self, finished: float, ok: bool) -> None:
         """A scheduled snapshot finished at ``finished`` (epoch seconds), ok or failed."""
 
+    def runner(self, runner: str, role: str) -> None:
+        """This process is runner ``runner`` (its lease holder id), now ``role``: "active"
+        (holds the runner lease), "spare" (waits for it) or "idle"."""
+
 
 class Events:
     """One line per event plus metrics. ``fmt`` is "text" or "json"."""

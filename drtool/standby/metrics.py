@@ -15,6 +15,7 @@ from drtool.errors import UsageError
 from drtool.standby.events import Metrics
 
 STATES = ("copying", "streaming", "repairing", "error", "stopped")
+RUNNER_ROLES = ("active", "spare", "idle")
 
 
 class PrometheusMetrics(Metrics):
@@ -46,6 +47,9 @@ class PrometheusMetrics(Metrics):
         self._snap_ok = Gauge("drtool_last_snapshot_success",
                               "1 if the last scheduled snapshot succeeded, 0 if it failed",
                               registry=reg)
+        self._runner = Gauge("drtool_runner_role", "1 for the role this runner process has "
+                             "now (active, spare, idle), by its runner id", ["runner", "role"],
+                             registry=reg)
         self._server: Any = None
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
@@ -95,3 +99,7 @@ class PrometheusMetrics(Metrics):
     def snapshot(self, finished: float, ok: bool) -> None:
         self._snap_time.set(finished)
         self._snap_ok.set(1 if ok else 0)
+
+    def runner(self, runner: str, role: str) -> None:
+        for name in RUNNER_ROLES:
+            self._runner.labels(runner, name).set(1 if name == role else 0)

@@ -44,7 +44,6 @@ from drtool.cluster import Connector
 from drtool.cluster.base import Cluster
 from drtool.wiring.open import connect_role
 from drtool.coordination.leases import FencedCluster, LeaseKeeper
-from drtool.coordination.roles import spare_lease
 from drtool.coordination.state import (
     HEARTBEAT, LeaseHolder, Roles, StateStore, current_roles, lag_seconds, runner_lease,
     state_store,
@@ -59,10 +58,10 @@ from drtool.config.policy import Policy
 from drtool.standby.events import Events
 from drtool.wiring.snapshots import read_limit
 from drtool.standby.schedule import SnapshotSchedule
+from drtool.standby.spare import TICK, Spare
 from drtool.standby.table import BACKOFF_FIRST, BACKOFF_MAX, TableReplicator
 from drtool.standby.tableinfo import TableSettings
 
-TICK = 1.0
 DRAIN_TIMEOUT = 60.0
 
 #: ``users_sync(source, target)``: keeps users and permissions equal on the target (issue 10
@@ -75,7 +74,7 @@ def new_holder(generation: int = 0) -> LeaseHolder:
     return LeaseHolder(f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}", host, os.getpid(), generation)
 
 
-class Runner:
+class Runner(Spare):
     def __init__(self, policy: Policy, events: Events, *, users_sync: UsersSync | None = None,
                  holder: LeaseHolder | None = None, connector: Connector | None = None,
                  wait: bool = True) -> None:
@@ -149,6 +148,7 @@ class Runner:
     async def _idle(self, roles: Roles) -> None:
         """Wait (not replicating) until the roles allow replication again, or stop."""
         self.state = "idle"
+        self.events.metrics.runner(self.holder.id, "idle")
         why = (f"stopped for failover (step {roles.step})" if roles.step == STOP_REPLICATION
                else "roles say not to replicate")
         self.events.emit("runner-idle", f"not replicating: {why} (generation "
@@ -230,40 +230,6 @@ class Runner:
         if outcome:
             raise outcome[0]
         return True
-
-    async def _become_active(self, keeper: LeaseKeeper, roles: Roles) -> bool:
-        """Take the runner lease; while a live runner holds it, wait as a spare (see the
-        module doc). False: stopped, or the roles changed meanwhile."""
-        store, spare, logged = keeper.store, spare_lease(self.policy.name, keeper.holder.id), False
-        try:
-            while True:
-                got = await keeper.take()
-                now = await self._read_roles()  # after taking: a failover may have begun
-                if (now.generation, now.step, now.replicate) != (
-                        roles.generation, roles.step, roles.replicate):
-                    if got.acquired:
-                        await keeper.release()
-                    return False
-                if got.acquired:
-                    return True
-                assert got.lease is not None
-                held = (f"policy {self.policy.name}: another runner holds the lease on the "
-                        f"{roles.target}: {got.lease.describe()}")
-                if not self.wait:
-                    raise LeaseHeld(f"{held}; stop that runner first, or wait until its lease "
-                                    "expires")
-                if not logged:
-                    self.state, logged = "spare", True
-                    self.events.emit("runner-spare", f"{held}; waiting as a hot spare to take "
-                                     "over when it stops renewing", runner=keeper.holder.id)
-                await store.acquire_lease(spare, keeper.holder, keeper.ttl)
-                await self._pause(TICK)
-                if self._stop.is_set():
-                    return False
-        finally:
-            if logged:
-                with contextlib.suppress(DrtoolError):
-                    await store.release_lease(spare, keeper.holder.id)
 
     def _settings(self, source_role: str) -> TableSettings:
         rep = self.policy.replication
