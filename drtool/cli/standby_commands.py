@@ -118,6 +118,11 @@ def _print_status(s: StandbyStatus) -> None:
     else:
         state = "EXPIRED" if s.lease.expired else "held"
         print(f"runner: {s.lease.describe()} ({state})")
+    by_runner: dict[str, list[str]] = {}
+    for table, owner in sorted(s.owners.items()):
+        by_runner.setdefault(owner, []).append(table)
+    for owner, tables in by_runner.items():
+        print(f"shares: runner {owner} replicates {', '.join(tables)}")
     for spare in s.spares:
         print(f"spare: runner {spare.holder} on {spare.host} (pid {spare.pid}) waits to take over")
     if s.runner:

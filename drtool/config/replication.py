@@ -13,7 +13,7 @@ from drtool.config.fields import Section
 from drtool.util.units import DURATION_EXPECTED, parse_duration
 
 KEYS = ("state_db", "lag_threshold", "lease_ttl", "schema_poll", "changefeed_queue_size",
-        "batch_size", "drop_tables", "standby_shards", "standby_replicas")
+        "batch_size", "drop_tables", "standby_shards", "standby_replicas", "share_tables")
 _DB_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
 
 
@@ -27,7 +27,9 @@ class ReplicationPolicy:
     for a slow runner before dropping (then the table is repaired). ``batch_size``: changes
     applied per write. ``drop_tables``: drop a table on the standby when it is dropped on the
     primary (default: only report it). ``standby_shards``/``standby_replicas``: create tables
-    on the standby with these counts instead of the primary's (a smaller standby)."""
+    on the standby with these counts instead of the primary's (a smaller standby).
+    ``share_tables``: several runners of the policy split its tables (per-table leases; one
+    of them also holds the policy-wide duties) instead of one active runner and spares."""
 
     state_db: str = "drtool"
     lag_threshold: float = 10.0
@@ -38,6 +40,7 @@ class ReplicationPolicy:
     drop_tables: bool = False
     standby_shards: int | None = None
     standby_replicas: int | None = None
+    share_tables: bool = False
 
 
 def parse_replication(sec: Section | None) -> ReplicationPolicy:
@@ -74,4 +77,5 @@ def parse_replication(sec: Section | None) -> ReplicationPolicy:
         drop_tables=sec.boolean("drop_tables"),
         standby_shards=integer("standby_shards", None),
         standby_replicas=integer("standby_replicas", None),
+        share_tables=sec.boolean("share_tables"),
     )

@@ -7,7 +7,8 @@ and ``drtool.failover`` both speak it and neither defines any part of it.
 * A failover records ``step = STOP_REPLICATION`` (same generation) on the replication target
   to make the runner stop applying and release its lease; the runner obeys it.
 * Leases: ``runner_lease`` (one active runner per policy), ``failover_lease`` (one failover
-  run at a time), ``table_lease`` (a table's owner when several runners share a policy).
+  run at a time), ``table_lease`` (a table's owner when several runners share a policy),
+  ``member_lease`` (a runner sharing the tables), ``spare_lease`` (a runner waiting).
 """
 
 from __future__ import annotations
@@ -43,9 +44,15 @@ def spare_lease(policy: str, holder: str = "") -> str:
     return f"{policy}:spare:{holder}"
 
 
-def table_lease(policy: str, table: TableName) -> str:
-    """The id of a per-table lease (ROADMAP 8: several runners share a policy's tables)."""
+def table_lease(policy: str, table: TableName | str) -> str:
+    """The id of a per-table lease (several runners share a policy's tables; ``""``: the
+    prefix of every table lease of the policy)."""
     return f"{policy}:table:{table}"
+
+
+def member_lease(policy: str, holder: str = "") -> str:
+    """The id of a sharing runner's membership record (``holder`` empty: the prefix)."""
+    return f"{policy}:member:{holder}"
 
 
 @dataclass(frozen=True)

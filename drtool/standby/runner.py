@@ -58,6 +58,7 @@ from drtool.config.policy import Policy
 from drtool.standby.events import Events
 from drtool.wiring.snapshots import read_limit
 from drtool.standby.schedule import SnapshotSchedule
+from drtool.standby.share import TableShare
 from drtool.standby.spare import TICK, Spare
 from drtool.standby.table import BACKOFF_FIRST, BACKOFF_MAX, TableReplicator
 from drtool.standby.tableinfo import TableSettings
@@ -94,6 +95,7 @@ class Runner(Spare):
         self._clusters: dict[str, Cluster] = {}
         self._tasks: dict[TableName, asyncio.Task] = {}
         self._record: dict = {}
+        self.share: TableShare | None = None  # with share_tables: this runner's tables
 
     def stop(self) -> None:
         """Ask the runner to finish (safe from a signal handler via the loop)."""
@@ -170,7 +172,27 @@ class Runner(Spare):
     async def _replicate(self, roles: Roles) -> bool:
         """Replicate in ``roles``' direction until halted. False when this runner never
         became active (the roles changed while it waited as a spare) or lost its lease: the
-        caller looks at the roles again."""
+        caller looks at the roles again. With ``share_tables`` this runner replicates its
+        share of the tables (drtool.standby.share) meanwhile, active or spare."""
+        if not self.policy.replication.share_tables:
+            return await self._direction(roles)
+        target = self._store(roles.target)
+        await target.ensure()
+        share = TableShare(
+            self.policy.name, self._clusters[roles.source], self._clusters[roles.target],
+            target, self.events, self._settings(roles.source), LeaseHolder(
+                self.holder.id, self.holder.host, self.holder.pid, roles.generation),
+            self.policy.replication.lease_ttl, roles,
+            lambda: self._policy_tables(self._clusters[roles.source]))
+        self.share, done = share, asyncio.Event()
+        task = asyncio.create_task(share.run(done, TICK))
+        try:
+            return await self._direction(roles)
+        finally:
+            done.set()
+            await task
+
+    async def _direction(self, roles: Roles) -> bool:
         self._halt = asyncio.Event()
         if self._stop.is_set():
             self._halt.set()
@@ -242,6 +264,10 @@ class Runner(Spare):
                              source_reads=reads, hook_fence=fence)
 
     async def _selected(self, source: Cluster) -> list[TableName]:
+        """The tables this runner replicates itself (shared ones: TableShare's)."""
+        return [] if self.policy.replication.share_tables else await self._policy_tables(source)
+
+    async def _policy_tables(self, source: Cluster) -> list[TableName]:
         return [t for t in await source.list_tables() if self.policy.tables.selects(t)]
 
     def _start_table(self, table: TableName, source: Cluster, target: Cluster,

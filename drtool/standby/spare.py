@@ -43,7 +43,7 @@ class Spare:
                 assert got.lease is not None
                 held = (f"policy {self.policy.name}: another runner holds the lease on the "
                         f"{roles.target}: {got.lease.describe()}")
-                if not self.wait:
+                if not self.wait and not self.policy.replication.share_tables:
                     raise LeaseHeld(f"{held}; stop that runner first, or wait until its lease "
                                     "expires")
                 if not logged:

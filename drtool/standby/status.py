@@ -18,7 +18,7 @@ from drtool.cluster.base import Cluster
 from drtool.wiring.open import connect_role, open_repository
 from drtool.coordination.state import (
     HEARTBEAT, LEASES, ROLES, RUNNER, TABLES, Heartbeat, Lease, Roles, TableState, lag_seconds,
-    newest_roles, runner_lease, spare_lease, state_store,
+    newest_roles, runner_lease, spare_lease, state_store, table_lease,
 )
 from drtool.errors import ClusterError, ClusterUnreachable, DrtoolError, UsageError
 from drtool.compare.diff import table_meta_or_none
@@ -39,6 +39,8 @@ class StandbyStatus:
     lease: Lease | None = None
     #: runners waiting as hot spares (their records have not expired)
     spares: list[Lease] = field(default_factory=list)
+    #: with ``share_tables``: table -> the runner holding its lease
+    owners: dict[str, str] = field(default_factory=dict)
     runner: dict | None = None
     tables: list[TableState] = field(default_factory=list)
     repository: dict = field(default_factory=dict)
@@ -77,6 +79,7 @@ class StandbyStatus:
                 "runner": self.heartbeat.runner, "seq": self.heartbeat.seq,
                 "time": self.heartbeat.time},
             "lease": lease, "runner": self.runner,
+            "owners": self.owners,
             "spares": [{"runner": x.holder, "host": x.host, "pid": x.pid, "expires": x.expires}
                        for x in self.spares],
             "tables": [{"table": str(t.table), "state": t.state, "message": t.message,
@@ -129,6 +132,9 @@ async def read_status(policy: Policy, connector: Connector | None = None) -> Sta
                                        target.read_lease(runner_lease(policy.name)), None)
             out.spares = await readable(roles.target, LEASES,
                                         target.leases(spare_lease(policy.name)), [])
+            prefix = table_lease(policy.name, "")
+            out.owners = {x.name[len(prefix):]: x.holder for x in await readable(
+                roles.target, LEASES, target.leases(prefix), [])}
             out.runner = await readable(roles.target, RUNNER, target.read_runner(), None)
             out.tables = await readable(roles.target, TABLES, target.table_states(), [])
             if policy.failover.fence == "write-hook":

@@ -1,0 +1,96 @@
+"""Several runners sharing a policy's tables (``[replication] share_tables``, fake clusters):
+they split the tables (per-table leases, rendezvous hashing over the live runners), one of
+them holds the policy-wide duties, and when one stops the other takes its tables over by a
+repair, never a full recopy; ``drtool status`` shows each table's owner."""
+
+from __future__ import annotations
+
+import pytest
+
+from drtool.cluster import fake
+from drtool.config.policy import load_policy
+from drtool.coordination.state import LeaseHolder
+from drtool.model import TableName
+from drtool.standby.share import table_owner
+from drtool.standby.status import read_status
+
+from tests.conftest import connect_fake, write_policy
+from tests.replication_helpers import Background, replication_section, wait_equal, wait_until
+
+TABLES = [TableName("app", f"t{i}") for i in range(6)]
+A, B = LeaseHolder("runner-a", "machine-a", 1001), LeaseHolder("runner-b", "machine-b", 1002)
+
+
+@pytest.fixture
+def policy(tmp_path, primary_server, standby_server):
+    return load_policy(write_policy(tmp_path, extra=replication_section(
+        share_tables="true")).path)
+
+
+async def make_tables(server) -> None:
+    c = connect_fake(server)
+    await c.ensure_db("app")
+    for t in TABLES:
+        await c.create_table(t, primary_key="id", shards=1, replicas=1)
+        await c.insert_texts(t, ['{"id":%d}' % i for i in range(30)])
+
+
+def shared(bg: Background) -> set[TableName]:
+    share = bg.runner.share
+    return set() if share is None else {t for t, r in share.replicators.items()
+                                        if r.state == "streaming"}
+
+
+def test_the_owner_of_a_table_follows_rendezvous_hashing():
+    owners = {t: table_owner(t, ["runner-a", "runner-b"]) for t in TABLES}
+    assert set(owners.values()) == {"runner-a", "runner-b"}  # these ids split these tables
+    for t in TABLES:  # a member leaving moves only the tables it had
+        assert table_owner(t, ["runner-a"]) == "runner-a"
+        if owners[t] == "runner-a":
+            assert table_owner(t, ["runner-a", "runner-b", "runner-c"]) in ("runner-a",
+                                                                            "runner-c")
+    assert table_owner(TABLES[0], []) is None
+
+
+async def test_two_runners_split_the_tables_and_rebalance_when_one_stops(
+        policy, primary_server, standby_server):
+    await make_tables(primary_server)
+    mine = {h.id: {t for t in TABLES if table_owner(t, [A.id, B.id]) == h.id} for h in (A, B)}
+    a = Background(policy, holder=A)
+    await a.__aenter__()
+    async with Background(policy, holder=B) as b:
+        await wait_until(lambda: shared(a) == mine[A.id] and shared(b) == mine[B.id],
+                         "the two runners to split the tables")
+        primary_server.put_texts(TABLES[0], ['{"id":"while shared"}'])
+        primary_server.put_texts(TABLES[5], ['{"id":"while shared"}'])
+        await wait_equal(policy)
+        status = await read_status(policy, fake.NETWORK)
+        owners = status.to_json()["owners"]
+        assert owners == {str(t): table_owner(t, [A.id, B.id]) for t in TABLES}
+        await a.__aexit__(None, None, None)  # runner a stops: b takes its tables over
+        await wait_until(lambda: shared(b) == set(TABLES), "runner b to hold every table")
+        taken = b.runner.share.replicators
+        assert all(taken[t].stats.copied == 0 for t in mine[A.id])  # repaired, not recopied
+        primary_server.put_texts(TABLES[1], ['{"id":"after the rebalance"}'])
+        await wait_equal(policy)
+        owners = (await read_status(policy, fake.NETWORK)).to_json()["owners"]
+        assert set(owners.values()) == {B.id}
+
+
+def test_status_shows_each_runners_share(tmp_path, primary_server, standby_server):
+    import asyncio
+
+    from tests.conftest import Cli
+    dep = write_policy(tmp_path, extra=replication_section(share_tables="true",
+                                                           lag_threshold='"1h"'))
+    policy = load_policy(dep.path)
+
+    async def go():
+        await make_tables(primary_server)
+        async with Background(policy, holder=A) as a:
+            await wait_until(lambda: shared(a) == set(TABLES), "runner a to hold every table")
+            return await asyncio.to_thread(Cli(dep.path), "status")  # its own loop
+    text = asyncio.run(go())
+    assert text.exit_code == 0, text.stdout
+    assert ("shares: runner runner-a replicates " + ", ".join(map(str, TABLES))) in text.stdout
+
