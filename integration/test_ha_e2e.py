@@ -52,3 +52,47 @@ def test_a_spare_takes_over_after_kill9_of_the_active_runner(tmp_path, primary, 
             spare.kill()
             spare.wait()
         d.cleanup()
+
+
+def test_two_runner_processes_share_the_tables_and_one_takes_all_after_kill9(
+        tmp_path, primary, standby):
+    d = Deployment(tmp_path, primary.address, standby.address, share_tables="true")
+    assert subprocess.run([sys.executable, "-m", "drtool", "keygen", "--out",
+                           str(tmp_path / "id.txt")], capture_output=True).returncode == 0
+    names = [f"t{i}" for i in range(6)]
+    second = None
+    try:
+        with d.conn() as c:
+            r.db_create(d.db).run(c)
+            for name in names:
+                r.db(d.db).table_create(name).run(c)
+                r.db(d.db).table(name).insert([{"id": i} for i in range(200)]).run(c)
+        first = d.start()
+        second = d.start()
+
+        def split():
+            owners = d.status().get("owners") or {}
+            return len(owners) == len(names) and len(set(owners.values())) == 2 and owners
+        wait_until(split, "the two runners to split the tables")
+        d.streaming(set(names))
+        d.equal()
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        with d.conn() as c:  # written while nobody replicates the first runner's tables
+            for name in names:
+                r.db(d.db).table(name).insert({"id": "after the kill"}).run(c)
+
+        def one_owner():
+            owners = d.status().get("owners") or {}
+            return len(owners) == len(names) and len(set(owners.values())) == 1
+        wait_until(one_owner, "the second runner to take every table")
+        d.streaming(set(names))
+        d.equal()
+        assert second.poll() is None
+        log = d.log.read_text()
+        assert log.count("table-copied") <= len(names)  # each table copied at most once
+    finally:
+        if second is not None and second.poll() is None:
+            second.kill()
+            second.wait()
+        d.cleanup()
