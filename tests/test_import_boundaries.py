@@ -10,6 +10,8 @@ ROOT = Path(__file__).resolve().parent.parent / "drtool"
 HOME = {  # library -> where it may be imported (a module, or a package ending in "/")
     "rethinkdb": "cluster/rethink_driver.py",
     "paramiko": "storage/sftp_connection.py",
+    "boto3": "storage/s3_client.py",
+    "botocore": "storage/s3_client.py",
     "cryptography": "crypto.py",
     "msgspec": "cluster/rethink_decoder.py",
     "prometheus_client": "standby/metrics.py",
