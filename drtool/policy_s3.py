@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from drtool.errors import PolicyError
 from drtool.policy_fields import Section
-from drtool.units import DURATION_EXPECTED, parse_duration
+from drtool.units import parse_duration
 
 S3_KEYS = ("endpoint", "region", "addressing", "storage_class", "object_lock")
 ADDRESSING = ("path", "virtual")
@@ -25,6 +25,16 @@ _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _PREFIX_PART_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 _REGION_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
 _URL_WHAT = 'an s3:// URL like "s3://bucket/prefix" (bucket: 3-63 of a-z 0-9 . -)'
+
+
+_RETENTION_EXPECTED = 'a duration like "30d" or "2w"'
+
+
+def _retention(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise ValueError(f"expected {_RETENTION_EXPECTED}") from None
 
 
 def refuse_s3_keys(sec: Section, scheme: str) -> None:
@@ -76,8 +86,7 @@ def parse_s3(sec: Section, file: str, url: str) -> dict[str, Any]:
         raise sec.error("storage_class", "one of " + ", ".join(STORAGE_CLASSES), storage_class)
     lock = None
     if sec.has("object_lock"):
-        lock = sec.parsed("object_lock", parse_duration, DURATION_EXPECTED.replace(
-            '"6h", "90m" or "1h30m"', '"30d" or "2w"'))
+        lock = sec.parsed("object_lock", _retention, _RETENTION_EXPECTED)
         if lock <= 0:
             raise sec.error("object_lock", 'a retention longer than zero, like "30d"',
                             sec.data["object_lock"])
