@@ -301,7 +301,10 @@ class S3Client:
             if "NotImplemented" not in str(exc):
                 raise
             supported = False
-        self.delete_all_versions(probe_key)
+        try:
+            self.delete_all_versions(probe_key)
+        except DrtoolError:
+            pass  # no permission to delete: the probe stays, hidden (list never shows it)
         return supported
 
     def delete_all_versions(self, key: str) -> None:
