@@ -20,61 +20,38 @@ from drtool.storage.retry import RetryingStorage
 from drtool.storage.s3 import S3Storage
 from tests.s3server import MotoServer, boto_client
 from tests.storage_contract import names
+from tests.tcp_proxy import Connection, TcpProxy
 
 
-class StoppingProxy:
+class StoppingProxy(TcpProxy):
     """A loopback TCP proxy to the S3 server that, once ``stop_after`` bytes went upstream,
     drops every connection and stops listening (the server going away mid-upload) until
-    ``restart()`` listens again on the same port."""
+    ``listen()`` is called again (same port)."""
 
     def __init__(self, target_port: int, stop_after: int) -> None:
-        self.target_port, self.stop_after = target_port, stop_after
-        self.sent = self.stops = 0
-        self.port = 0
-        self.writers: set[asyncio.StreamWriter] = set()
+        super().__init__(target_port)
+        self.stop_after, self.stops = stop_after, 0
 
-    async def restart(self) -> None:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    def stop(self) -> None:
+    def upstream(self, conn: Connection) -> bool:
+        if self.sent < self.stop_after or self.stops:
+            return False
         self.stops += 1
         self.server.close()
-        for w in self.writers:
-            w.transport.abort()
-
-    async def _handle(self, c_reader, c_writer) -> None:
-        s_reader, s_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self.writers |= {c_writer, s_writer}
-
-        async def pump(reader, writer, upstream: bool) -> None:
-            try:
-                while data := await reader.read(1 << 16):
-                    writer.write(data)
-                    await writer.drain()
-                    if upstream:
-                        self.sent += len(data)
-                        if self.sent >= self.stop_after and not self.stops:
-                            self.stop()
-                            return
-            except OSError:
-                pass
-            finally:
-                writer.close()
-
-        await asyncio.gather(pump(c_reader, s_writer, True), pump(s_reader, c_writer, False))
+        for c in list(self.open):
+            c.abort()
+        return True
 
 
 @pytest.mark.parametrize("size", [3 * 1024 * 1024, 20 * 1024 * 1024], ids=["put", "multipart"])
 async def test_server_gone_mid_upload_then_back_is_retried_with_no_partial_object(s3_moto, size):
     data = os.urandom(size)
     proxy = StoppingProxy(int(s3_moto.endpoint.rsplit(":", 1)[1]), stop_after=size // 2)
-    await proxy.restart()
+    await proxy.listen()
     waits: list[float] = []
 
     async def restart_then_go_on(seconds: float) -> None:  # the retry's wait: the server is back
         waits.append(seconds)
-        await proxy.restart()
+        await proxy.listen()
 
     inner = S3Storage(s3_moto.bucket, "repo", endpoint=f"http://127.0.0.1:{proxy.port}",
                       addressing="path")
