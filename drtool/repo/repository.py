@@ -295,6 +295,12 @@ class Repository(SnapshotCatalog):
         self._data_keys[keyid] = data_key
         return data_key
 
+    async def stat_object(self, kind: str, object_id: str):
+        """The storage's ObjectInfo (size, write time, retention) of a ``data``, ``index`` or
+        ``snapshot`` object. Raises ObjectNotFound."""
+        name = {"data": O.data_name, "index": O.index_name, "snapshot": O.snapshot_name}[kind]
+        return await self.storage.stat(name(object_id))
+
     async def data_size(self, object_id: str) -> int:
         """Stored size of a data object. Raises ObjectNotFound."""
         return (await self.storage.stat(O.data_name(object_id))).size
