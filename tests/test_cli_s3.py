@@ -1,0 +1,170 @@
+"""s3:// repositories through the CLI, on moto's server (and on DRTOOL_TEST_S3_URL when set):
+init, snapshot, incremental snapshot, verify --read-data, restore, forget --prune, import-dump
+and the runner's scheduled snapshots (fake clusters); Object Lock from init to verify; the
+one-line errors of init."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from drtool.core.session import open_repository
+from drtool.model import TableName
+from drtool.policy import load_policy
+from tests.conftest import Cli, load_table, on_cluster, sample_docs, table_texts, write_policy
+from tests.dump_archives import table_files, write_archive
+from tests.replication_helpers import Background, replication_section, wait_until
+from tests.s3server import S3Target
+from tests.test_replicate_control import make_table, store
+
+
+def s3_deployment(tmp_path, target: S3Target, repository_extra: str = "", extra: str = ""):
+    tmp_path.mkdir(exist_ok=True)
+    dep = write_policy(tmp_path, extra=extra)
+    dep.path.write_text(dep.path.read_text().replace(
+        f'url = "file://{dep.repo_dir}"', target.repository_lines(repository_extra)))
+    cli = Cli(dep.path)
+    assert cli("keygen", "--out", str(dep.identity)).exit_code == 0
+    return dep, cli
+
+
+def test_the_whole_cycle_on_s3(tmp_path, s3_target, primary_server, standby_server):
+    dep, cli = s3_deployment(tmp_path, s3_target)
+    created = cli("init")
+    assert created.exit_code == 0, created.stderr
+    assert f"at {s3_target.url}" in created.stdout and created.stderr == ""  # no note: If-None-Match works
+    assert cli("init").exit_code == 6  # one repository per prefix
+
+    load_table(primary_server, "app.t", sample_docs(3000))
+    load_table(primary_server, "app.gone", sample_docs(300, start=5000))
+    first = cli("snapshot", "--json")
+    assert first.exit_code == 0, first.stderr
+    on_cluster(primary_server, lambda c: c.drop_table(TableName("app", "gone")))
+    primary_server.put_texts(load_table(primary_server, "app.u", []), ['{"id":1}'])
+    primary_server.delete(TableName("app", "t"), ['"k0000003"'])
+    second = cli("snapshot", "--json")
+    assert second.exit_code == 0, second.stderr
+    assert json.loads(second.stdout)["bytes_new"] < json.loads(first.stdout)["bytes_new"] / 5
+
+    assert cli("verify", "--read-data").exit_code == 0
+    restored = cli("restore", "latest", "--to", "standby")
+    assert restored.exit_code == 0, restored.stderr
+    for name in ("app.t", "app.u"):
+        assert table_texts(standby_server, name) == table_texts(primary_server, name)
+
+    forgot = cli("forget", "--keep-last", "1", "--prune", "--json")
+    assert forgot.exit_code == 0, forgot.stderr
+    report = json.loads(forgot.stdout)
+    assert len(report["removed"]) == 1 and report["held"] == []
+    assert report["prune"]["objects_deleted"] > 0 and report["prune"]["waiting"]["objects"] == 0
+    assert cli("verify", "--read-data").exit_code == 0
+    assert not any(".drtool-probe-" in key for key in s3_target.keys())
+    assert s3_target.uploads() == []
+
+
+def test_import_dump_into_s3(tmp_path, s3_moto, primary_server, standby_server):
+    dep, cli = s3_deployment(tmp_path, s3_moto)
+    assert cli("init").exit_code == 0
+    texts = sample_docs(500)
+    archive = write_archive(tmp_path / "dump.tar.gz", table_files("app", "t", texts, shards=1))
+    imported = cli("import-dump", str(archive), "--json")
+    assert imported.exit_code == 0, imported.stderr
+    assert json.loads(imported.stdout)["tables"][0]["documents"] == 500
+    assert cli("verify", "--read-data").exit_code == 0
+    assert cli("restore", "latest", "--to", "standby").exit_code == 0
+    restored = [json.loads(t) for t in table_texts(standby_server, "app.t")]
+    assert restored == sorted((json.loads(t) for t in texts), key=lambda d: d["id"])
+
+
+def test_scheduled_snapshots_of_the_runner_into_s3(tmp_path, s3_moto, primary_server,
+                                                    standby_server):
+    extra = replication_section() + '[schedule]\nsnapshot_every = "1s"\nprune = true\n' \
+        "[retention]\nkeep_last = 2\n"
+    dep, cli = s3_deployment(tmp_path, s3_moto, extra=extra)
+    assert cli("init").exit_code == 0
+    policy = load_policy(dep.path)
+
+    async def body():
+        await make_table(primary_server, 50)
+        async with Background(policy) as bg:
+            await bg.streaming(1)
+
+            async def snapshots_taken():
+                record = await store(standby_server, policy).read_runner()
+                snap = (record or {}).get("snapshot") or {}
+                return snap if snap.get("result") == "ok" and snap.get("documents") == 50 and \
+                    snap.get("forgot", 0) >= 1 else None
+            snap = await wait_until(snapshots_taken, "a scheduled snapshot into s3, then a forget")
+        async with await open_repository(policy) as repo:
+            ids = await repo.list_snapshots()
+            assert 1 <= len(ids) <= 2 and snap["id"] in ids
+            assert (await repo.resolve(snap["id"])).doc_count == 50
+            assert repo.storage.location == s3_moto.url
+
+    asyncio.run(body())
+    assert cli("verify", "--read-data").exit_code == 0
+
+
+# --- Object Lock ----------------------------------------------------------------------------
+def test_object_lock_from_init_to_forget_prune_and_verify(tmp_path, s3_lock_bucket,
+                                                          primary_server, standby_server):
+    dep, cli = s3_deployment(tmp_path, s3_lock_bucket, 'object_lock = "1d"\n')
+    assert cli("init").exit_code == 0
+    load_table(primary_server, "app.t", sample_docs(800))
+    assert cli("snapshot").exit_code == 0
+    primary_server.delete(TableName("app", "t"), [f'"k{i:07d}"' for i in range(400)])
+    assert cli("snapshot").exit_code == 0
+
+    dry = cli("forget", "--keep-last", "1", "--prune", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.stderr
+    assert len(json.loads(dry.stdout)["held"]) == 1
+    forgot = cli("forget", "--keep-last", "1", "--prune")
+    assert forgot.exit_code == 0, forgot.stderr
+    assert "1 snapshots kept, removed 0" in forgot.stdout
+    assert "forget: 1 snapshots wait: under Object Lock retention until 20" in forgot.stdout
+    assert "run forget again after that" in forgot.stdout
+    assert "deleted 0 objects" in forgot.stdout  # the held snapshot keeps its objects
+    assert len(json.loads(cli("snapshots", "--json").stdout)) == 2
+    # Every object but the locks carries the retention: verify finds nothing short.
+    verified = cli("verify", "--read-data")
+    assert verified.exit_code == 0, verified.stdout + verified.stderr
+    client = s3_lock_bucket.client()
+    for key in s3_lock_bucket.keys():
+        head = client.head_object(Bucket=s3_lock_bucket.bucket, Key=key)
+        assert ("ObjectLockRetainUntilDate" in head) == (not key.startswith("locks/")), key
+
+
+def test_verify_reports_objects_retained_less_than_the_policy_says(tmp_path, s3_lock_bucket,
+                                                                   primary_server):
+    dep, cli = s3_deployment(tmp_path, s3_lock_bucket)  # written without object_lock
+    assert cli("init").exit_code == 0
+    load_table(primary_server, "app.t", sample_docs(200))
+    assert cli("snapshot").exit_code == 0
+    dep.rewrite(repository='object_lock = "30d"')
+    verified = cli("verify")
+    assert verified.exit_code == 1
+    assert "manifest has no Object Lock retention (object_lock wants it retained until" in verified.stdout
+    assert "anyone holding the repository's credentials can delete it" in verified.stdout
+
+
+# --- init's one-line errors -----------------------------------------------------------------
+def test_init_errors_are_one_line_with_their_exit_codes(tmp_path, s3_moto, monkeypatch):
+    missing = S3Target(s3_moto.endpoint, "no-such-bucket")
+    dep, cli = s3_deployment(tmp_path / "a", missing)
+    result = cli("init")
+    assert result.exit_code == 6 and len(result.stderr.strip().splitlines()) == 1
+    assert "bucket no-such-bucket does not exist" in result.stderr
+    assert "aws s3api create-bucket --bucket no-such-bucket" in result.stderr
+
+    dep, cli = s3_deployment(tmp_path / "b", s3_moto, 'object_lock = "30d"\n')
+    result = cli("init")
+    assert result.exit_code == 6 and len(result.stderr.strip().splitlines()) == 1
+    assert "does not have Object Lock enabled" in result.stderr
+    assert s3_moto.keys() == {}  # checked before anything is written
+
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    dep, cli = s3_deployment(tmp_path / "c", s3_moto)
+    result = cli("init")
+    assert result.exit_code == 4 and len(result.stderr.strip().splitlines()) == 1
+    assert "no usable AWS credentials" in result.stderr
