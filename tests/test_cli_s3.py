@@ -13,9 +13,10 @@ from drtool.model import TableName
 from drtool.policy import load_policy
 from tests.conftest import Cli, load_table, on_cluster, sample_docs, table_texts, write_policy
 from tests.dump_archives import table_files, write_archive
-from tests.replication_helpers import Background, replication_section, wait_until
+from tests.replication_helpers import replication_section
 from tests.s3server import S3Target
-from tests.test_replicate_control import make_table, store
+from tests.test_cli_sftp import snapshot_verify_restore
+from tests.test_replicate_control import scheduled_snapshot_with_retention
 
 
 def s3_deployment(tmp_path, target: S3Target, repository_extra: str = "", extra: str = ""):
@@ -37,20 +38,8 @@ def test_the_whole_cycle_on_s3(tmp_path, s3_target, primary_server, standby_serv
 
     load_table(primary_server, "app.t", sample_docs(3000))
     load_table(primary_server, "app.gone", sample_docs(300, start=5000))
-    first = cli("snapshot", "--json")
-    assert first.exit_code == 0, first.stderr
-    on_cluster(primary_server, lambda c: c.drop_table(TableName("app", "gone")))
-    primary_server.put_texts(load_table(primary_server, "app.u", []), ['{"id":1}'])
-    primary_server.delete(TableName("app", "t"), ['"k0000003"'])
-    second = cli("snapshot", "--json")
-    assert second.exit_code == 0, second.stderr
-    assert json.loads(second.stdout)["bytes_new"] < json.loads(first.stdout)["bytes_new"] / 5
-
-    assert cli("verify", "--read-data").exit_code == 0
-    restored = cli("restore", "latest", "--to", "standby")
-    assert restored.exit_code == 0, restored.stderr
-    for name in ("app.t", "app.u"):
-        assert table_texts(standby_server, name) == table_texts(primary_server, name)
+    snapshot_verify_restore(cli, primary_server, standby_server, between=lambda: on_cluster(
+        primary_server, lambda c: c.drop_table(TableName("app", "gone"))))
 
     forgot = cli("forget", "--keep-last", "1", "--prune", "--json")
     assert forgot.exit_code == 0, forgot.stderr
@@ -85,16 +74,7 @@ def test_scheduled_snapshots_of_the_runner_into_s3(tmp_path, s3_moto, primary_se
     policy = load_policy(dep.path)
 
     async def body():
-        await make_table(primary_server, 50)
-        async with Background(policy) as bg:
-            await bg.streaming(1)
-
-            async def snapshots_taken():
-                record = await store(standby_server, policy).read_runner()
-                snap = (record or {}).get("snapshot") or {}
-                return snap if snap.get("result") == "ok" and snap.get("documents") == 50 and \
-                    snap.get("forgot", 0) >= 1 else None
-            snap = await wait_until(snapshots_taken, "a scheduled snapshot into s3, then a forget")
+        snap = await scheduled_snapshot_with_retention(policy, primary_server, standby_server)
         async with await open_repository(policy) as repo:
             ids = await repo.list_snapshots()
             assert 1 <= len(ids) <= 2 and snap["id"] in ids
