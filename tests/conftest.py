@@ -138,8 +138,8 @@ def write_policy(tmp_path: Path, *, recipients: list[str] | None = None,
 
 def latest_manifest(policy_path: Path):
     """The newest snapshot's manifest, read through the core API."""
-    from drtool.core.session import open_repository
-    from drtool.policy import load_policy
+    from drtool.wiring.open import open_repository
+    from drtool.config.policy import load_policy
 
     async def go():
         repo = await open_repository(load_policy(policy_path))

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 
 from drtool.cluster import connect
 from drtool.cluster.base import Cluster
-from drtool.core.state import Roles, StateStore
+from drtool.coordination.state import Roles, StateStore
 from drtool.errors import ClusterUnreachable, PermissionDenied
-from drtool.failover.users_sync import runner_users_sync
+from drtool.coordination.users_sync import runner_users_sync
 from drtool.model import ClusterConfig, TableName
-from drtool.policy import Policy
+from drtool.config.policy import Policy
 
 from tests.replication_helpers import Background
 

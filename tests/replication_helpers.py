@@ -7,9 +7,9 @@ import time
 import uuid
 from pathlib import Path
 
-from drtool.core.diff import diff_tables, tables_of_both
-from drtool.core.session import connect_role
-from drtool.policy import Policy, load_policy
+from drtool.compare.diff import diff_tables, tables_of_both
+from drtool.wiring.open import connect_role
+from drtool.config.policy import Policy, load_policy
 from drtool.standby.events import Events
 from drtool.standby.runner import Runner
 

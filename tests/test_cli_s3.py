@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-from drtool.core.session import open_repository
+from drtool.wiring.open import open_repository
 from drtool.model import TableName
-from drtool.policy import load_policy
+from drtool.config.policy import load_policy
 from tests.conftest import Cli, load_table, on_cluster, sample_docs, table_texts, write_policy
 from tests.dump_archives import table_files, write_archive
 from tests.replication_helpers import replication_section

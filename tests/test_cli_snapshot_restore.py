@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from drtool.digest import fold
+from drtool.reql.digest import fold
 from drtool.model import IndexDef, TableName
 from drtool.cluster.fake import FakeServer
 from tests.conftest import (
@@ -190,6 +190,7 @@ def test_restore_bad_inputs(deployment, cli, primary_server):
 
     missing = cli("restore", "20990101T000000Z-deadbeef")
     assert missing.exit_code == 2 and "snapshot 20990101T000000Z-deadbeef does not exist" in missing.stderr
+    assert "drtool snapshots lists the ones it holds" in missing.stderr  # what to do
 
     bad_rename = cli("restore", "latest", "--rename", "app.users=nodot")
     assert bad_rename.exit_code == 2 and "--rename target: expected db.table" in bad_rename.stderr
@@ -338,6 +339,7 @@ def test_interrupted_restore_says_what_to_do(deployment, cli, primary_server, mo
     assert result.exit_code == 130
     assert "interrupted: the target tables may be partly restored" in result.stderr
     assert "--conflict replace" in result.stderr
+    assert "--delta (it writes only what differs)" in result.stderr  # the cheaper re-run
 
 
 def test_restore_into_a_smaller_cluster_needs_replica_override(deployment, cli, primary_server,

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from drtool.cluster import canonical
+from drtool.reql import canonical
 from drtool.cluster.fake import FakeServer
-from drtool.core import dump_archive
+from drtool.dumps import archive as dump_archive
 from drtool.model import IndexDef, TableName
 from tests.conftest import latest_manifest, load_table, on_cluster, sample_docs, table_texts
 from tests.dump_archives import as_dump_text, info, json_file, table_files, write_archive
@@ -239,9 +239,9 @@ def test_values_split_across_read_chunks(monkeypatch):
 def test_import_memory_does_not_hold_the_table(deployment, tmp_path):
     """A 40 MB archive is imported with a small bounded peak (segments in flight, not the
     table)."""
-    from drtool.core.import_dump import import_dump
-    from drtool.core.session import open_repository
-    from drtool.policy import load_policy
+    from drtool.dumps.importer import import_dump
+    from drtool.wiring.open import open_repository
+    from drtool.config.policy import load_policy
 
     texts = [f'{{"id":"k{i:07d}","pad":"{"y" * 1000}"}}' for i in range(40_000)]
     archive = write_archive(tmp_path / "big.tar.gz", {
@@ -388,9 +388,9 @@ def test_via_cluster_refusing_a_document_leaves_nothing(deployment, cli, standby
 
 def test_export_memory_does_not_hold_the_table(deployment, cli, primary_server, tmp_path):
     """export-dump of a 40 MB table spools to disk: a small bounded peak."""
-    from drtool.core.export_dump import export_dump
-    from drtool.core.session import open_repository
-    from drtool.policy import load_policy
+    from drtool.dumps.exporter import export_dump
+    from drtool.wiring.open import open_repository
+    from drtool.config.policy import load_policy
 
     load_table(primary_server, "app.big", [f'{{"id":"k{i:07d}","pad":"{"y" * 1000}"}}'
                                            for i in range(40_000)])

@@ -10,14 +10,14 @@ import json
 import pytest
 
 from drtool.cluster.fake import FakeServer
-from drtool.core.state import StateStore
+from drtool.coordination.state import StateStore
 from drtool.errors import FailoverError, LeaseHeld, PermissionDenied, StaleGeneration, UsageError
 from drtool.failover import run as run_module
 from drtool.failover.failback import failback
 from drtool.failover.planned import PLANNED, planned_failover
 from drtool.failover.unplanned import unplanned_failover
 from drtool.model import PermissionRow, TableName
-from drtool.policy import load_policy
+from drtool.config.policy import load_policy
 
 from tests.conftest import connect_fake, write_policy
 from tests.failover_helpers import (
@@ -200,7 +200,7 @@ async def test_a_stale_runner_is_refused_by_the_generation(policy, primary_serve
     bg = await streaming(policy)
     store = StateStore(connect_fake(standby_server), policy.replication.state_db, policy.name)
     roles = await store.read_roles()
-    from drtool.core.state import Roles
+    from drtool.coordination.state import Roles
 
     await store.write_roles(Roles(generation=roles.generation + 1, primary="standby"),
                             expected_generation=roles.generation)

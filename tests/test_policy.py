@@ -5,8 +5,8 @@ import pytest
 
 from drtool.errors import EXIT_USAGE, PolicyError
 from drtool.model import ClusterConfig, TableName
-from drtool.policy import SCHEMA, ClusterPolicy, TablesPolicy, load_policy
-from drtool.policy_s3 import S3_KEYS
+from drtool.config.policy import SCHEMA, ClusterPolicy, TablesPolicy, load_policy
+from drtool.config.s3 import S3_KEYS
 from drtool.repo.repository import KeySources
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"

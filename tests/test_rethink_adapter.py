@@ -17,10 +17,10 @@ import struct
 import pytest
 from rethinkdb import errors as rerr
 
-from drtool.cluster import rethink_util as util
-from drtool.cluster.rethink import connect_rethinkdb
-from drtool.cluster.rethink_errors import translate_error
-from drtool.cluster.rethink_util import PermissionDenied
+from drtool.cluster.rethink import util
+from drtool.cluster.rethink.connect import connect_rethinkdb
+from drtool.cluster.rethink.errors import translate_error
+from drtool.cluster.rethink.util import PermissionDenied
 from drtool.errors import (
     EXIT_AUTH,
     EXIT_CLUSTER,
@@ -347,6 +347,16 @@ async def test_feed_has_its_own_connection_closed_with_the_feed():
 
 
 # --- translation --------------------------------------------------------------------------
+def test_connection_lost_is_said_with_single_punctuation():
+    out = translate_error(rerr.ReqlRuntimeError(
+        "Connection is closed (0 bytes read on a total of 12 expected bytes)."), "primary h:1")
+    assert str(out) == ("primary h:1: connection lost (Connection is closed (0 bytes read on a "
+                        "total of 12 expected bytes)); try again later")
+    out = translate_error(rerr.ReqlOpFailedError("Cannot perform read: primary replica for "
+                                                 "shard not available."), "primary h:1", T)
+    assert str(out).endswith("shard not available; try again later")
+
+
 @pytest.mark.parametrize("err, expected, retryable", [
     (rerr.ReqlDriverError("Connection is closed."), ClusterUnreachable, True),
     (rerr.ReqlTimeoutError(), ClusterUnreachable, True),

@@ -9,11 +9,11 @@ from typing import Annotated
 import typer
 
 from drtool.cli import render
-from drtool.cli.app import JsonOpt, PolicyOpt, app, policy_from, reports_errors, run
-from drtool.core.session import connect_role
+from drtool.cli.common import JsonOpt, PolicyOpt, policy_from, reports_errors, run
+from drtool.wiring.open import connect_role
 from drtool.errors import CheckFailed, ClusterUnreachable, UsageError
 from drtool.failover.failback import failback as run_failback
-from drtool.failover.guard import check_write, current_roles
+from drtool.coordination.guard import check_write, current_roles
 from drtool.failover.lost_writes import reapply_lost_writes
 from drtool.failover.planned import Outcome, planned_failover
 from drtool.failover.unplanned import unplanned_failover
@@ -70,7 +70,6 @@ def _report(out: Outcome, as_json: bool) -> None:
     print(f"now {out.application}")
 
 
-@app.command()
 @reports_errors
 def failover(
     ctx: typer.Context,
@@ -100,7 +99,6 @@ def failover(
     _report(out, json)
 
 
-@app.command()
 @reports_errors
 def failback(
     ctx: typer.Context,
@@ -117,7 +115,6 @@ def failback(
     _report(out, json)
 
 
-@app.command()
 @reports_errors
 def reapply(
     ctx: typer.Context,

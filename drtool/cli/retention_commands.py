@@ -7,11 +7,11 @@ from typing import Annotated
 import typer
 
 from drtool.cli import render
-from drtool.cli.app import JsonOpt, PolicyOpt, app, policy_from, reports_errors, run
-from drtool.core import retention
-from drtool.core.session import open_repository
-from drtool.policy import RetentionPolicy
-from drtool.units import format_bytes
+from drtool.cli.common import JsonOpt, PolicyOpt, policy_from, reports_errors, run
+from drtool.snapshots import retention
+from drtool.wiring.open import open_repository
+from drtool.config.policy import RetentionPolicy
+from drtool.util.units import format_bytes
 
 
 def _keep(period: str) -> object:
@@ -47,7 +47,6 @@ def _waiting_line(command: str, count: int, what: str, waiting, dry_run: bool) -
             f"Lock retention until {waiting.until} at the latest; run {command} again after that")
 
 
-@app.command()
 @reports_errors
 def forget(
     ctx: typer.Context,
@@ -84,7 +83,6 @@ def forget(
         print(line)
 
 
-@app.command("prune")
 @reports_errors
 def prune_command(ctx: typer.Context, dry_run: DryRunOpt = False, policy: PolicyOpt = None,
                   json: JsonOpt = False) -> None:
@@ -98,7 +96,6 @@ def prune_command(ctx: typer.Context, dry_run: DryRunOpt = False, policy: Policy
         print(line)
 
 
-@app.command()
 @reports_errors
 def unlock(
     ctx: typer.Context,

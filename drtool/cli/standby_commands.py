@@ -11,18 +11,17 @@ from typing import Annotated
 import typer
 
 from drtool.cli import render
-from drtool.cli.app import JsonOpt, PolicyOpt, app, policy_from, reports_errors, run
-from drtool.core.state import format_time
+from drtool.cli.common import JsonOpt, PolicyOpt, policy_from, reports_errors, run
+from drtool.coordination.state import format_time
 from drtool.errors import CheckFailed, ClusterUnreachable, UsageError
 from drtool.standby.events import LOGGER, Events, Metrics
-from drtool.failover.users_sync import runner_users_sync
+from drtool.coordination.users_sync import runner_users_sync
 from drtool.standby.runner import Runner
 from drtool.standby.status import StandbyStatus, read_status
 
 TEXT_LOG = "%(asctime)s %(levelname)s %(message)s"
 
 
-@app.command()
 @reports_errors
 def replicate(
     ctx: typer.Context,
@@ -75,7 +74,6 @@ def replicate(
         logger.level, logger.propagate = saved  # leave the process as it was (tests, embedding)
 
 
-@app.command()
 @reports_errors
 def status(ctx: typer.Context, policy: PolicyOpt = None, json: JsonOpt = False) -> None:
     """Replication lag, table states, last repair and snapshot, lease holder, roles; exit 0
@@ -136,7 +134,11 @@ def _print_status(s: StandbyStatus) -> None:
         print(f"last gap repair: {repair['table']} after {repair.get('reason')} at "
               f"{format_time(repair.get('time'))}: {repair.get('differing')} differed, wrote "
               f"{repair.get('written')}, deleted {repair.get('deleted')}")
-    if s.tables:
+    if s.tables and s.fenced is not None:  # the write-hook standby fence: shown per table
+        render.print_table(None, ["table", "state", "detail", "updated", "fenced"], [
+            (str(t.table), t.state, _detail(t), format_time(t.updated),
+             "yes" if s.fenced.get(str(t.table)) else "NO") for t in s.tables])
+    elif s.tables:
         render.print_table(None, ["table", "state", "detail", "updated"], [
             (str(t.table), t.state, _detail(t), format_time(t.updated)) for t in s.tables])
     for problem in s.problems:

@@ -19,6 +19,6 @@ async def connect(config: ClusterConfig) -> Cluster:
     server = fake.lookup(config.hosts)
     if server is not None:
         return server.connect(config)
-    from drtool.cluster.rethink import connect_rethinkdb
+    from drtool.cluster.rethink.connect import connect_rethinkdb
 
     return await connect_rethinkdb(config)

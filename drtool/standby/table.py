@@ -4,7 +4,7 @@ A cycle: open the changefeed and wait until it is ready (every write after that 
 then bring the target up to date WITHOUT reading the feed (the server queues its changes,
 ``changefeed_queue_size``): a table the target lacks is created like the source's and copied
 (reads limited by ``primary_reads``), a table it has is repaired by digest comparison
-(drtool.core.reconcile: only what differs is read and written; never a full recopy). Then
+(drtool.compare.reconcile: only what differs is read and written; never a full recopy). Then
 stream: the queued and new changes are applied in batches, each batch keeping the last
 change per key, upserts as canonical text (``insert(r.json(...), conflict='replace')``,
 write hook bypassed) and deletes by key, one batch after the other (so per-key order holds)
@@ -27,7 +27,7 @@ from contextlib import aclosing
 from typing import TypeVar
 
 from drtool.cluster.base import Cluster
-from drtool.core.state import StateStore, TableState
+from drtool.coordination.state import StateStore, TableState
 from drtool.errors import (
     ClusterError,
     ClusterUnreachable,
