@@ -34,17 +34,18 @@ ISOLATED = {"AWS_CONFIG_FILE": "/nonexistent/drtool-test", "AWS_EC2_METADATA_DIS
 class MotoServer:
     """``python -m moto.server`` on a free loopback port; ``extra_env`` e.g. turns auth on."""
 
-    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, extra_env: dict[str, str] | None = None, log=None) -> None:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.extra_env = extra_env or {}
+        self.log = log  # a file for the server's request log (one line per request), or None
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "MotoServer":
         env = {**os.environ, **self.extra_env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            stdout=subprocess.DEVNULL, stderr=self.log or subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # a TCP connect only: auth counts every request
             if self.proc.poll() is not None:
