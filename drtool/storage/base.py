@@ -1,6 +1,6 @@
 """The storage interface: a flat namespace of immutable, named objects.
 
-Every backend (memory, local directory, SFTP) implements ``Storage``; cross-cutting concerns
+Every backend (memory, local directory, SFTP, S3) implements ``Storage``; cross-cutting concerns
 (retry with backoff, bandwidth limits) are wrappers that implement it too and are stacked in
 one place, ``drtool.storage.open_storage``. One contract suite (tests/storage_contract.py)
 runs against every backend and wrapper.
