@@ -20,6 +20,7 @@ import pytest
 from drtool.coordination.guard import check_write
 from drtool.coordination.roles import STOP_REPLICATION, Roles, newest_roles
 from drtool.coordination.state import current_roles, state_store
+from drtool.cluster.fake import NETWORK
 from drtool.config.policy import load_policy
 from drtool.errors import StaleGeneration
 from drtool.failover.run import FailoverRun
@@ -44,10 +45,12 @@ def test_the_rule_on_records():
 
 @pytest.fixture(params=["fake", "real"])
 def policy(request, tmp_path: Path):
+    """(the policy, the connector reaching its clusters: the fake network or the real servers)"""
+    connector = None
     if request.param == "fake":
         request.getfixturevalue("primary_server")
         request.getfixturevalue("standby_server")
-        hosts = PRIMARY_HOST, STANDBY_HOST
+        hosts, connector = (PRIMARY_HOST, STANDBY_HOST), NETWORK
     else:
         hosts = os.environ.get("DRTOOL_IT_PRIMARY", ""), os.environ.get("DRTOOL_IT_STANDBY", "")
         if not all(hosts):
@@ -61,11 +64,13 @@ def policy(request, tmp_path: Path):
         "[encryption]", f'identity_file = "{tmp_path / "identity.txt"}"',
         "[replication]", f'state_db = "drtool_roles_{uuid.uuid4().hex[:8]}"',
     ]) + "\n")
-    return load_policy(path)
+    return load_policy(path), connector
 
 
 async def test_every_reader_picks_the_same_record(policy):
-    clusters = {role: await connect_role(policy, role) for role in ("primary", "standby")}
+    policy, connector = policy
+    clusters = {role: await connect_role(policy, role, connector)
+                for role in ("primary", "standby")}
     try:
         for role, roles in (("primary", PLAIN), ("standby", STEPPED)):
             store = state_store(clusters[role], policy)
@@ -80,7 +85,7 @@ async def test_every_reader_picks_the_same_record(policy):
             await check_write(policy, "standby", clusters["standby"],
                               source_role="primary", source=clusters["primary"])
         # a failover run reading the clusters one after the other
-        async with FailoverRun(policy, lambda line: None) as run:
+        async with FailoverRun(policy, lambda line: None, connector) as run:
             await run.connect("primary")
             assert run.newest.step is None  # only the plain record read so far
             await run.connect("standby")

@@ -10,6 +10,7 @@ import contextlib
 
 import pytest
 
+from drtool.cluster.fake import NETWORK
 from drtool.cluster.fake import FakeServer
 from drtool.compare.shape import is_drtool_fence, plan_shape
 from drtool.coordination.state import StateStore
@@ -97,7 +98,7 @@ async def test_planned_failover_installs_the_primary_hooks_and_the_reversed_runn
     async with Background(policy) as bg:
         await bg.streaming(2)
         await wait_equal(policy)
-        out = await planned_failover(policy, reverse=True)
+        out = await planned_failover(policy, connector=NETWORK, reverse=True)
         assert out.generation == 1
         assert (hook(standby_server, T), hook(standby_server, T2)) == (OWN, None)
         new_primary = connect_fake(standby_server)
@@ -110,7 +111,7 @@ async def test_planned_failover_installs_the_primary_hooks_and_the_reversed_runn
         assert (await old.insert_texts(T2, ['{"id":"late"}'])).first_error == refusal(1)
         await wait_until(lambda: '{"id":"after"}' in primary_server.texts(T2), "reverse replication")
         assert await recorded(primary_server, policy) == {str(T): OWN, str(T2): None}
-        back = await failback(policy, lost_writes=policy.path.parent / "lost.jsonl")
+        back = await failback(policy, connector=NETWORK, lost_writes=policy.path.parent / "lost.jsonl")
         assert back.generation == 2
         assert (hook(primary_server, T), hook(primary_server, T2)) == (OWN, None)
         await wait_until(lambda: is_drtool_fence(hook(standby_server, T),
@@ -127,7 +128,7 @@ async def test_unplanned_failover_installs_the_recorded_hooks(policy, primary_se
         await wait_until(async_eq(lambda: recorded(standby_server, policy),
                                   {str(T): OWN, str(T2): None}), "the hooks recorded")
     primary_server.down = True
-    out = await unplanned_failover(policy)
+    out = await unplanned_failover(policy, connector=NETWORK)
     assert out.generation == 1 and out.warnings == []
     assert (hook(standby_server, T), hook(standby_server, T2)) == (OWN, None)
     assert (await connect_fake(standby_server).insert_texts(T2, ['{"id":"x"}'])).inserted == 1
@@ -140,7 +141,7 @@ async def test_status_shows_which_standby_tables_carry_the_fence(policy, primary
         await wait_until(lambda: all(is_drtool_fence(hook(standby_server, t)) for t in (T, T2)),
                          "both tables fenced")
     await connect_fake(standby_server).set_write_hook(T2, None)  # someone lifted it meanwhile
-    status = await read_status(policy)
+    status = await read_status(policy, NETWORK)
     assert status.fenced == {str(T): True, str(T2): False}
     rows = {row["table"]: row["fenced"] for row in status.to_json()["tables"]}
     assert rows == {str(T): True, str(T2): False}
@@ -169,7 +170,7 @@ async def test_a_table_dropped_on_the_primary_leaves_the_hook_record(
         await wait_until(async_eq(lambda: recorded(standby_server, policy), {str(T2): None}),
                          "the dropped table's hook forgotten")
     primary_server.down = True
-    out = await unplanned_failover(policy)
+    out = await unplanned_failover(policy, connector=NETWORK)
     assert out.generation == 1 and out.warnings == []
     assert hook(standby_server, T2) is None
 

@@ -44,7 +44,7 @@ def _global(
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                           help="Print drtool's version and exit.")] = False,
 ) -> None:
-    state = State()
+    state = ctx.obj if isinstance(ctx.obj, State) else State()
     state.policy, state.quiet = policy, quiet
     ctx.obj = state
 

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Optional, TypeVar
 import typer
 
 from drtool.cli import render
+from drtool.cluster import Connector
 from drtool.config.policy import Policy, load_policy
 from drtool.errors import EXIT_INTERRUPTED, DrtoolError, UsageError
 
@@ -46,10 +47,14 @@ SAMPLE_KEYS = 5
 
 
 class State:
-    """The options given before the command (``drtool -p FILE -q COMMAND``)."""
+    """The options given before the command (``drtool -p FILE -q COMMAND``), and how the
+    clusters are reached: None, the real servers, unless the caller of the application (a
+    test, a bench) passed a State with its own ``connector`` as Typer's ``obj``."""
 
-    policy: Path | None = None
-    quiet: bool = False
+    def __init__(self, connector: Connector | None = None) -> None:
+        self.policy: Path | None = None
+        self.quiet = False
+        self.connector = connector
 
 
 INTERRUPTED_DEFAULT = "nothing was left half-written in the repository"
@@ -93,6 +98,11 @@ def policy_from(ctx: typer.Context, policy: Path | None) -> Policy:
     if path is None:
         raise UsageError("no policy given: pass --policy FILE or set DRTOOL_POLICY")
     return load_policy(path, command=ctx.info_name)
+
+
+def connector(ctx: typer.Context) -> Connector | None:
+    """How this invocation reaches the clusters (see ``State``)."""
+    return ctx.obj.connector if isinstance(ctx.obj, State) else None
 
 
 def quiet(ctx: typer.Context, flag: bool) -> bool:

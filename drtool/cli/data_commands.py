@@ -9,7 +9,7 @@ import typer
 from drtool.cli import render
 from drtool.coordination.guard import check_write
 from drtool.cli.common import (
-    SAMPLE_KEYS, JsonOpt, PolicyOpt, QuietOpt, Role, TableOpt, parse_role, policy_from, quiet, reports_errors, run,
+    SAMPLE_KEYS, JsonOpt, connector, PolicyOpt, QuietOpt, Role, TableOpt, parse_role, policy_from, quiet, reports_errors, run,
 )
 from drtool.snapshots.restore import (
     RestoreOptions,
@@ -43,7 +43,7 @@ def snapshot(
     requested = parse_tables(table or [])
 
     async def go():
-        async with repository_and_cluster(pol, role) as (repo, cluster, _):
+        async with repository_and_cluster(pol, role, connector=connector(ctx)) as (repo, cluster, _):
             tables = select_tables(pol, await cluster.list_tables(), requested, where=role)
             if not tables:
                 raise UsageError(f"no table of the {role} matches [tables] in {pol.path}")
@@ -110,8 +110,8 @@ def restore(
     )
 
     async def go():
-        async with repository_and_cluster(pol, role, snapshot=snapshot) as (repo, cluster,
-                                                                            manifest):
+        async with repository_and_cluster(pol, role, snapshot=snapshot,
+                                          connector=connector(ctx)) as (repo, cluster, manifest):
             await check_write(pol, role, cluster, what="restore")
             with render.RichProgress(quiet(ctx, quiet_)) as progress:
                 return manifest, await restore_snapshot(repo, cluster, manifest, options,
@@ -157,7 +157,7 @@ def run_delta_restore(ctx: typer.Context, pol: Policy, snapshot: str, role: str,
             targets = [target for _, target in plan_tables(manifest, options)]
             if not dry_run:
                 interrupted = rerun_hint(manifest.id, targets)
-            async with await connect_role(pol, role) as cluster:
+            async with await connect_role(pol, role, connector(ctx)) as cluster:
                 if not dry_run:
                     await check_write(pol, role, cluster, what="restore --delta")
                 with render.RichProgress(quiet(ctx, quiet_)) as progress:

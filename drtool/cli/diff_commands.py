@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from drtool.cli import render
-from drtool.cli.common import SAMPLE_KEYS, JsonOpt, PolicyOpt, QuietOpt, policy_from, quiet, reports_errors, run, TableOpt
+from drtool.cli.common import SAMPLE_KEYS, JsonOpt, connector, PolicyOpt, QuietOpt, policy_from, quiet, reports_errors, run, TableOpt
 from drtool.compare.diff import TableDiff, diff_tables, tables_of_both
 from drtool.snapshots.diff_snapshot import diff_against_snapshot
 from drtool.compare.reconcile import ReconcileOptions, TableReconcile, reconcile_tables
@@ -20,10 +20,10 @@ DIRECTIONS = {"primary-to-standby": ("primary", "standby"),
               "standby-to-primary": ("standby", "primary")}
 
 
-async def _with_pair(pol, source_role: str, target_role: str, work):
+async def _with_pair(ctx, pol, source_role: str, target_role: str, work):
     """Connect both clusters (the unreachable one is named by its error), run ``work``."""
-    async with await connect_role(pol, source_role) as source, \
-            await connect_role(pol, target_role) as target:
+    async with await connect_role(pol, source_role, connector(ctx)) as source, \
+            await connect_role(pol, target_role, connector(ctx)) as target:
         return await work(source, target)
 
 
@@ -49,14 +49,15 @@ def diff(
             return await diff_tables(source, target, tables, progress=progress)
 
     async def snapshot():
-        async with repository_and_cluster(pol, "primary", snapshot=against) as (
+        async with repository_and_cluster(pol, "primary", snapshot=against,
+                                          connector=connector(ctx)) as (
                 repo, cluster, manifest):
             with render.RichProgress(quiet(ctx, quiet_)) as progress:
                 return await diff_against_snapshot(cluster, repo, manifest, pol, requested,
                                                    progress=progress)
 
     if against == "standby":
-        results = run(_with_pair(pol, "primary", "standby", clusters))
+        results = run(_with_pair(ctx, pol, "primary", "standby", clusters))
     else:
         results = run(snapshot())
     _print_diffs(results, json)
@@ -129,7 +130,7 @@ def reconcile(
                                           target_role=target_role, options=options,
                                           progress=progress)
 
-    results = run(_with_pair(pol, source_role, target_role, work))
+    results = run(_with_pair(ctx, pol, source_role, target_role, work))
     _print_reconcile(results, json, dry_run, target_role)
     if any(not r.equal_after for r in results):
         raise typer.Exit(CheckFailed.exit_code)

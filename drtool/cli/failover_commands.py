@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from drtool.cli import render
-from drtool.cli.common import JsonOpt, PolicyOpt, policy_from, reports_errors, run
+from drtool.cli.common import JsonOpt, connector, PolicyOpt, policy_from, reports_errors, run
 from drtool.wiring.open import connect_role
 from drtool.errors import CheckFailed, ClusterUnreachable, UsageError
 from drtool.failover.failback import failback as run_failback
@@ -92,10 +92,11 @@ def failover(
     pol = policy_from(ctx, policy)
     if planned:
         out = run(planned_failover(pol, reverse=reverse, dry_run=dry_run,
-                                   confirm=_confirm(yes, json), say=_say(json)))
+                                   confirm=_confirm(yes, json), say=_say(json),
+                                   connector=connector(ctx)))
     else:
         out = run(unplanned_failover(pol, force=force, confirm=_confirm(yes, json),
-                                     say=_say(json)))
+                                     say=_say(json), connector=connector(ctx)))
     _report(out, json)
 
 
@@ -111,7 +112,8 @@ def failback(
     """Move the writes back to the cluster that was primary before the last failover."""
     pol = policy_from(ctx, policy)
     out = run(run_failback(pol, lost_writes=lost_writes, dry_run=dry_run,
-                           confirm=_confirm(yes, json), say=_say(json)))
+                           confirm=_confirm(yes, json), say=_say(json),
+                           connector=connector(ctx)))
     _report(out, json)
 
 
@@ -136,7 +138,7 @@ def reapply(
         try:
             for role in ("primary", "standby") if pol.standby else ("primary",):
                 try:  # the roles decide which one is written; one of them may be down
-                    clusters[role] = await connect_role(pol, role)
+                    clusters[role] = await connect_role(pol, role, connector(ctx))
                 except ClusterUnreachable as err:
                     clusters[role] = err
             reachable = [c for c in clusters.values() if not isinstance(c, Exception)]

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from drtool.cli import render
-from drtool.cli.common import JsonOpt, PolicyOpt, QuietOpt, policy_from, quiet, reports_errors, run, TableOpt
+from drtool.cli.common import JsonOpt, connector, PolicyOpt, QuietOpt, policy_from, quiet, reports_errors, run, TableOpt
 from drtool.dumps.exporter import check_target, export_dump
 from drtool.dumps.importer import import_dump
 from drtool.wiring.open import connect_role, open_repository, parse_tables
@@ -39,7 +39,7 @@ def import_dump_command(
                 if via is None:
                     return await import_dump(repo, archive, policy_name=pol.name,
                                              tables=requested, progress=progress)
-                async with await connect_role(pol, via) as cluster:
+                async with await connect_role(pol, via, connector(ctx)) as cluster:
                     return await import_dump(repo, archive, policy_name=pol.name,
                                              tables=requested, via=cluster, progress=progress)
 

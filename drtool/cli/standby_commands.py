@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from drtool.cli import render
-from drtool.cli.common import JsonOpt, PolicyOpt, policy_from, reports_errors, run
+from drtool.cli.common import JsonOpt, connector, PolicyOpt, policy_from, reports_errors, run
 from drtool.coordination.state import format_time
 from drtool.errors import CheckFailed, ClusterUnreachable, UsageError
 from drtool.standby.events import LOGGER, Events, Metrics
@@ -43,7 +43,8 @@ def replicate(
     users_sync = runner_users_sync(pol.failover, pol.tables, pol.replication.state_db, pol.name,
                                    protected=tuple(c.user for c in (pol.primary, pol.standby) if c),
                                    events=events)
-    runner = Runner(pol, events, users_sync=users_sync)  # UsageError without [standby]
+    runner = Runner(pol, events, users_sync=users_sync,  # UsageError without [standby]
+                    connector=connector(ctx))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s" if log_format == "json" else TEXT_LOG))
     logger = logging.getLogger(LOGGER)
@@ -80,7 +81,7 @@ def status(ctx: typer.Context, policy: PolicyOpt = None, json: JsonOpt = False) 
     when the standby is healthy (lag within [replication] lag_threshold), 1 when not, 3 when a
     cluster does not answer (what the other one holds is still shown)."""
     pol = policy_from(ctx, policy)
-    found = run(read_status(pol))
+    found = run(read_status(pol, connector(ctx)))
     if json:
         render.print_json(found.to_json())
     else:

@@ -31,6 +31,7 @@ from drtool.failover.planned import PLANNED, Confirm, Outcome, application_chang
 from drtool.failover.run import FailoverRun
 from drtool.coordination.users_sync import standby_fence_users, sync_users
 from drtool.model import utcnow
+from drtool.cluster import Connector
 from drtool.config.policy import Policy
 
 BEFORE = ("fence-returning", "lost-writes", "reconcile")
@@ -42,9 +43,10 @@ def default_lost_writes_path(policy: Policy, generation: int) -> Path:
 
 async def failback(policy: Policy, *, lost_writes: Path | None = None, dry_run: bool = False,
                    confirm: Confirm = lambda plan: True,
-                   say: Callable[[str], None] = lambda line: None) -> Outcome:
+                   say: Callable[[str], None] = lambda line: None,
+                   connector: Connector | None = None) -> Outcome:
     """Run (or resume) a failback; see the module doc."""
-    async with FailoverRun(policy, say) as run:
+    async with FailoverRun(policy, say, connector) as run:
         for role in ("primary", "standby"):
             await run.connect(role)
         refuse_other_kind(run, "failback")

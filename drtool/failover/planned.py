@@ -29,6 +29,7 @@ from drtool.failover import steps
 from drtool.coordination.fence import FenceRecord
 from drtool.failover.run import FailoverRun
 from drtool.model import utcnow
+from drtool.cluster import Connector
 from drtool.config.policy import Policy
 
 PLANNED = ("fence", "drain", STOP_REPLICATION, "final-diff", "promote", "unfence")
@@ -145,10 +146,11 @@ async def finish(run: FailoverRun, kind: str, source: str, target: str, **last) 
 
 async def planned_failover(policy: Policy, *, reverse: bool = False, dry_run: bool = False,
                            confirm: Confirm = lambda plan: True,
-                           say: Callable[[str], None] = lambda line: None) -> Outcome:
+                           say: Callable[[str], None] = lambda line: None,
+                           connector: Connector | None = None) -> Outcome:
     """Run (or resume) a planned failover; see the module doc. Raises FailoverError (exit 7)
     when a check fails, ClusterUnreachable when a cluster does not answer."""
-    async with FailoverRun(policy, say) as run:
+    async with FailoverRun(policy, say, connector) as run:
         for role in ("primary", "standby"):
             run.require((await run.connect(role)).role)
         refuse_other_kind(run, "planned")

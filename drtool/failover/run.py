@@ -72,10 +72,11 @@ def _pid_alive(pid: int) -> bool:
 class FailoverRun:
     """Connections, roles and lease of one run. ``say`` prints one line for the operator."""
 
-    def __init__(self, policy: Policy, say: Callable[[str], None]) -> None:
+    def __init__(self, policy: Policy, say: Callable[[str], None],
+                 connector: cluster_access.Connector | None = None) -> None:
         if policy.standby is None:
             raise UsageError(f"{policy.path}: no [standby] section: failover needs two clusters")
-        self.policy, self.say = policy, say
+        self.policy, self.say, self.connector = policy, say, connector
         self.sides = {role: Side(role) for role in ROLE_NAMES}
         self.holder = LeaseHolder(f"failover-{uuid.uuid4().hex[:12]}", socket.gethostname(),
                                   os.getpid())
@@ -96,7 +97,7 @@ class FailoverRun:
         if timeout is not None:
             config = dataclasses.replace(config, connect_timeout=timeout)
         try:
-            side.cluster = await cluster_access.connect(config)
+            side.cluster = await cluster_access.connect(config, self.connector)
             side.store = state_store(side.cluster, self.policy)
             side.roles = await side.store.read_roles()
         except DrtoolError as err:

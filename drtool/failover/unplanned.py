@@ -26,6 +26,7 @@ from drtool.failover.planned import Confirm, Outcome, application_change, finish
 from drtool.failover.run import PROBE_TIMEOUT, FailoverRun
 from drtool.coordination.standby_fence import read_standby_fence
 from drtool.model import utcnow
+from drtool.cluster import Connector
 from drtool.config.policy import Policy
 
 UNPLANNED = ("fence", STOP_REPLICATION, "promote", "unfence")
@@ -34,10 +35,11 @@ STOP_WAIT = 1.0
 
 async def unplanned_failover(policy: Policy, *, force: bool = False,
                              confirm: Confirm = lambda plan: True,
-                             say: Callable[[str], None] = lambda line: None) -> Outcome:
+                             say: Callable[[str], None] = lambda line: None,
+                           connector: Connector | None = None) -> Outcome:
     """Promote the non-primary cluster now; see the module doc."""
     started = time.monotonic()
-    async with FailoverRun(policy, say) as run:
+    async with FailoverRun(policy, say, connector) as run:
         # the cluster to promote must answer; which one it is comes from its roles
         for role in ("standby", "primary"):
             await run.connect(role, timeout=PROBE_TIMEOUT)

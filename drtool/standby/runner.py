@@ -33,6 +33,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 
+from drtool.cluster import Connector
 from drtool.cluster.base import Cluster
 from drtool.wiring.open import connect_role
 from drtool.coordination.state import (
@@ -67,11 +68,12 @@ def new_holder(generation: int = 0) -> LeaseHolder:
 
 class Runner:
     def __init__(self, policy: Policy, events: Events, *, users_sync: UsersSync | None = None,
-                 holder: LeaseHolder | None = None) -> None:
+                 holder: LeaseHolder | None = None, connector: Connector | None = None) -> None:
         if policy.standby is None:
             raise UsageError(f"{policy.path}: no [standby] section: drtool replicate needs the "
                              "standby cluster to replicate into")
         self.policy, self.events, self.users_sync = policy, events, users_sync
+        self.connector = connector  # how the clusters are reached (drtool.cluster)
         self.holder = holder or new_holder()
         self.replicators: dict[TableName, TableReplicator] = {}
         self.roles = Roles()
@@ -91,8 +93,10 @@ class Runner:
     # --- the whole run --------------------------------------------------------------------
     async def run(self) -> None:
         try:
-            self._clusters["standby"] = await connect_role(self.policy, "standby")
-            self._clusters["primary"] = await connect_role(self.policy, "primary")
+            self._clusters["standby"] = await connect_role(self.policy, "standby",
+                                                           self.connector)
+            self._clusters["primary"] = await connect_role(self.policy, "primary",
+                                                           self.connector)
             delay, first = BACKOFF_FIRST, True
             while not self._stop.is_set():
                 try:

@@ -11,6 +11,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
+from drtool.cluster import Connector
 from drtool.cluster.base import Cluster
 from drtool.wiring.open import connect_role, open_repository
 from drtool.coordination.state import (
@@ -81,7 +82,7 @@ class StandbyStatus:
         return max(repairs, key=lambda r: r.get("time", 0), default=None)
 
 
-async def read_status(policy: Policy) -> StandbyStatus:
+async def read_status(policy: Policy, connector: Connector | None = None) -> StandbyStatus:
     """Connect both clusters and the repository, read everything status shows. A cluster
     that does not answer (the disaster case: the primary is down) is a problem in the result,
     not an error: the roles, heartbeat and runner records come from the cluster that answers,
@@ -95,7 +96,8 @@ async def read_status(policy: Policy) -> StandbyStatus:
         out = StandbyStatus(policy.name, Roles(), policy.replication.lag_threshold)
         for role in ("primary", "standby"):
             try:
-                clusters[role] = await stack.enter_async_context(await connect_role(policy, role))
+                cluster = await connect_role(policy, role, connector)
+                clusters[role] = await stack.enter_async_context(cluster)
             except ClusterUnreachable as err:
                 out.unreachable[role] = str(err)
         out.roles = roles = await current_roles(policy, *clusters.values())

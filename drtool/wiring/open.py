@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable
 
 from drtool import cluster as cluster_access
+from drtool.cluster import Connector
 from drtool.cluster.base import Cluster
 from drtool.errors import UsageError
 from drtool.model import TableName
@@ -40,8 +41,9 @@ async def open_repository(policy: Policy, *, create: bool = False,
         raise
 
 
-async def connect_role(policy: Policy, role: str) -> Cluster:
-    """Connect to the policy's ``primary`` or ``standby`` cluster."""
+async def connect_role(policy: Policy, role: str, connector: Connector | None = None) -> Cluster:
+    """Connect to the policy's ``primary`` or ``standby`` cluster (through ``connector``: see
+    drtool.cluster; None for the real servers)."""
     if role == "primary":
         section = policy.primary
     elif role == "standby":
@@ -49,11 +51,12 @@ async def connect_role(policy: Policy, role: str) -> Cluster:
         section = policy.standby
     else:
         raise UsageError(f"unknown cluster {role!r}: expected primary or standby")
-    return await cluster_access.connect(section.config(role))
+    return await cluster_access.connect(section.config(role), connector)
 
 
 @contextlib.asynccontextmanager
-async def repository_and_cluster(policy: Policy, role: str, *, snapshot: str | None = None
+async def repository_and_cluster(policy: Policy, role: str, *, snapshot: str | None = None,
+                                 connector: Connector | None = None,
                                  ) -> AsyncIterator[tuple[Repository, Cluster, Manifest | None]]:
     """The policy's repository and its ``role``'s cluster, both closed on exit; with
     ``snapshot`` (an id, a prefix or "latest"), its manifest too, resolved BEFORE connecting,
@@ -61,7 +64,7 @@ async def repository_and_cluster(policy: Policy, role: str, *, snapshot: str | N
     ``open_repository``, ``Repository.resolve`` and ``connect_role`` raise."""
     async with await open_repository(policy) as repo:
         manifest = None if snapshot is None else await repo.resolve(snapshot)
-        async with await connect_role(policy, role) as cluster:
+        async with await connect_role(policy, role, connector) as cluster:
             yield repo, cluster, manifest
 
 

@@ -2,6 +2,9 @@
 the Cluster interface in a mixin module of its own (reads, writes, feeds, schema, users), the
 tables in ``store``."""
 
-from drtool.cluster.fake.server import FakeCluster, FakeServer, lookup, register, unregister
+from drtool.cluster.fake.server import (
+    NETWORK, FakeCluster, FakeNetwork, FakeServer, lookup, register, unregister,
+)
 
-__all__ = ["FakeCluster", "FakeServer", "lookup", "register", "unregister"]
+__all__ = ["NETWORK", "FakeCluster", "FakeNetwork", "FakeServer", "lookup", "register",
+           "unregister"]

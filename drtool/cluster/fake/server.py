@@ -1,10 +1,11 @@
 """In-memory fake RethinkDB cluster for tests and benches, behaving like the real server.
 
-Register a server under a host name and ``drtool.cluster.connect`` serves that host from it::
+Register a server under a host name of a ``FakeNetwork`` and pass the network as the connector
+wherever drtool connects::
 
     server = FakeServer(users={"admin": "", "app": "pw"})
-    register("primary:28015", server)
-    cluster = await connect(ClusterConfig("primary", ("primary:28015",)))
+    NETWORK.register("primary:28015", server)
+    cluster = await connect(ClusterConfig("primary", ("primary:28015",)), NETWORK)
 
 Behaviour follows shared/reql-facts.md and shared/reql-golden.json: documents are stored as
 the server's canonical text (``drtool.reql.canonical``) in the server's primary-key order
@@ -60,24 +61,37 @@ from drtool.errors import AuthError, ClusterError, ClusterUnreachable, DrtoolErr
 from drtool.model import ClusterConfig, IndexDef, KeyText, TableMeta, TableName, WriteResult
 from drtool.reql.ordering import InvalidKey, key_order
 
-_REGISTRY: dict[str, "FakeServer"] = {}
+class FakeNetwork:
+    """Host names served by fake servers: the ``Connector`` (drtool.cluster) that tests and
+    benches pass wherever drtool connects. Awaiting it with a ClusterConfig connects to the
+    first of its hosts that is served (ClusterUnreachable naming them when none is)."""
+
+    def __init__(self) -> None:
+        self.servers: dict[str, FakeServer] = {}
+
+    def register(self, host: str, server: "FakeServer") -> None:
+        """Serve ``host`` (as written in ClusterConfig.hosts, e.g. "a:28015") from ``server``."""
+        self.servers[host] = server
+
+    def unregister(self, host: str) -> None:
+        self.servers.pop(host, None)
+
+    def lookup(self, hosts: Iterable[str]) -> "FakeServer | None":
+        """The server of the first of ``hosts`` that is served, else None."""
+        return next((self.servers[h] for h in hosts if h in self.servers), None)
+
+    async def __call__(self, config: ClusterConfig) -> "FakeCluster":
+        host = next((h for h in config.hosts if h in self.servers), None)
+        if host is None:
+            raise ClusterUnreachable(unreachable_message(
+                config.role, config.hosts, "no fake server serves these hosts"))
+        return self.servers[host].connect(config, host)
 
 
-def register(host: str, server: "FakeServer") -> None:
-    """Serve ``host`` (as written in ClusterConfig.hosts, e.g. "a:28015") from ``server``."""
-    _REGISTRY[host] = server
-
-
-def unregister(host: str) -> None:
-    _REGISTRY.pop(host, None)
-
-
-def lookup(hosts: Iterable[str]) -> "FakeServer | None":
-    """The fake server registered for the first of ``hosts`` that has one, else None."""
-    for host in hosts:
-        if host in _REGISTRY:
-            return _REGISTRY[host]
-    return None
+#: the network of the test suite and the benches (``register`` below serves a host there);
+#: passed explicitly as the connector by every caller that wants the fake
+NETWORK = FakeNetwork()
+register, unregister, lookup = NETWORK.register, NETWORK.unregister, NETWORK.lookup
 
 
 class FakeServer:
@@ -103,12 +117,14 @@ class FakeServer:
         return round(self.clock(), 3)
 
     # --- connections ------------------------------------------------------------------
-    def connect(self, config: ClusterConfig) -> "FakeCluster":
+    def connect(self, config: ClusterConfig, host: str | None = None) -> "FakeCluster":
+        """A connection as ``config.user``, through ``host`` (named in messages; default the
+        first of ``config.hosts``)."""
         if self._down:
             raise ClusterUnreachable(
                 unreachable_message(config.role, config.hosts, "fake server is down")
             )
-        host = next((h for h in config.hosts if _REGISTRY.get(h) is self), config.hosts[0])
+        host = host or config.hosts[0]
         if config.user not in self.users or self.users[config.user] != config.password:
             raise AuthError(auth_message(config.role, host, config.user))
         return FakeCluster(self, f"{config.role} {host}", config.hosts, config.user)
