@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class Connection:
@@ -34,6 +37,10 @@ class TcpProxy:
     def upstream(self, conn: Connection) -> bool:
         return False
 
+    def rewrite(self, data: bytes) -> bytes:
+        """What of a chunk from the client goes upstream (default: all of it, unchanged)."""
+        return data
+
     async def _handle(self, c_reader, c_writer) -> None:
         s_reader, s_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         self.connections += 1
@@ -43,7 +50,7 @@ class TcpProxy:
         async def pump(reader, writer, upstream: bool) -> None:
             try:
                 while data := await reader.read(1 << 16):
-                    writer.write(data)
+                    writer.write(self.rewrite(data) if upstream else data)
                     await writer.drain()
                     if upstream:
                         conn.sent += len(data)
@@ -57,3 +64,27 @@ class TcpProxy:
 
         await asyncio.gather(pump(c_reader, s_writer, True), pump(s_reader, c_writer, False))
         self.open.discard(conn)
+
+
+@contextmanager
+def in_a_thread(proxy: TcpProxy) -> Iterator[TcpProxy]:
+    """Serve ``proxy`` from a thread of its own (for code that runs its own event loop, like
+    the in-process CLI)."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(proxy.listen())
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield proxy
+    finally:
+        loop.call_soon_threadsafe(proxy.server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)

@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import json
 
-from drtool.wiring.open import open_repository
-from drtool.model import TableName
 from drtool.config.policy import load_policy
+from drtool.model import TableName
+from drtool.storage.s3 import NO_CONDITIONAL_NOTE
+from drtool.wiring.open import open_repository
 from tests.conftest import Cli, load_table, on_cluster, sample_docs, table_texts, write_policy
 from tests.dump_archives import table_files, write_archive
 from tests.replication_helpers import replication_section
@@ -148,3 +149,16 @@ def test_init_errors_are_one_line_with_their_exit_codes(tmp_path, s3_moto, monke
     result = cli("init")
     assert result.exit_code == 4 and len(result.stderr.strip().splitlines()) == 1
     assert "no usable AWS credentials" in result.stderr
+
+
+def test_init_says_in_one_line_when_the_server_ignores_conditional_writes(tmp_path, s3_moto):
+    from tests.tcp_proxy import in_a_thread
+    from tests.test_s3_faults import IgnoringProxy
+
+    with in_a_thread(IgnoringProxy(int(s3_moto.endpoint.rsplit(":", 1)[1]))) as proxy:
+        target = S3Target(f"http://127.0.0.1:{proxy.port}", s3_moto.bucket)
+        dep, cli = s3_deployment(tmp_path, target)
+        created = cli("init")
+        assert created.exit_code == 0, created.stderr
+        assert created.stderr.strip().splitlines() == [f"note: {NO_CONDITIONAL_NOTE}"]
+        assert cli("init").exit_code == 6  # the HEAD before the PUT finds the config

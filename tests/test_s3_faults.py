@@ -13,11 +13,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from drtool.errors import (
-    EXIT_AUTH, EXIT_REPOSITORY, AuthError, ObjectRetained, RepositoryError, StorageError,
-    StorageUnreachable,
+    EXIT_AUTH, EXIT_REPOSITORY, AuthError, ObjectExists, ObjectRetained, RepositoryError,
+    StorageError, StorageUnreachable,
 )
 from drtool.storage.retry import RetryingStorage
-from drtool.storage.s3 import S3Storage
+from drtool.storage.s3 import NO_CONDITIONAL_NOTE, S3Storage
 from tests.s3server import MotoServer, boto_client
 from tests.storage_contract import names
 from tests.tcp_proxy import Connection, TcpProxy
@@ -246,3 +246,32 @@ def test_clock_skew_is_one_line_saying_so():
     slow = ClientError({"Error": {"Code": "SlowDown", "Message": "Reduce your request rate."},
                         "ResponseMetadata": {"HTTPStatusCode": 503}}, "PutObject")
     assert isinstance(client.error(slow, "writing", "x"), StorageUnreachable)
+
+
+# --- a server that ignores conditional writes -----------------------------------------------
+class IgnoringProxy(TcpProxy):
+    """Renames the If-None-Match request header (same length; moto checks no signature
+    here), so that moto behaves like a server that ignores conditional writes."""
+
+    def rewrite(self, data: bytes) -> bytes:
+        return data.replace(b"\r\nIf-None-Match: ", b"\r\nX-Not-A-Match: ")
+
+
+async def test_a_server_ignoring_if_none_match_is_noted_and_write_once_still_holds(s3_moto):
+    proxy = IgnoringProxy(int(s3_moto.endpoint.rsplit(":", 1)[1]))
+    await proxy.listen()
+    storage = S3Storage(s3_moto.bucket, "p", endpoint=f"http://127.0.0.1:{proxy.port}",
+                        addressing="path")
+    try:
+        notes = await storage.check()
+        assert notes == [NO_CONDITIONAL_NOTE] and not await storage.conditional_writes()
+        assert "drtool checks with a HEAD before each PUT instead" in notes[0]
+        await storage.put("k", b"original")
+        await storage.put("k", b"original")
+        with pytest.raises(ObjectExists):
+            await storage.put("k", b"a different, longer content")
+        assert await storage.get("k") == b"original"
+        assert await names(storage) == {"k": 8}
+    finally:
+        await storage.close()
+        proxy.server.close()
