@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 from drtool.config.policy import load_policy
 from drtool.model import TableName
@@ -162,3 +163,29 @@ def test_init_says_in_one_line_when_the_server_ignores_conditional_writes(tmp_pa
         assert created.exit_code == 0, created.stderr
         assert created.stderr.strip().splitlines() == [f"note: {NO_CONDITIONAL_NOTE}"]
         assert cli("init").exit_code == 6  # the HEAD before the PUT finds the config
+
+
+def test_forget_prune_extends_the_retention_of_old_objects_kept_snapshots_need(
+        tmp_path, s3_lock_bucket, primary_server):
+    dep, cli = s3_deployment(tmp_path, s3_lock_bucket, 'object_lock = "6s"\n')
+    assert cli("init").exit_code == 0
+    load_table(primary_server, "app.t", sample_docs(400))
+    assert cli("snapshot").exit_code == 0
+    client, bucket = s3_lock_bucket.client(), s3_lock_bucket.bucket
+    old = {key: client.head_object(Bucket=bucket, Key=key)["ObjectLockRetainUntilDate"]
+           for key in s3_lock_bucket.keys() if not key.startswith("locks/")}
+    time.sleep(3.5)  # past half of object_lock: the first snapshot's objects are due
+    primary_server.put_texts(TableName("app", "t"), ['{"id":"new"}'])
+    assert cli("snapshot").exit_code == 0  # incremental: reuses the first one's segments
+
+    forgot = cli("forget", "--keep-last", "1", "--prune", "--json")
+    assert forgot.exit_code == 0, forgot.stderr
+    report = json.loads(forgot.stdout)
+    assert len(report["held"]) == 1  # the first snapshot is still retained
+    extended = {key for key, until in old.items()
+                if client.head_object(Bucket=bucket, Key=key)["ObjectLockRetainUntilDate"] > until}
+    held_manifest = f"snapshots/{report['held'][0]}"
+    assert held_manifest not in extended  # what the rules drop is never extended
+    assert "config" in extended and any(k.startswith("keys/") for k in extended)
+    assert any(k.startswith("data/") for k in extended)
+    assert report["prune"]["retention_extended"] == len(extended)

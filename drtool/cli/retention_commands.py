@@ -32,6 +32,9 @@ def _prune_lines(report: retention.PruneReport) -> list[str]:
     lines = [f"prune: {report.snapshots} snapshots reference {report.objects_referenced} of "
              f"{report.objects_stored} objects ({format_bytes(report.bytes_stored)}); {verb} "
              f"{report.objects_deleted} objects, {format_bytes(report.bytes_deleted)} freed"]
+    if report.retention_extended:
+        lines.append(f"prune: extended the Object Lock retention of {report.retention_extended} "
+                     "objects the kept snapshots need")
     if report.waiting.objects:
         lines.append(_waiting_line("prune", report.waiting.objects, "objects", report.waiting,
                                    report.dry_run))

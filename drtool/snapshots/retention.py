@@ -17,7 +17,10 @@ objects (segments; segment indexes and deletion lists),
 so an interrupted run leaves every remaining snapshot intact and can simply be run again.
 Key objects are kept (see PruneReport). ``dry_run`` takes no lock and changes nothing.
 Under Object Lock (drtool.snapshots.object_lock) a manifest or object still retained is left in
-place and counted as waiting: a snapshot forget could not remove keeps its objects.
+place and counted as waiting: a snapshot forget could not remove keeps its objects. ``forget
+--prune`` also extends the retention of what the rules keep (its manifests, the objects they
+reference, keys and config) once it is half gone, so that deduplicated old objects stay
+immutable as long as a kept snapshot needs them.
 """
 
 from __future__ import annotations
@@ -159,6 +162,7 @@ class PruneReport:
     bytes_deleted: int = 0
     objects_missing: int = 0  # referenced but not stored: run drtool verify
     waiting: Waiting = field(default_factory=Waiting)  # unreferenced, under Object Lock still
+    retention_extended: int = 0  # objects of kept snapshots whose Object Lock was extended
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -220,7 +224,8 @@ async def forget(repo: Repository, rules: RetentionPolicy, *, dry_run: bool = Fa
                     report.held.append(d.id)  # stays, and keeps what it references
         if prune:
             gone = {d.id for d in report.removed} - set(report.held)
-            report.prune = await _prune(repo, held, dry_run=dry_run, excluding=gone)
+            report.prune = await _prune(repo, held, dry_run=dry_run, excluding=gone,
+                                        kept={d.id for d in report.kept})
     return report
 
 
@@ -232,9 +237,13 @@ async def prune(repo: Repository, *, dry_run: bool = False) -> PruneReport:
 
 
 async def _prune(repo: Repository, held: HeldLock | None, *, dry_run: bool,
-                 excluding: frozenset[str] | set[str] = frozenset()) -> PruneReport:
+                 excluding: frozenset[str] | set[str] = frozenset(),
+                 kept: set[str] | None = None) -> PruneReport:
+    """``kept``: the snapshots forget's rules keep; under Object Lock their manifests and
+    objects get their retention extended (Repository.extend_retention) after the deletions."""
     report = PruneReport(dry_run)
     referenced: dict[str, set[str]] = {"data": set(), "index": set()}
+    keep_locked: set[tuple[str, str]] = set()
     for sid in await repo.list_snapshots():
         if sid in excluding:
             continue  # dry run of forget --prune: as if forgotten
@@ -250,6 +259,11 @@ async def _prune(repo: Repository, held: HeldLock | None, *, dry_run: bool,
         for entry in manifest.tables:
             referenced["data"].update(ref.id for ref in entry.objects())
             referenced["index"].update(oid for oid, _ in entry.index_objects())
+            if kept is not None and sid in kept:
+                keep_locked.update(("data", ref.id) for ref in entry.objects())
+                keep_locked.update(("index", oid) for oid, _ in entry.index_objects())
+        if kept is not None and sid in kept:
+            keep_locked.add(("snapshot", sid))
     stored = {"data": await repo.list_data(), "index": await repo.list_index()}
     doomed: list[tuple[str, str]] = []
     for kind in ("data", "index"):
@@ -280,6 +294,9 @@ async def _prune(repo: Repository, held: HeldLock | None, *, dry_run: bool,
                 report.bytes_deleted -= size
 
     await asyncio.gather(*(delete(kind, oid) for kind, oid in doomed))
+    if kept is not None:
+        _check(held)
+        report.retention_extended = await repo.extend_retention(keep_locked)
     return report
 
 

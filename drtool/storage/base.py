@@ -96,6 +96,12 @@ class Storage(ABC):
             return False
         return True
 
+    async def extend_retention(self, name: str) -> bool:
+        """Object Lock (``retention`` set): make the object retained until now + retention when
+        its retention ends within half of that; True when extended. Raises ObjectNotFound.
+        Default (no Object Lock): nothing to do, False."""
+        return False
+
     async def check(self) -> list[str]:
         """Check the backend can hold a repository (``drtool init``). Raises what it cannot
         do (e.g. a missing bucket); returns one-line notes on what it does instead of a

@@ -68,6 +68,9 @@ class BandwidthLimitedStorage(Storage):
     async def check(self) -> list[str]:
         return await self.inner.check()
 
+    async def extend_retention(self, name: str) -> bool:
+        return await self.inner.extend_retention(name)
+
     async def close(self) -> None:
         await self.inner.close()
 

@@ -111,5 +111,9 @@ class RetryingStorage(Storage):
     async def check(self) -> list[str]:
         return await self.inner.check()
 
+    async def extend_retention(self, name: str) -> bool:
+        """As ``inner.extend_retention``; retried (extending twice is harmless)."""
+        return await self._retry(f"extend {name}", lambda: self.inner.extend_retention(name))
+
     async def close(self) -> None:
         await self.inner.close()

@@ -149,13 +149,13 @@ class S3Storage(Storage):
         token: str | None = None
         while True:
             page, token = await self._run(self.client.list_page, self.root + prefix, token)
-            for key, size in page:
+            for key, size, modified in page:
                 name = key[len(self.root):]
                 try:
                     check_name(name)
                 except DrtoolError:
                     continue  # not drtool's: a probe, a console's "folder/" marker
-                yield ObjectInfo(name, size)
+                yield ObjectInfo(name, size, modified)
             if token is None:
                 return
 
@@ -185,6 +185,20 @@ class S3Storage(Storage):
             until = head.retain_until.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             raise ObjectRetained(name, until, self.location)
         await self._run(self.client.delete, key, name, head.version_id)
+
+    async def extend_retention(self, name: str) -> bool:
+        """Object Lock: when the object's retention ends within half of ``retention`` from now,
+        move it to now + ``retention`` (one HEAD, and one PutObjectRetention when extended)."""
+        if not self.retention:
+            return False
+        head = await self._run(self.client.head, self._key(name), name)
+        now = datetime.now(UTC)
+        if head.retain_until is not None and \
+                head.retain_until > now + timedelta(seconds=self.retention / 2):
+            return False
+        until = now + timedelta(seconds=self.retention)
+        await self._run(self.client.put_retention, self._key(name), name, head.version_id, until)
+        return True
 
     # --- the bucket -------------------------------------------------------------------------
     async def check(self) -> list[str]:

@@ -12,7 +12,6 @@ policy. botocore's own retries are off: ``RetryingStorage`` is the one place tha
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -234,12 +233,13 @@ class S3Client:
         return Head(reply["ContentLength"], reply.get("LastModified"), reply.get("VersionId"),
                     reply.get("ObjectLockRetainUntilDate"))
 
-    def list_page(self, prefix: str, token: str | None) -> tuple[list[tuple[str, int]], str | None]:
-        """One page of (key, size) under ``prefix`` and the token of the next (None: last)."""
+    def list_page(self, prefix: str, token: str | None) -> tuple[list[tuple], str | None]:
+        """One page of (key, size, time written) under ``prefix`` and the token of the next
+        (None: last)."""
         args = {"ContinuationToken": token} if token else {}
         reply = self._call("listing", prefix, self.s3.list_objects_v2, Bucket=self.bucket,
                            Prefix=prefix, **args)
-        found = [(o["Key"], o["Size"]) for o in reply.get("Contents", ())]
+        found = [(o["Key"], o["Size"], o.get("LastModified")) for o in reply.get("Contents", ())]
         return found, reply.get("NextContinuationToken") if reply.get("IsTruncated") else None
 
     def delete(self, key: str, name: str, version_id: str | None = None) -> None:
@@ -247,6 +247,14 @@ class S3Client:
         missing key with success, so this is idempotent."""
         args = {"VersionId": version_id} if version_id else {}
         self._call("deleting", name, self.s3.delete_object, Bucket=self.bucket, Key=key, **args)
+
+    def put_retention(self, key: str, name: str, version_id: str | None,
+                      until: datetime) -> None:
+        """Set the COMPLIANCE retention of one version to ``until`` (S3 only lets it grow)."""
+        args = {"VersionId": version_id} if version_id else {}
+        self._call("extending the retention of", name, self.s3.put_object_retention,
+                   Bucket=self.bucket, Key=key, Retention={"Mode": "COMPLIANCE",
+                                                           "RetainUntilDate": until}, **args)
 
     def abort_stale_uploads(self, prefix: str, older_than: datetime) -> int:
         """Abort the multipart uploads under ``prefix`` started before ``older_than``."""
@@ -263,14 +271,6 @@ class S3Client:
                 return aborted
             args = {"KeyMarker": reply["NextKeyMarker"],
                     "UploadIdMarker": reply["NextUploadIdMarker"]}
-
-    def iter_keys(self, prefix: str) -> Iterator[tuple[str, int]]:
-        token = None
-        while True:
-            page, token = self.list_page(prefix, token)
-            yield from page
-            if token is None:
-                return
 
     # --- the bucket ---------------------------------------------------------------------------
     def check_bucket(self) -> None:
