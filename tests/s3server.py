@@ -72,7 +72,8 @@ class MotoServer:
 def boto_client(endpoint: str, **credentials):
     import boto3
 
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **credentials)
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return boto3.client("s3", endpoint_url=endpoint, region_name=region, **credentials)
 
 
 @dataclass
@@ -139,17 +140,23 @@ def s3_env(monkeypatch):
 
 
 @pytest.fixture(params=["moto", "env"])
-def s3_target(request, monkeypatch) -> S3Target:
+def s3_target(request):
     if request.param == "moto":
         request.getfixturevalue("s3_env")
         server = request.getfixturevalue("moto_s3")
-        return S3Target(server.endpoint, new_bucket(server.endpoint))
+        yield S3Target(server.endpoint, new_bucket(server.endpoint))
+        return
     url = os.environ.get("DRTOOL_TEST_S3_URL")
     if not url:
         pytest.skip("DRTOOL_TEST_S3_URL is not set (an S3 endpoint and bucket to test against)")
     split = urlsplit(url)
     bucket = split.path.strip("/").split("/")[0]
-    return S3Target(f"{split.scheme}://{split.netloc}", bucket, f"drtool-test-{secrets.token_hex(6)}")
+    target = S3Target(f"{split.scheme}://{split.netloc}", bucket,
+                      f"drtool-test-{secrets.token_hex(6)}")
+    yield target
+    client = target.client()  # leave the user's bucket as it was: remove the test's prefix
+    for key in target.keys():
+        client.delete_object(Bucket=bucket, Key=key)
 
 
 @pytest.fixture
