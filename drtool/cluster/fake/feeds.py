@@ -76,7 +76,8 @@ class FeedQueue:
 
 class FakeFeedsMixin:
     """Implements ``changes`` of drtool.cluster.base.Cluster on ``self.server``; the feeds a
-    connection opened are in ``self._feeds`` (failed by its ``close``)."""
+    connection opened are in ``self._feeds`` (failed by its ``close``). Needs: the host
+    (FakeCluster) provides ``server``, ``_check(method)``, ``_table(name)`` and ``_feeds``."""
 
     _feeds: list[FeedQueue]
 

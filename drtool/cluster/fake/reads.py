@@ -20,7 +20,10 @@ from drtool.model import KeyText, TableName
 
 
 class FakeReadsMixin:
-    """Implements the reading half of drtool.cluster.base.Cluster on ``self.server``."""
+    """Implements the reading half of drtool.cluster.base.Cluster on ``self.server``. Needs:
+    the host (FakeCluster) provides ``server`` (the FakeServer), ``description``,
+    ``_check(method)`` (a server down or an injected failure raises), ``_table(name)`` (the
+    stored table, or NotFound) and ``_bounds(after, upto)`` (a range in key order)."""
 
     async def _rows(self, method: str, table: TableName, after, upto, batch_size: int):
         self._check(method)

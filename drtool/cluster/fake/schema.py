@@ -22,7 +22,9 @@ SYSTEM_DB = "rethinkdb"
 
 
 class FakeSchemaMixin:
-    """Implements the schema half of drtool.cluster.base.Cluster on ``self.server``."""
+    """Implements the schema half of drtool.cluster.base.Cluster on ``self.server``. Needs:
+    the host (FakeCluster) provides ``server``, ``description``, ``_check(method)`` and
+    ``_table(name)``."""
 
     def _name_ok(self, kind: str, name: str) -> None:
         if not _NAME.match(name):

@@ -40,7 +40,9 @@ def hook_refusal(blob: bytes | None) -> str | None:
 
 
 class FakeUsersMixin:
-    """Implements the users/permissions/fence part of drtool.cluster.base.Cluster."""
+    """Implements the users/permissions/fence part of drtool.cluster.base.Cluster. Needs: the
+    host (FakeCluster) provides ``server``, ``description``, ``user`` (who is connected),
+    ``_check(method)`` and ``_table(name)``."""
 
     def _require(self, key: str, table: TableName) -> None:
         perms = self.server.permissions

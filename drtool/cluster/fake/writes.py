@@ -128,7 +128,9 @@ def insert_docs(tbl: Table, docs: Sequence[str], conflict: str, ignore_hook: boo
 
 class FakeWritesMixin:
     """Implements the writing half of drtool.cluster.base.Cluster and drtool's state writes
-    on ``self.server``."""
+    on ``self.server``. Needs: the host (FakeCluster) provides ``server``, ``description``,
+    ``_check(method)`` and ``_table(name)``, and FakeUsersMixin's ``_may_write`` (the
+    permission and write-hook check)."""
 
     async def insert_texts(self, table: TableName, docs: Sequence[str], *,
                            conflict: ConflictMode = "error", ignore_write_hook: bool = False) -> WriteResult:
