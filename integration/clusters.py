@@ -5,8 +5,8 @@ that behaves like an application.
 * ``LocalCluster(base, "primary", 3).start()``: three servers, the 2nd and 3rd ``--join`` the
   first's cluster port; each its own data directory, server name, driver and cluster port.
   ``kill(i)`` is ``kill -9`` of server ``i``; ``restart(i)`` starts it again on its data;
-  ``wait_ready(db)`` waits until every table of ``db`` is ready for reads and writes
-  (``r.db(db).wait()``) through any server that answers.
+  ``wait_ready(db)`` waits until every table of ``db`` is ready (``r.db(db).wait()``)
+  through any server that answers.
 * ``Writer(cluster, db, table)``: a thread inserting ``{"id": n, "w": ...}`` documents one
   by one, like an application: on any driver error it reconnects to the next server of the
   cluster and retries the same document until it is acknowledged; ``acked`` counts them.
@@ -105,12 +105,14 @@ class LocalCluster:
         until(lambda: self.count_connected() == len(self.servers),
               f"{self.servers[i].name} to rejoin {self.name}")
 
-    def wait_ready(self, db: str) -> None:
+    def wait_ready(self, db: str, wait_for: str = "all_replicas_ready") -> None:
+        """Until every table of ``db`` is ``wait_for`` (with a server down:
+        "ready_for_writes", after the election; all replicas are never ready then)."""
         def ready():
             with self.connect() as c:
-                r.db(db).wait(wait_for="all_replicas_ready", timeout=10).run(c)
+                r.db(db).wait(wait_for=wait_for, timeout=10).run(c)
                 return True
-        until(ready, f"every table of {db} on {self.name} to be ready")
+        until(ready, f"every table of {db} on {self.name} to be {wait_for}")
 
     def stop(self) -> None:
         for server in self.servers:

@@ -87,10 +87,11 @@ def test_runner_through_a_server_killed_and_restarted(tmp_path, clusters):
         writer.start()
         until(lambda: writer.acked > 20, "the application to write")
         primary.kill(0)  # the first of the policy's hosts: connections move to the others
-        status = drtool(d.policy, "status", "--json", timeout=120)
-        assert status.returncode in (0, 1), status.stdout + status.stderr
-        found = json.loads(status.stdout)
-        assert found["unreadable"] == [] and found["roles"]["generation"] == 0
+        status = drtool(d.policy, "status", "--json", timeout=120)  # during the election:
+        assert status.returncode in (0, 1), status.stdout + status.stderr  # never dies
+        assert json.loads(status.stdout)["roles"]["generation"] == 0
+        until(lambda: d.status().get("unreadable") == [],  # three replicas: all readable again
+              "status to read every state table with a server down")
         until(lambda: writer.acked > 200, "the application to write again after the election")
         primary.restart(0)
         primary.wait_ready(d.db)
@@ -152,8 +153,7 @@ def test_every_command_moves_to_another_host_when_the_first_is_down(tmp_path, cl
         assert drtool(d.policy, "init").returncode == 0
         primary.kill(0)
         try:
-            until(lambda: primary.connect(skip=0).close() is None and d.conn().close() is None,
-                  "the other servers to answer")
+            primary.wait_ready(d.db, "ready_for_writes")  # new primaries elected (~3 s)
             for args in (["snapshot", "-q"], ["restore", "latest", "--to", "standby", "-q"],
                          ["diff", "-q"], ["reconcile", "-q"], ["status", "--json"]):
                 done = drtool(d.policy, *args, timeout=300)
