@@ -125,3 +125,22 @@ async def test_a_runner_that_cannot_renew_its_lease_stops_writing_until_it_can(
         assert bg.runner.state == "running" and not bg.task.done()
     line = next(m for m in caplog.messages if m.startswith("fenced: app.t: "))
     assert line.endswith("was not renewed in time; not writing until it is renewed")
+
+
+async def test_a_runner_whose_lease_was_taken_drains_and_waits_as_a_spare(
+        policy, primary_server, standby_server, caplog):
+    caplog.set_level("INFO", logger=LOGGER)
+    target = await setup(policy, primary_server, standby_server)
+    name = runner_lease(policy.name)
+    async with Background(policy) as bg:
+        await bg.streaming(1)
+        mine = (await target.read_lease(name)).holder
+        held = LeaseHolder(mine, bg.runner.holder.host, bg.runner.holder.pid)
+        assert (await target.renew_lease(name, held, ttl=-1)).acquired  # it runs out...
+        other = LeaseHolder("other-runner", "host-b", 4242)
+        assert (await target.acquire_lease(name, other, ttl=600)).acquired  # ...and is taken
+        await wait_until(lambda: bg.runner.state == "spare", "the runner to wait as a spare")
+        assert not bg.task.done() and not bg.runner.replicators
+        assert (await target.read_lease(name)).holder == "other-runner"
+    lost = [m for m in caplog.messages if m.startswith("lease-lost: ")]
+    assert len(lost) == 1 and lost[0].endswith("; stopping; waiting as a spare")
