@@ -94,3 +94,23 @@ def test_status_shows_each_runners_share(tmp_path, primary_server, standby_serve
     assert text.exit_code == 0, text.stdout
     assert ("shares: runner runner-a replicates " + ", ".join(map(str, TABLES))) in text.stdout
 
+
+
+async def test_sharing_runners_let_go_of_their_tables_for_a_planned_failover(
+        policy, primary_server, standby_server):
+    from drtool.failover.planned import planned_failover
+
+    await make_tables(primary_server)
+    a = Background(policy, holder=A)
+    await a.__aenter__()
+    try:
+        async with Background(policy, holder=B) as b:
+            mine = {t for t in TABLES if table_owner(t, [A.id, B.id]) == B.id}
+            await wait_until(lambda: shared(b) == mine, "runner b to hold its share")
+            lines: list[str] = []
+            await planned_failover(policy, connector=fake.NETWORK, say=lines.append)
+            assert not b.runner.share.replicators  # drained and released before promotion
+            status = await read_status(policy, fake.NETWORK)
+            assert status.owners == {} and status.roles.generation == 1
+    finally:
+        await a.__aexit__(None, None, None)

@@ -14,7 +14,7 @@ from drtool.compare.diff import DiffOptions, diff_tables
 from drtool.compare.reconcile import ReconcileOptions, reconcile_tables
 from drtool.compare.shape import target_shape
 from drtool.compare.shape import is_drtool_fence
-from drtool.coordination.state import Roles, format_time, runner_lease
+from drtool.coordination.state import Roles, format_time, runner_lease, table_lease
 from drtool.errors import DrtoolError, FailoverError
 from drtool.coordination.fence import FenceRecord, apply_fence, lift_fence, plan_fence
 from drtool.failover.run import FailoverRun
@@ -93,13 +93,14 @@ async def drain(run: FailoverRun, source: str, target: str, fenced_at: float) ->
 
 async def stop_replication(run: FailoverRun, target: str, *, wait: float) -> bool:
     """Ask the runner to stop (``step = "stop-replication"`` is already recorded on the
-    target) and wait up to ``wait`` seconds for it to release its lease. True when no runner
-    holds it any more."""
+    target) and wait up to ``wait`` seconds for it to release its lease, and runners sharing
+    the tables (``share_tables``) theirs. True when no runner holds one any more."""
     store = run.require(target).store
     deadline = time.monotonic() + wait
     while True:
         lease = await store.read_lease(runner_lease(run.policy.name))  # type: ignore[union-attr]
-        if lease is None or lease.expired:
+        shared = await store.leases(table_lease(run.policy.name, ""))  # type: ignore[union-attr]
+        if (lease is None or lease.expired) and not shared:
             return True
         if time.monotonic() > deadline:
             return False
