@@ -5,6 +5,8 @@ repair, never a full recopy; ``drtool status`` shows each table's owner."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from drtool.cluster import fake
@@ -78,9 +80,8 @@ async def test_two_runners_split_the_tables_and_rebalance_when_one_stops(
 
 
 def test_status_shows_each_runners_share(tmp_path, primary_server, standby_server):
-    import asyncio
-
     from tests.conftest import Cli
+
     dep = write_policy(tmp_path, extra=replication_section(share_tables="true",
                                                            lag_threshold='"1h"'))
     policy = load_policy(dep.path)
@@ -114,3 +115,28 @@ async def test_sharing_runners_let_go_of_their_tables_for_a_planned_failover(
             assert status.owners == {} and status.roles.generation == 1
     finally:
         await a.__aexit__(None, None, None)
+
+
+async def test_a_table_dropped_on_the_primary_is_dropped_on_the_standby_when_shared(
+        tmp_path, primary_server, standby_server, caplog):
+    from drtool.standby.events import LOGGER
+
+    caplog.set_level("WARNING", logger=LOGGER)
+    policy = load_policy(write_policy(tmp_path, extra=replication_section(
+        share_tables="true", drop_tables="true")).path)
+    await make_tables(primary_server)
+    async with Background(policy, holder=A) as a:
+        await wait_until(lambda: shared(a) == set(TABLES), "runner a to hold every table")
+        await connect_fake(primary_server).drop_table(TABLES[2])
+        standby = connect_fake(standby_server)
+        await wait_until(lambda: TABLES[2] not in standby_server.dbs["app"],
+                         "the table to be dropped on the standby")
+
+        async def forgotten() -> bool:  # the owner's last "stopped" may come after a forget
+            states = await a.runner._store("standby").table_states()
+            return TABLES[2] not in {s.table for s in states}
+        await wait_until(forgotten, "the dropped table's state to be forgotten")
+        assert TABLES[2] not in a.runner.share.replicators
+        assert set(TABLES) - {TABLES[2]} <= set(await standby.list_tables())
+    assert any(m.startswith(f"table-dropped: {TABLES[2]}: dropped on the primary; dropping it")
+               for m in caplog.messages)

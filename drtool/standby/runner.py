@@ -370,15 +370,19 @@ class Runner(Spare):
 
     async def poll_once(self, source: Cluster, target: Cluster, store: StateStore,
                         roles: Roles, settings: TableSettings) -> None:
-        """Follow the source's catalogue once: start new tables, follow index and hook
-        changes of streaming ones, report (and with ``drop_tables`` drop) dropped ones."""
+        """Follow the source's catalogue once: start new tables, follow index and hook changes
+        of streaming ones, report (and with ``drop_tables`` drop) dropped ones (shared: any)."""
         present = set(await self._selected(source))
         heartbeat = TableName(self.policy.replication.state_db, HEARTBEAT)
         for table in sorted(present - set(self.replicators)):
             self.events.emit("table-added", f"{table}: new table on the {roles.source}",
                              table=str(table))
             self._start_table(table, source, target, store, roles, settings)
-        for table in sorted(set(self.replicators) - present - {heartbeat}):
+        gone = set(self.replicators) - present - {heartbeat}
+        if self.policy.replication.share_tables:  # the tables are the sharing runners'
+            everywhere = set(await self._policy_tables(source))
+            gone |= {s.table for s in await store.table_states()} - everywhere
+        for table in sorted(gone):
             await self._stop_table(table)
             dropping = self.policy.replication.drop_tables
             self.events.warn("table-dropped", f"{table}: dropped on the {roles.source}; "
