@@ -133,3 +133,4 @@ from drtool.cli import diff_commands  # noqa: E402,F401
 from drtool.cli import interop_commands  # noqa: E402,F401
 from drtool.cli import failover_commands  # noqa: E402,F401
 from drtool.cli import standby_commands  # noqa: E402,F401
+from drtool.cli import log_commands  # noqa: E402,F401

@@ -90,7 +90,8 @@ def snapshot(
 @reports_errors
 def restore(
     ctx: typer.Context,
-    snapshot: Annotated[str, typer.Argument(help="Snapshot id, unique prefix, or 'latest'.")],
+    snapshot: Annotated[Optional[str], typer.Argument(help="Snapshot id, unique prefix, or 'latest' (not with --at).")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="Restore the tables as they were at this time (change log): 2026-12-04T10:15:29Z, 2026-12-04T11:15:29+01:00 or -15m.")] = None,
     table: TableOpt = None,
     to: Role = "primary",
     rename: Annotated[Optional[list[str]], typer.Option(help="db.t=db2.t2: restore a table under another name (repeatable).")] = None,
@@ -111,6 +112,15 @@ def restore(
     if delta and (conflict or shards or replicas):
         raise UsageError("--delta cannot be combined with --conflict, --shards or --replicas "
                          "(it replaces differing documents in existing tables)")
+    if (snapshot is None) == (at is None):
+        raise UsageError("restore: give a snapshot id (or 'latest') or --at TIME, not both")
+    if at is not None and delta:
+        from drtool.cli.log_commands import run_delta_restore_at
+
+        run_delta_restore_at(ctx, pol, at, role, RestoreOptions(
+            tables=tuple(parse_tables(table or [])), renames=parse_renames(rename or [])),
+            dry_run=dry_run, json=json, quiet_=quiet(ctx, quiet_))
+        return
     if delta:
         from drtool.cli.interop_commands import run_delta_restore
 
@@ -131,12 +141,17 @@ def restore(
             async with await connect_role(pol, role) as cluster:
                 await check_write(pol, role, cluster, what="restore")
                 with render.RichProgress(quiet(ctx, quiet_)) as progress:
-                    return manifest, await restore_snapshot(repo, cluster, manifest, options,
-                                                            progress=progress)
+                    return manifest.id, await restore_snapshot(repo, cluster, manifest, options,
+                                                               progress=progress)
 
-    manifest, reports = run(go())
+    if at is not None:
+        from drtool.cli.log_commands import run_restore_at
+
+        label, reports = run_restore_at(ctx, pol, at, role, options, quiet_=quiet(ctx, quiet_))
+    else:
+        label, reports = run(go())
     if json:
-        render.print_json({"snapshot": manifest.id, "tables": [{
+        render.print_json({("at" if at else "snapshot"): label, "tables": [{
             "source": str(r.source), "target": str(r.target), "created": r.created,
             "documents": r.documents, "written": r.written.written, "conflicts": r.conflicts,
             "indexes_created": r.indexes_created, "digest_ok": r.digest_ok,
@@ -144,7 +159,7 @@ def restore(
             "ranges_differing": r.ranges_differing, "notes": r.notes,
         } for r in reports]})
     else:
-        render.print_table(f"restored snapshot {manifest.id}",
+        render.print_table(f"restored {'--at ' if at else 'snapshot '}{label}",
                            ["table", "into", "documents", "written", "conflicts", "digest"], [
             (str(r.source), str(r.target), r.documents, r.written.written, r.conflicts,
              "equal" if r.digest_ok else f"DIFFERS ({r.ranges_differing} ranges)")

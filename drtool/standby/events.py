@@ -47,6 +47,19 @@ class Metrics:
     def snapshot(self, finished: float, ok: bool) -> None:
         """A scheduled snapshot finished at ``finished`` (epoch seconds), ok or failed."""
 
+    def log_break(self, table: str, cause: str) -> None:
+        """The change log of ``table`` broke (cause: feed-overflow, connection-lost, ...)."""
+
+    def slice_sealed(self, table: str, entries: int, nbytes: int) -> None:
+        """A slice of ``entries`` changes (``nbytes`` sealed) entered the spool."""
+
+    def slice_uploaded(self, nbytes: int) -> None:
+        """A sealed slice of ``nbytes`` reached the repository."""
+
+    def archive(self, lag: float | None, spool_bytes: int) -> None:
+        """The archive's lag (the repository's RPO, seconds; None: not known yet) and the
+        spool's size now."""
+
 
 class Events:
     """One line per event plus metrics. ``fmt`` is "text" or "json"."""

@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from drtool.cluster.base import Cluster
+from drtool.changelog.service import ArchiveService
 from drtool.core.session import connect_role
 from drtool.core.state import (
     HEARTBEAT, LeaseHolder, Roles, StateStore, lag_seconds, newest_roles,
@@ -67,9 +68,10 @@ def new_holder(generation: int = 0) -> LeaseHolder:
 class Runner:
     def __init__(self, policy: Policy, events: Events, *, users_sync: UsersSync | None = None,
                  holder: LeaseHolder | None = None) -> None:
-        if policy.standby is None:
+        if policy.standby is None and policy.archive is None:
             raise UsageError(f"{policy.path}: no [standby] section: drtool replicate needs the "
-                             "standby cluster to replicate into")
+                             "standby cluster to replicate into (or [archive] to keep only "
+                             "the change log)")
         self.policy, self.events, self.users_sync = policy, events, users_sync
         self.holder = holder or new_holder()
         self.replicators: dict[TableName, TableReplicator] = {}
@@ -81,6 +83,7 @@ class Runner:
         self._clusters: dict[str, Cluster] = {}
         self._tasks: dict[TableName, asyncio.Task] = {}
         self._record: dict = {}
+        self.archive = ArchiveService(policy, events) if policy.archive else None
 
     def stop(self) -> None:
         """Ask the runner to finish (safe from a signal handler via the loop)."""
@@ -90,6 +93,11 @@ class Runner:
     # --- the whole run --------------------------------------------------------------------
     async def run(self) -> None:
         try:
+            if self.policy.standby is None:  # [archive] alone: the change log, no standby
+                self._clusters["primary"] = primary = await connect_role(self.policy, "primary")
+                self.state = "running"
+                await self.archive.run(primary, self._stop, lambda: self._selected(primary))
+                return
             self._clusters["standby"] = await connect_role(self.policy, "standby")
             self._clusters["primary"] = await connect_role(self.policy, "primary")
             delay, first = BACKOFF_FIRST, True
@@ -179,6 +187,7 @@ class Runner:
                         "snapshot": previous.get("snapshot")}
         outcome: list[BaseException] = []
         background: list[asyncio.Task] = []
+        archive: asyncio.Task | None = None
         try:
             await t_store.put_runner(self._record)
             settings = self._settings(source_role)
@@ -196,8 +205,14 @@ class Runner:
                 asyncio.create_task(self._poll(source, target, t_store, roles, settings)),
                 asyncio.create_task(schedule.run(self._halt)),
             ]
+            if self.archive is not None:  # the log follows the current primary
+                archive = asyncio.create_task(
+                    self.archive.run(source, self._halt, lambda: self._selected(source)))
             await self._halt.wait()
         finally:
+            if archive is not None:  # it seals its open slices and empties the spool
+                self._halt.set()
+                await asyncio.gather(archive, return_exceptions=True)
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)

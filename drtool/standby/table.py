@@ -45,6 +45,18 @@ BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 READY_TIMEOUT = 60.0
 
 
+async def feed_ready(feed: AsyncIterator[FeedEvent], name: str) -> None:
+    """Wait for a new feed's FeedReady. Raises ClusterUnreachable after ``READY_TIMEOUT``,
+    ClusterError when the feed starts with anything else."""
+    try:
+        first = await asyncio.wait_for(feed.__anext__(), READY_TIMEOUT)
+    except TimeoutError:
+        raise ClusterUnreachable(f"{name}: the changefeed was not ready after "
+                                 f"{READY_TIMEOUT:g} s") from None
+    if not isinstance(first, FeedReady):
+        raise ClusterError(f"{name}: changefeed did not start with ready")
+
+
 class Gap(Exception):
     """Changes were lost between source and target: repair the table (``reason``)."""
 
@@ -140,13 +152,7 @@ class TableReplicator(CatchUp):
     async def _cycle(self, reason: str, after_loss: bool) -> None:
         feed = self.source.changes(self.table, queue_size=self.settings.queue_size)
         async with aclosing(feed):
-            try:
-                first = await asyncio.wait_for(feed.__anext__(), READY_TIMEOUT)
-            except TimeoutError:
-                raise ClusterUnreachable(f"{self._name}: the changefeed was not ready after "
-                                         f"{READY_TIMEOUT:g} s") from None
-            if not isinstance(first, FeedReady):
-                raise ClusterError(f"{self._name}: changefeed did not start with ready")
+            await feed_ready(feed, self._name)
             if after_loss:
                 self.events.emit("connection-restored", f"{self._name}: connected again",
                                  table=self._name)

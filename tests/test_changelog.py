@@ -1,0 +1,148 @@
+"""The change log on the fake cluster: the runner writes slices and bases, restore --at."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from drtool.core.session import connect_role
+from drtool.policy import load_policy
+from drtool.standby.events import Events
+from drtool.standby.runner import Runner
+from tests.conftest import Cli, PRIMARY_HOST, load_table, sample_docs, table_texts
+from tests.replication_helpers import wait_until
+
+
+def archive_only(dep, tmp_path: Path, slice_every: str = "0.5s") -> Path:
+    """The deployment's policy without [standby], with [archive]."""
+    text = dep.path.read_text().replace(f'[standby]\nhosts = ["fake-standby:28015"]\n', "")
+    text += (f'[archive]\nslice_every = "{slice_every}"\nspool = "{tmp_path / "spool"}"\n'
+             '[replication]\nschema_poll = "1s"\n')
+    dep.path.write_text(text)
+    return dep.path
+
+
+class LogRunner:
+    def __init__(self, path: Path) -> None:
+        self.runner = Runner(load_policy(path), Events())
+        self.task: asyncio.Task | None = None
+
+    async def __aenter__(self):
+        self.task = asyncio.create_task(self.runner.run())
+        return self
+
+    def tables(self):
+        archive = self.runner.archive.archive
+        return {} if archive is None else archive.archivers
+
+    async def logging(self, n: int) -> None:
+        def ready():
+            if self.task.done():
+                self.task.result()
+            arch = self.tables()
+            return len(arch) >= n and all(a.state.base and a.state.sealed_until
+                                          for a in arch.values())
+        await wait_until(ready, f"{n} tables with a base and a sealed slice")
+
+    async def uploaded_past(self, ms: int) -> None:
+        def done():
+            archive = self.runner.archive.archive
+            return archive.uploaded_until and all(v > ms for v in archive.uploaded_until.values())
+        await wait_until(done, "slices uploaded past the mark")
+
+    async def __aexit__(self, *exc) -> None:
+        self.runner.stop()
+        await asyncio.wait_for(self.task, 30)
+
+
+def iso(ms: int) -> str:
+    from drtool.changelog.timeline import iso_ms
+    return iso_ms(ms)
+
+
+def test_delete_by_mistake_restored_by_restore_at_and_delta(deployment, primary_server, tmp_path):
+    path = archive_only(deployment, tmp_path)
+    load_table(primary_server, "app.items", sample_docs(300))
+    marks = {}
+
+    async def scenario():
+        async with LogRunner(path) as bg:
+            await bg.logging(1)
+            async with await connect_role(load_policy(path), "primary") as c:
+                from drtool.model import TableName
+                t = TableName.parse("app.items")
+                await c.insert_texts(t, sample_docs(50, start=300), conflict="replace")
+                await c.delete_keys(t, ['"k0000005"'])
+                await asyncio.sleep(1.2)
+                marks["before"] = int(primary_server.now() * 1000)
+                marks["texts"] = primary_server.texts(t)
+                await asyncio.sleep(1.2)
+                keys = [json.dumps(json.loads(d)["id"]) for d in primary_server.texts(t)]
+                await c.delete_keys(t, keys)  # the mistake
+                await asyncio.sleep(1.2)
+                marks["after"] = int(primary_server.now() * 1000)
+                await bg.uploaded_past(marks["after"])
+
+    asyncio.run(scenario())
+    assert table_texts(primary_server, "app.items") == []
+    cli = Cli(path)
+    shown = cli("timeline", "--json")
+    assert shown.exit_code == 0, shown.stderr
+    spans = json.loads(shown.stdout)["tables"][0]["restorable"]
+    assert spans and spans[0]["from_ms"] <= marks["before"] <= spans[-1]["to_ms"]
+
+    got = cli("restore", "--at", iso(marks["before"]), "--rename", "app.items=app.back", "-q")
+    assert got.exit_code == 0, got.stderr
+    assert table_texts(primary_server, "app.back") == marks["texts"]
+    assert len(marks["texts"]) == 349
+
+    dry = cli("restore", "--at", iso(marks["before"]), "--delta", "--dry-run", "--json", "-q")
+    assert dry.exit_code == 0, dry.stderr
+    assert json.loads(dry.stdout)["tables"][0]["written_count"] == 349
+    assert table_texts(primary_server, "app.items") == []
+    got = cli("restore", "--at", iso(marks["before"]), "--delta", "-q")
+    assert got.exit_code == 0, got.stderr
+    assert table_texts(primary_server, "app.items") == marks["texts"]
+
+    # after the deletion: the table was empty
+    got = cli("restore", "--at", iso(marks["after"]), "--rename", "app.items=app.empty", "-q")
+    assert got.exit_code == 0, got.stderr
+    assert table_texts(primary_server, "app.empty") == []
+
+
+def test_time_outside_the_log_is_one_line_exit_2_nothing_written(deployment, primary_server,
+                                                                  tmp_path):
+    path = archive_only(deployment, tmp_path)
+    load_table(primary_server, "app.items", sample_docs(20))
+    marks = {}
+
+    async def scenario():
+        async with LogRunner(path) as bg:
+            await bg.logging(1)
+            marks["now"] = int(primary_server.now() * 1000)
+            await bg.uploaded_past(marks["now"] + 500)
+
+    asyncio.run(scenario())
+    cli = Cli(path)
+    for at in ("2020-01-01T00:00:00Z", iso(int(time.time() * 1000) + 3_600_000)):
+        got = cli("restore", "--at", at, "--rename", "app.items=app.x", "-q")
+        assert got.exit_code == 2, got.stderr
+        assert got.stderr.strip().count("\n") == 0, got.stderr
+        assert "cannot be restored to" in got.stderr and "nearest restorable times" in got.stderr
+        assert "app.x" not in [str(t) for t in primary_server.dbs.get("app", {})] or \
+            table_texts(primary_server, "app.x") == []
+    assert "x" not in primary_server.dbs["app"]
+
+
+def test_at_parsing_bad_input():
+    from drtool.changelog.restore_at import parse_at
+    from drtool.errors import UsageError
+    import pytest
+
+    assert parse_at("2026-12-04T10:15:29Z") == parse_at("2026-12-04T11:15:29+01:00")
+    assert parse_at("-15m", now=1000.0) == 100_000
+    for bad in ("2026-12-04T10:15:29", "yesterday", "-15x"):
+        with pytest.raises(UsageError):
+            parse_at(bad)
