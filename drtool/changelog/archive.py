@@ -59,10 +59,10 @@ class Archive:
                 archiver.stop()
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
             ticks.cancel()
+            uploader.cancel()  # one uploader at a time: the flush takes over
+            await asyncio.gather(ticks, uploader, return_exceptions=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush(), FLUSH_TIMEOUT)
-            uploader.cancel()
-            await asyncio.gather(ticks, uploader, return_exceptions=True)
 
     def follow(self, tables: list[TableName]) -> None:
         for table in tables:

@@ -18,7 +18,9 @@ from datetime import datetime
 
 from drtool.changelog.slices import parse_log_name, BaseRef
 from drtool.changelog.state import StateAt, load_changes, state_entry
-from drtool.changelog.timeline import RestorePlan, iso_ms, load_timelines, plan_restore
+from drtool.changelog.timeline import (
+    RestorePlan, iso_ms, load_timelines, plan_restore, restorable,
+)
 from drtool.cluster.base import Cluster
 from drtool.core.delta_restore import DeltaOptions, DeltaReport, delta_table
 from drtool.core.progress import NullProgress, Progress
@@ -75,15 +77,22 @@ class Prepared:
 
 
 async def prepare(repo: Repository, tables: list[TableName], at: int,
-                  renames: dict[TableName, TableName]) -> list[Prepared]:
-    """Plan every table and read every slice needed (raises before anything is written)."""
+                  renames: dict[TableName, TableName], *, named: set[TableName] | None = None
+                  ) -> list[Prepared]:
+    """Plan every table and read every slice needed (raises before anything is written).
+    A table not ``named`` (default: all are) whose log starts after ``at`` is left out (it
+    was not logged then)."""
     if not repo.can_read_data:
         raise EncryptionKeyError(
             "restore --at needs a key that can decrypt document data: set "
             "encryption.identity_file or encryption.passphrase_env in the policy")
     out = []
     for table in tables:
-        plan = plan_restore(table, await load_timelines(repo, table), at)
+        timelines = await load_timelines(repo, table)
+        spans = restorable(timelines)
+        if named is not None and table not in named and (not spans or at < spans[0][0]):
+            continue
+        plan = plan_restore(table, timelines, at)
         manifest = await repo.load_manifest(plan.base.snapshot)
         entry = manifest.table(table)
         if entry is None:
@@ -92,6 +101,9 @@ async def prepare(repo: Repository, tables: list[TableName], at: int,
         changes = await load_changes(repo, plan)
         out.append(Prepared(plan, entry, StateAt(repo, entry, changes),
                             renames.get(table, table)))
+    if not out:
+        raise UsageError(f"no table of the policy's selection was logged at {iso_ms(at)} "
+                         "(see drtool timeline)")
     targets = [p.target for p in out]
     if len(set(targets)) != len(targets):
         raise UsageError("--rename: two tables would be restored into the same target table")
@@ -119,7 +131,8 @@ async def restore_at(repo: Repository, cluster: Cluster, at: int, options: Resto
     """Restore the chosen tables as they were at ``at`` (ms, primary's clock)."""
     async with repo.lock("shared", "restore"):
         tables = await choose_tables(repo, options, selects)
-        prepared = await prepare(repo, tables, at, dict(options.renames))
+        prepared = await prepare(repo, tables, at, dict(options.renames),
+                                 named=set(options.tables) | set(dict(options.renames)))
         return [await restore_table(repo, cluster, p.base, p.target, options,
                                     progress=progress, state=p.state) for p in prepared]
 
@@ -130,7 +143,8 @@ async def delta_at(repo: Repository, cluster: Cluster, at: int, options: Restore
     """Rewind existing tables to ``at`` writing only the documents that differ."""
     async with repo.lock("shared", "restore"):
         tables = await choose_tables(repo, options, selects)
-        prepared = await prepare(repo, tables, at, dict(options.renames))
+        prepared = await prepare(repo, tables, at, dict(options.renames),
+                                 named=set(options.tables) | set(dict(options.renames)))
         reports = []
         for p in prepared:
             entry = await state_entry(p.state)
