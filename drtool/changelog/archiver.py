@@ -64,6 +64,7 @@ class TableLog:
 
     timeline: str | None = None
     base: str | None = None  # snapshot id of the current timeline's base
+    restorable_from: int | None = None  # the base was complete then (ms, primary's clock)
     sealed_until: int | None = None  # t1 of the newest sealed slice (ms)
     breaks: dict[str, int] = field(default_factory=dict)  # cause -> count
     last_break: str | None = None
@@ -82,6 +83,13 @@ class TableArchiver:
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def restorable(self) -> bool:
+        """The current timeline has a base and a sealed slice past it."""
+        st = self.state
+        return (st.restorable_from is not None and st.sealed_until is not None
+                and st.sealed_until > st.restorable_from)
 
     async def run(self) -> None:
         """Keep the table's log until ``stop()``; errors are reported and retried."""
@@ -121,6 +129,7 @@ class TableArchiver:
             opened = self.clock.now_ms()
             timeline = new_timeline(opened)
             self.state.timeline, self.state.base = timeline, None
+            self.state.restorable_from = None
             self.events.emit("log-timeline", f"{self._name}: timeline {timeline} started",
                              table=self._name, timeline=timeline)
             current = OpenSlice(t0=opened)
@@ -185,13 +194,14 @@ class TableArchiver:
             try:
                 extra = {"log": {"table": self._name, "timeline": timeline, "from": opened}}
                 snapshot = await self.make_base(self.table, extra)
+                complete = self.clock.now_ms()
                 marker = {"format": "drtool-log-base", "version": 1, "table": self._name,
                           "timeline": timeline, "snapshot": snapshot, "from": opened,
-                          "restorable_from": self.clock.now_ms()}
+                          "restorable_from": complete}
                 await self.repo.put_base_marker(
                     base_name(self._key, timeline, snapshot),
                     json.dumps(marker, sort_keys=True, separators=(",", ":")).encode())
-                self.state.base = snapshot
+                self.state.base, self.state.restorable_from = snapshot, complete
                 self.events.emit("log-base", f"{self._name}: base {snapshot} of timeline "
                                  f"{timeline} written", table=self._name, snapshot=snapshot)
                 return
