@@ -1,11 +1,11 @@
 """Slices: the changes of one table during an interval of the primary's clock.
 
 Plaintext of a slice (docs/FORMAT.md §10.2): a first line holding the header JSON (sorted
-keys, no spaces), then one line per entry ``<stamp>\\t<key text>\\t<document text>`` in
+keys, no spaces), then one line per entry ``<offset>\\t<key text>\\t<document text>`` in
 primary-key order, then stamp order; an empty document text is a tombstone (the key was
-deleted). Stamps are milliseconds since the epoch in the primary's clock, ``t0 <= stamp <
-t1``. Canonical texts never hold a raw tab or newline (the server escapes them), so splitting
-is exact. Per key a slice keeps the last version of each ``GRANULE_MS`` of the primary's
+deleted). A change's stamp is ``t0 + offset`` milliseconds since the epoch in the primary's
+clock (offset: a decimal integer), ``t0 <= stamp < t1``. Canonical texts never hold a raw
+tab or newline (the server escapes them), so splitting is exact. Per key a slice keeps the last version of each ``GRANULE_MS`` of the primary's
 clock, so restoring to a time inside a slice is exact to the granule.
 
 Names: ``log/<table key>/<timeline>/s-<t0>-<t1>`` with t0 and t1 as 13 decimal digits,
@@ -99,7 +99,8 @@ class SliceHeader:
 def encode_slice(header: SliceHeader, entries: list[Entry]) -> bytes:
     """Entries must be sorted (``sort_entries``) and all inside ``[t0, t1)``."""
     head = json.dumps(header.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    lines = [head] + [f"{stamp}\t{key}\t{doc or ''}" for stamp, key, doc in entries]
+    t0 = header.t0
+    lines = [head] + [f"{stamp - t0}\t{key}\t{doc or ''}" for stamp, key, doc in entries]
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -119,7 +120,7 @@ def decode_slice(name: str, plaintext: bytes) -> tuple[SliceHeader, list[Entry]]
         entries: list[Entry] = []
         for line in rest.split("\n")[:-1]:
             stamp, key, doc = line.split("\t")
-            entries.append((int(stamp), key, doc or None))
+            entries.append((header.t0 + int(stamp), key, doc or None))
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise IntegrityError(f"slice {name} is malformed") from None
     if (not isinstance(ref, SliceRef) or (ref.timeline, ref.t0, ref.t1)
