@@ -146,3 +146,50 @@ def test_at_parsing_bad_input():
     for bad in ("2026-12-04T10:15:29", "yesterday", "-15x"):
         with pytest.raises(UsageError):
             parse_at(bad)
+
+
+def _log_with_slices(deployment, primary_server, tmp_path) -> tuple[Path, dict]:
+    path = archive_only(deployment, tmp_path)
+    load_table(primary_server, "app.items", sample_docs(30))
+    marks = {}
+
+    async def scenario():
+        async with LogRunner(path) as bg:
+            await bg.logging(1)
+            from drtool.model import TableName
+            for i in range(4):
+                primary_server.put_texts(TableName.parse("app.items"),
+                                         sample_docs(5, start=100 + 5 * i))
+                await asyncio.sleep(0.6)
+            marks["end"] = int(primary_server.now() * 1000)
+            await bg.uploaded_past(marks["end"])
+
+    asyncio.run(scenario())
+    return path, marks
+
+
+def test_verify_names_a_missing_and_a_damaged_slice_and_restore_refuses(
+        deployment, primary_server, tmp_path):
+    path, marks = _log_with_slices(deployment, primary_server, tmp_path)
+    cli = Cli(path)
+    ok = cli("verify", "--read-data", "-q")
+    assert ok.exit_code == 0, ok.stdout + ok.stderr
+    slices = sorted((deployment.repo_dir / "log").glob("*/*/s-*"))
+    assert len(slices) >= 4
+    missing, damaged = slices[1], slices[2]
+    missing.unlink()
+    data = bytearray(damaged.read_bytes())
+    data[-5] ^= 1
+    damaged.write_bytes(bytes(data))
+    got = cli("verify", "--read-data", "-q")
+    assert got.exit_code == 1
+    assert f"object log/{missing.relative_to(deployment.repo_dir / 'log')}" in got.stdout
+    assert "slice missing" in got.stdout
+    assert f"slice log/{damaged.relative_to(deployment.repo_dir / 'log')} failed " \
+           "authentication" in got.stdout
+    refused = cli("restore", "--at", iso(marks["end"]), "--rename", "app.items=app.r", "-q")
+    assert refused.exit_code == 6, refused.stderr  # a repository problem
+    assert refused.stderr.strip().count("\n") == 0
+    assert f"slice log/{missing.relative_to(deployment.repo_dir / 'log')} is missing" \
+        in refused.stderr
+    assert "r" not in primary_server.dbs["app"]

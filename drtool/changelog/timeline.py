@@ -69,6 +69,17 @@ class Timeline:
             covered_to = s.t1
         return runs
 
+    def gaps(self) -> list[tuple[int, int, str]]:
+        """``(t0, t1, name)`` of each hole between two runs: slices that were written (the
+        timeline went on after them) but are missing now; ``name`` is the missing slice's
+        (or, if merged ones are missing, the interval's) name."""
+        runs = self.runs()
+        out = []
+        for before, after in zip(runs, runs[1:]):
+            a, b = before[-1].t1, after[0].t0
+            out.append((a, b, f"{before[-1].name.rsplit('/', 1)[0]}/s-{a:013d}-{b:013d}"))
+        return out
+
     def intervals(self) -> list[tuple[int, int, Base]]:
         """``(start, end, base)``: ``[start, end)`` is restorable from ``base``."""
         out = []
@@ -142,6 +153,11 @@ def plan_restore(table: TableName, timelines: list[Timeline], at: int) -> Restor
                                   (best[1].restorable_from, best[0].id)):
                 best = (tl, base)
     if best is None:
+        for tl in timelines:  # a hole between a base and T: name the first missing slice
+            end = max((s.t1 for s in tl.slices), default=0)
+            for a, _b, name in tl.gaps():
+                if a <= at < end and any(base.from_ms < a for base in tl.bases):
+                    raise missing_slice(name, at)
         raise UsageError(not_restorable(table, timelines, at))
     tl, base = best
     run = next(r for r in tl.runs() if r[0].t0 <= base.from_ms and at < r[-1].t1)
@@ -167,7 +183,7 @@ def not_restorable(table: TableName, timelines: list[Timeline], at: int) -> str:
 
 def missing_slice(name: str, at: int) -> IntegrityError:
     return IntegrityError(f"slice {name} is missing from the repository: the restore to "
-                          f"{iso_ms(at)} needs it; choose a time outside its interval "
+                          f"{iso_ms(at)} needs it; choose a time before it "
                           "(drtool timeline) or restore a snapshot")
 
 
