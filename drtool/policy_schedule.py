@@ -17,7 +17,8 @@ from drtool.units import DURATION_EXPECTED, PERCENT_EXPECTED, parse_duration, pa
 
 SCHEDULE_KEYS = ("snapshot_every", "snapshot_from", "full_after_layers", "full_after_delta",
                  "prune")
-RETENTION_KEYS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly")
+RETENTION_KEYS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
+                  "keep_log")
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,15 @@ class SchedulePolicy:
 
 @dataclass(frozen=True)
 class RetentionPolicy:
-    """How many snapshots to keep, restic style; None = rule not used. All None = keep all."""
+    """How many snapshots to keep, restic style; None = rule not used. All None = keep all.
+    ``keep_log``: seconds of change log kept restorable (None: the whole log is kept)."""
 
     keep_last: int | None = None
     keep_hourly: int | None = None
     keep_daily: int | None = None
     keep_weekly: int | None = None
     keep_monthly: int | None = None
+    keep_log: float | None = None
 
 
 def parse_schedule(sec: Section | None) -> SchedulePolicy:
@@ -82,4 +85,10 @@ def parse_retention(sec: Section | None) -> RetentionPolicy:
     PolicyError for a key that is not a non-negative integer."""
     if sec is None:
         return RetentionPolicy()
-    return RetentionPolicy(**{key: sec.integer(key) for key in RETENTION_KEYS})
+    keep_log = None
+    if sec.has("keep_log"):
+        keep_log = sec.parsed("keep_log", parse_duration, DURATION_EXPECTED)
+        if keep_log <= 0:
+            raise sec.error("keep_log", f"a positive {DURATION_EXPECTED[2:]}", sec.data["keep_log"])
+    return RetentionPolicy(**{key: sec.integer(key) for key in RETENTION_KEYS
+                              if key != "keep_log"}, keep_log=keep_log)

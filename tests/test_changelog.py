@@ -193,3 +193,38 @@ def test_verify_names_a_missing_and_a_damaged_slice_and_restore_refuses(
     assert f"slice log/{missing.relative_to(deployment.repo_dir / 'log')} is missing" \
         in refused.stderr
     assert "r" not in primary_server.dbs["app"]
+
+
+def test_forget_keep_log_keeps_the_window_and_its_bases(deployment, primary_server, tmp_path):
+    path = archive_only(deployment, tmp_path)
+    load_table(primary_server, "app.items", sample_docs(30))
+    from drtool.model import TableName
+    t = TableName.parse("app.items")
+    marks = {}
+
+    async def run_once(key: str, start: int):
+        async with LogRunner(path) as bg:
+            await bg.logging(1)
+            primary_server.put_texts(t, sample_docs(3, start=start))
+            await asyncio.sleep(0.6)
+            marks[key] = int(primary_server.now() * 1000)
+            marks[key + "-texts"] = primary_server.texts(t)
+            await bg.uploaded_past(marks[key])
+
+    asyncio.run(run_once("old", 100))
+    time.sleep(3.5)
+    asyncio.run(run_once("new", 200))
+    cli = Cli(path)
+    assert cli("snapshot", "-q").exit_code == 0  # the newest snapshot: keep-last 1 keeps it
+    got = cli("forget", "--keep-last", "1", "--keep-log", "3s", "--json")
+    assert got.exit_code == 0, got.stderr
+    report = json.loads(got.stdout)
+    kept_for_log = [d for d in report["kept"] if any("change log" in r for r in d["reasons"])]
+    assert len(kept_for_log) == 1 and len(report["removed"]) == 1
+    assert report["log_deleted"] >= 2  # the old timeline's slices and its base marker
+    ok = cli("restore", "--at", iso(marks["new"]), "--rename", "app.items=app.n", "-q")
+    assert ok.exit_code == 0, ok.stderr
+    assert table_texts(primary_server, "app.n") == marks["new-texts"]
+    old = cli("restore", "--at", iso(marks["old"]), "--rename", "app.items=app.o", "-q")
+    assert old.exit_code == 2 and "nearest restorable times" in old.stderr
+    assert cli("verify", "-q").exit_code == 0

@@ -54,7 +54,7 @@ def check_rules(rules: RetentionPolicy) -> None:
         value = getattr(rules, rule)
         if value is not None and value < 0:
             raise UsageError(f"--{rule.replace('_', '-')} must be >= 0, got {value}")
-    if not any(getattr(rules, rule) for rule in RULES):
+    if not any(getattr(rules, rule) for rule in RULES) and rules.keep_log is None:
         raise UsageError(
             "no retention rule given: pass --keep-last/--keep-hourly/--keep-daily/--keep-weekly/"
             "--keep-monthly or set them in [retention] of the policy (refusing to forget everything)")
@@ -148,6 +148,8 @@ class ForgetReport:
     dry_run: bool
     decisions: list[Decision] = field(default_factory=list)
     prune: PruneReport | None = None
+    log_deleted: int = 0  # change-log objects outside keep_log (dry run: would be)
+    log_bytes: int = 0
 
     @property
     def kept(self) -> list[Decision]:
@@ -160,7 +162,8 @@ class ForgetReport:
     def to_json(self) -> dict:
         return {"dry_run": self.dry_run, "kept": [asdict(d) for d in self.kept],
                 "removed": [asdict(d) for d in self.removed],
-                "prune": self.prune.to_json() if self.prune else None}
+                "prune": self.prune.to_json() if self.prune else None,
+                "log_deleted": self.log_deleted, "log_bytes": self.log_bytes}
 
 
 def _locked(repo: Repository, dry_run: bool, purpose: str):
@@ -174,15 +177,22 @@ def _check(held: HeldLock | None) -> None:
 
 
 async def forget(repo: Repository, rules: RetentionPolicy, *, dry_run: bool = False,
-                 prune: bool = False) -> ForgetReport:
+                 prune: bool = False, log=None) -> ForgetReport:
     """Remove the manifests of the snapshots ``rules`` do not keep (and with ``prune``, the
-    data objects they alone referenced). Raises UsageError (no rule), RepositoryError (locked
-    by a running snapshot or prune; prune refused because a manifest is unreadable)."""
+    data objects they alone referenced). ``log(repo)`` (drtool.changelog.retention, given by
+    the caller): a plan whose ``keep`` snapshots are kept too (bases of the change log) and
+    whose ``delete`` log objects are deleted after the manifests. Raises UsageError (no
+    rule), RepositoryError (locked by a running snapshot or prune; prune refused because a
+    manifest is unreadable)."""
     check_rules(rules)
     report = ForgetReport(dry_run)
     async with _locked(repo, dry_run, "forget") as held:
         found = await candidates(repo)
-        keep = select(found, rules)
+        keep = select(found, rules) if any(getattr(rules, r) for r in RULES) else {
+            c.id: [] for c in found}  # keep_log alone: snapshots are not forgotten
+        plan = await log(repo) if log is not None else None
+        for sid, reasons in (plan.keep.items() if plan else ()):
+            keep.setdefault(sid, []).extend(reasons)
         for c in sorted(found, key=lambda c: (c.time, c.id)):
             report.decisions.append(Decision(c.id, c.time.strftime("%Y-%m-%dT%H:%M:%SZ"),
                                              c.id in keep, keep.get(c.id, [])))
@@ -190,6 +200,11 @@ async def forget(repo: Repository, rules: RetentionPolicy, *, dry_run: bool = Fa
             for d in report.removed:  # manifests first: data goes only after recomputing refs
                 _check(held)
                 await repo.delete_manifest(d.id)
+        if plan is not None:
+            report.log_deleted, report.log_bytes = len(plan.delete), plan.bytes
+            for name in plan.delete if not dry_run else ():
+                _check(held)
+                await repo.delete_log(name)
         if prune:
             gone = {d.id for d in report.removed}
             report.prune = await _prune(repo, held, dry_run=dry_run, excluding=gone)
