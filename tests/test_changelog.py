@@ -93,6 +93,10 @@ def test_delete_by_mistake_restored_by_restore_at_and_delta(deployment, primary_
     spans = json.loads(shown.stdout)["tables"][0]["restorable"]
     assert spans and spans[0]["from_ms"] <= marks["before"] <= spans[-1]["to_ms"]
 
+    status = cli("status", "--json")
+    assert status.exit_code == 0, status.stderr
+    logged = json.loads(status.stdout)["repository"]["archive"]["tables"]["app.items"]
+    assert logged["restorable"] and logged["lag"] is not None and logged["breaks"] == {}
     got = cli("restore", "--at", iso(marks["before"]), "--rename", "app.items=app.back", "-q")
     assert got.exit_code == 0, got.stderr
     assert table_texts(primary_server, "app.back") == marks["texts"]

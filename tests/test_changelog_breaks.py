@@ -14,6 +14,7 @@ from drtool.changelog.archive import Archive
 from drtool.changelog.archiver import ArchiveSettings
 from drtool.changelog.restore_at import prepare
 from drtool.changelog.spool import Spool
+from drtool.changelog.status import archive_status
 from drtool.changelog.timeline import load_timelines, restorable
 from drtool.cluster.fake import FakeServer
 from drtool.core.snapshot import take_snapshot
@@ -124,6 +125,9 @@ async def test_overflow_disconnect_and_restart_each_start_a_timeline_with_a_base
     spans = restorable(timelines)
     assert len(spans) >= 4  # a gap at every break: overflow, disconnect, restart
     assert await s2.state_at(end) == primary_server.texts(T)
+    status = (await archive_status(s2.repo, None))["tables"]["app.t"]
+    assert status["breaks"]["feed-overflow"] == 1 and status["breaks"]["connection-lost"] >= 1
+    assert status["starts"] == 2 and status["timelines"] == len(timelines)
     gap = spans[0][1] + (spans[1][0] - spans[0][1]) // 2
     with pytest.raises(UsageError, match="nearest restorable times"):
         await s2.state_at(gap)

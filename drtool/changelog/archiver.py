@@ -93,19 +93,22 @@ class TableArchiver:
 
     async def run(self) -> None:
         """Keep the table's log until ``stop()``; errors are reported and retried."""
-        delay = BACKOFF_FIRST
+        delay, cause = BACKOFF_FIRST, "start"
         while not self._stop.is_set():
             try:
-                await self._timeline()
+                await self._timeline(cause)
                 delay = BACKOFF_FIRST
             except Break as brk:
+                cause = brk.reason
                 self._note_break(brk.reason, str(brk))
                 delay = BACKOFF_FIRST
             except (ClusterUnreachable, StorageUnreachable) as err:
-                self._note_break("connection-lost", str(err))
+                cause = "connection-lost"
+                self._note_break(cause, str(err))
                 await self._sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
             except DrtoolError as err:
+                cause = "error"
                 self._note_break("error", str(err))
                 await self._sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
@@ -122,7 +125,9 @@ class TableArchiver:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
 
-    async def _timeline(self) -> None:
+    async def _timeline(self, cause: str) -> None:
+        """One timeline; ``cause``: why the previous one ended ("start": none before in this
+        run; a run started after a stop or kill is "start" too), recorded in the marker."""
         feed = self.cluster.changes(self.table, queue_size=self.settings.queue_size)
         async with aclosing(feed):
             await feed_ready(feed, self._name)
@@ -164,7 +169,7 @@ class TableArchiver:
                 self.events.metrics.slice_sealed(self._name, len(slice_), len(blob))
 
             reader = asyncio.create_task(read())
-            base = asyncio.create_task(self._base(timeline, opened))
+            base = asyncio.create_task(self._base(timeline, opened, cause))
             every = int(self.settings.slice_every * 1000)
             try:
                 while True:
@@ -187,7 +192,7 @@ class TableArchiver:
                     task.cancel()
                 await asyncio.gather(reader, base, return_exceptions=True)
 
-    async def _base(self, timeline: str, opened: int) -> None:
+    async def _base(self, timeline: str, opened: int, cause: str) -> None:
         """Write the timeline's base (retried while the repository or cluster is down)."""
         delay = BACKOFF_FIRST
         while True:
@@ -197,11 +202,12 @@ class TableArchiver:
                 complete = self.clock.now_ms()
                 marker = {"format": "drtool-log-base", "version": 1, "table": self._name,
                           "timeline": timeline, "snapshot": snapshot, "from": opened,
-                          "restorable_from": complete}
+                          "restorable_from": complete, "after": cause}
                 await self.repo.put_base_marker(
                     base_name(self._key, timeline, snapshot),
                     json.dumps(marker, sort_keys=True, separators=(",", ":")).encode())
                 self.state.base, self.state.restorable_from = snapshot, complete
+                self.events.metrics.restorable_from(self._name, complete / 1000)
                 self.events.emit("log-base", f"{self._name}: base {snapshot} of timeline "
                                  f"{timeline} written", table=self._name, snapshot=snapshot)
                 return

@@ -56,6 +56,10 @@ class Metrics:
     def slice_uploaded(self, nbytes: int) -> None:
         """A sealed slice of ``nbytes`` reached the repository."""
 
+    def restorable_from(self, table: str, seconds: float) -> None:
+        """The current timeline of ``table`` is restorable from ``seconds`` (epoch, the
+        primary's clock)."""
+
     def archive(self, lag: float | None, spool_bytes: int) -> None:
         """The archive's lag (the repository's RPO, seconds; None: not known yet) and the
         spool's size now."""

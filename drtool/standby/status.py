@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from drtool.cluster.base import Cluster
+from drtool.changelog.status import archive_status
 from drtool.core.session import connect_role, open_repository
 from drtool.core.state import (
     Heartbeat, Lease, Roles, StateStore, TableState, lag_seconds, newest_roles, runner_lease,
@@ -107,7 +108,7 @@ async def read_status(policy: Policy) -> StandbyStatus:
             if roles.source in clusters:
                 out.problems += await users_problems(clusters[roles.source],
                                                      clusters[roles.target], policy)
-    out.repository = await _repository(policy)
+    out.repository = await repository_status(policy)
     out.problems[:0] = list(out.unreachable.values())
     if roles.target not in out.unreachable:
         _judge_heartbeat(out)
@@ -133,15 +134,18 @@ def _judge_heartbeat(out: StandbyStatus) -> None:
         out.problems.append(f"lag {out.lag:.1f} s is above the threshold {out.threshold:g} s")
 
 
-async def _repository(policy: Policy) -> dict:
+async def repository_status(policy: Policy) -> dict:
     """The newest snapshot in the repository, or why it cannot be read."""
     try:
         async with await open_repository(policy) as repo:
             ids = await repo.list_snapshots()
+            out: dict = {"snapshots": len(ids)}
+            if policy.archive is not None:
+                out["archive"] = await archive_status(repo, policy.archive.spool)
             if not ids:
-                return {"snapshots": 0}
+                return out
             latest = await repo.resolve("latest")
-            return {"snapshots": len(ids), "latest": latest.id, "time": latest.time,
+            return {**out, "latest": latest.id, "time": latest.time,
                     "source": latest.source, "documents": latest.doc_count}
     except DrtoolError as err:
         return {"error": str(err)}
