@@ -328,7 +328,7 @@ def restore_figures(policy: Path, tmp: Path, address: str, db: str, ended: float
                   "--rename", f"{db}.t={db}.at", "-q")
     at = time.monotonic() - started
     assert done.returncode == 0, done.stderr
-    print(f"restore of the base: {plain:.1f} s; restore --at (base + {ended - 0:.0f} log): "
+    print(f"restore of the base: {plain:.1f} s; restore --at (the base and the whole log): "
           f"{at:.1f} s: {at / plain:.2f}x (target <= 1.3x)")
     with conn(address) as c:
         tbl = r.db(db).table("at")

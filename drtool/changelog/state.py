@@ -3,15 +3,17 @@
 ``load_changes`` reads the plan's slices (each authenticated and checked against its name,
 table and timeline; a missing or damaged slice is an IntegrityError naming it) and keeps per
 key the last version stamped at or before ``at``. ``StateAt`` merges those changes into the
-base's documents in key order and records, per recorded key range of the base, the count and
-digest of the result (``entry()``: a TableEntry with the base's layers and the state's ranges,
-so restore checks the server's digests against it and restore --delta compares with it).
+base's documents in key order, range by range, and records per recorded key range of the
+base the count and digest of the result (``entry()``: a TableEntry with the base's layers and
+the state's ranges, so restore checks the server's digests against it and restore --delta
+compares with it).
 
-Memory: the changes up to ``at`` (one entry per changed key), plus one base run at a time.
+Memory: the changes up to ``at`` (one entry per changed key), plus two ranges of the base.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -19,7 +21,8 @@ from dataclasses import replace
 from drtool.changelog.slices import decode_slice
 from drtool.changelog.timeline import RestorePlan, missing_slice
 from drtool.cluster.base import Row
-from drtool.core.layers import merged_rows, range_rows
+from drtool.core.layers import range_rows
+from drtool.core.segments import decode_segment
 from drtool.digest import digest_of_hashes, fold_digests, r_uuid
 from drtool.errors import IntegrityError, ObjectNotFound
 from drtool.manifest import Range, TableEntry
@@ -48,80 +51,77 @@ async def load_changes(repo: Repository, plan: RestorePlan) -> Changes:
 
 
 class StateAt:
-    """The base table ``base`` with ``changes`` applied (see module docstring)."""
+    """The base table ``base`` with ``changes`` applied, one recorded key range at a time
+    (see module docstring). A range no change falls in is the base's: its documents are
+    streamed as stored (no key is parsed, its recorded count and digest stand); a range with
+    changes is merged by key and hashed."""
 
     def __init__(self, repo: Repository, base: TableEntry, changes: Changes) -> None:
         self.repo, self.base, self.changes = repo, base, changes
-        self._uppers = [key_order(r.upto) for r in base.ranges[:-1]]
-        self._counts = [0] * len(base.ranges)
-        self._hashes: list[list[str]] = [[] for _ in base.ranges]
-        self.done = False
+        self._orders = [c[0] for c in changes]
+        self._ranges: list[Range | None] = [None] * len(base.ranges)
+        self._plain = (len(base.layers) == 1 and not base.layers[0].deletions
+                       and [s.upto for s in base.layers[0].segments]
+                       == [r.upto for r in base.ranges])
 
-    def _range_of(self, order: bytes) -> int:
-        return bisect.bisect_left(self._uppers, order)
+    def _changes_in(self, i: int) -> Changes:
+        lo, hi = (self.base.ranges[i - 1].upto if i else None), self.base.ranges[i].upto
+        first = 0 if lo is None else bisect.bisect_right(self._orders, key_order(lo))
+        last = len(self._orders) if hi is None else bisect.bisect_right(self._orders,
+                                                                        key_order(hi))
+        return self.changes[first:last]
+
+    async def _range_texts(self, i: int) -> list[DocText]:
+        """Range ``i`` of the state; records its count and digest."""
+        mine = self._changes_in(i)
+        if not mine:
+            self._ranges[i] = self.base.ranges[i]
+            if self._plain:
+                return decode_segment(await self.repo.get_data(self.base.layers[0].segments[i].id))
+            return [d for _, d in await range_rows(self.repo, self.base, i)]
+        rows = _apply(await range_rows(self.repo, self.base, i), mine)
+        texts = [d for _, d in rows]
+        self._ranges[i] = Range(self.base.ranges[i].upto, len(texts),
+                                digest_of_hashes(r_uuid(t) for t in texts))
+        return texts
 
     async def texts(self) -> AsyncIterator[tuple[str, list[DocText]]]:
-        """The state's documents in key order, in runs; counts and digests recorded as they
-        pass (``entry()`` is valid once this is exhausted)."""
-        changes, c = self.changes, 0
-        async for rows in merged_rows(self.repo, self.base):
-            out: list[tuple[bytes, DocText]] = []
-            for key, text in rows:
-                order = key_order(key)
-                while c < len(changes) and changes[c][0] < order:
-                    if changes[c][2] is not None:
-                        out.append((changes[c][0], changes[c][2]))
-                    c += 1
-                if c < len(changes) and changes[c][0] == order:
-                    if changes[c][2] is not None:
-                        out.append((order, changes[c][2]))
-                    c += 1
-                else:
-                    out.append((order, text))
-            yield "", self._account(out)
-        tail = [(o, d) for o, _, d in changes[c:] if d is not None]
-        if tail:
-            yield "", self._account(tail)
-        self.done = True
-
-    def _account(self, out: list[tuple[bytes, DocText]]) -> list[DocText]:
-        for order, text in out:
-            i = self._range_of(order)
-            self._counts[i] += 1
-            self._hashes[i].append(r_uuid(text))
-        return [text for _, text in out]
+        """The state's documents in key order, one range at a time (the next one fetched
+        while the caller writes this one); ``entry()`` is valid once this is exhausted."""
+        n = len(self.base.ranges)
+        ahead = asyncio.create_task(self._range_texts(0)) if n else None
+        try:
+            for i in range(n):
+                texts = await ahead
+                ahead = asyncio.create_task(self._range_texts(i + 1)) if i + 1 < n else None
+                yield "", texts
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
 
     def entry(self) -> TableEntry:
-        if not self.done:
+        if any(r is None for r in self._ranges):
             raise RuntimeError("StateAt.entry() before its texts were read")
-        ranges = tuple(Range(r.upto, n, digest_of_hashes(h))
-                       for r, n, h in zip(self.base.ranges, self._counts, self._hashes))
-        return replace(self.base, ranges=ranges, doc_count=sum(self._counts),
+        ranges = tuple(self._ranges)  # type: ignore[arg-type]
+        return replace(self.base, ranges=ranges, doc_count=sum(r.count for r in ranges),
                        digest=fold_digests(r.digest for r in ranges))
 
     async def range_rows(self, i: int) -> list[Row]:
         """The state's documents of recorded range ``i``, in key order."""
-        lo = self.base.ranges[i - 1].upto if i else None
-        hi = self.base.ranges[i].upto
-        lo_o = None if lo is None else key_order(lo)
-        hi_o = None if hi is None else key_order(hi)
-        start = 0 if lo_o is None else bisect.bisect_right(self.changes, (lo_o, "\uffff"))
-        mine = []
-        for change in self.changes[start:]:
-            if hi_o is not None and change[0] > hi_o:
-                break
-            if lo_o is None or change[0] > lo_o:
-                mine.append(change)
-        rows = await range_rows(self.repo, self.base, i)
-        if not mine:
-            return rows
-        state = dict(rows)
-        for _, key, doc in mine:
-            if doc is None:
-                state.pop(key, None)
-            else:
-                state[key] = doc
-        return sorted(state.items(), key=lambda row: key_order(row[0]))
+        return _apply(await range_rows(self.repo, self.base, i), self._changes_in(i))
+
+
+def _apply(rows: list[Row], changes: Changes) -> list[Row]:
+    if not changes:
+        return rows
+    state = dict(rows)
+    for _, key, doc in changes:
+        if doc is None:
+            state.pop(key, None)
+        else:
+            state[key] = doc
+    return sorted(state.items(), key=lambda row: key_order(row[0]))
 
 
 async def state_entry(state: StateAt) -> TableEntry:
