@@ -155,8 +155,7 @@ def make_docs(n: int, doc_size: int, seed: int, table_index: int = 0) -> list[st
 
 def check_canonical(docs: list[str], sample: int = 200) -> None:
     """Fail loudly if the generator stops producing the server's canonical form."""
-    from drtool.cluster import canonical
-
+    from drtool.reql import canonical
     for text in docs[:: max(1, len(docs) // sample)]:
         if canonical.dumps(canonical.parse(text)) != text:
             raise AssertionError(f"generated document is not canonical: {text[:120]}")
@@ -385,7 +384,7 @@ async def fake_load(server, host: str, tables: list, docs_of: Callable[[int], li
     """Create the tables on a fake server and store the generated texts directly in its store
     (the fake's ``insert_texts`` parses every document in Python, which would only slow the
     setup down; a sample is checked to be canonical first). Returns the total bytes."""
-    from drtool.ordering import key_order
+    from drtool.reql.ordering import key_order
 
     cluster = fake_cluster(server, host)
     nbytes = 0
@@ -437,7 +436,7 @@ async def fake_scan(cluster, tables: list, batch_size: int = 1000) -> tuple[int,
 
 async def new_repository(directory: Path):
     """A fresh file:// repository in ``directory`` with a new identity; returns it open."""
-    from drtool.core.keys import keygen
+    from drtool.repo.identity import keygen
     from drtool.repo.repository import KeySources, Repository
     from drtool.storage.local import LocalStorage
 

@@ -11,7 +11,7 @@ merged client-side), a reconcile, and a diff of the now identical tables.
 Modes: the in-memory fake by default (times are Python's, not a server's); a real server when
 ``DRTOOL_BENCH_RETHINKDB=host:port`` (primary) and ``DRTOOL_BENCH_RETHINKDB_STANDBY=host:port``
 are set (``DRTOOL_BENCH_USER`` / ``DRTOOL_BENCH_PASSWORD`` for both). Bytes are drtool's
-estimate (drtool.core.diff_ranges: payload sizes plus a fixed cost per query), the same for
+estimate (drtool.compare.diff_ranges: payload sizes plus a fixed cost per query), the same for
 both approaches and both modes.
 """
 
@@ -28,11 +28,11 @@ import time
 import common  # noqa: I001  (bench/common.py puts the checkout on sys.path)
 
 from drtool.cluster import connect
-from drtool.core.diff import diff_table
-from drtool.core.diff_ranges import QUERY_OVERHEAD
-from drtool.core.reconcile import reconcile_table
+from drtool.compare.diff import diff_table
+from drtool.compare.diff_ranges import QUERY_OVERHEAD
+from drtool.compare.reconcile import reconcile_table
 from drtool.model import ClusterConfig, TableName
-from drtool.ordering import key_order
+from drtool.reql.ordering import key_order
 
 ENV_STANDBY = "DRTOOL_BENCH_RETHINKDB_STANDBY"
 TARGETS = ("bytes <= 1% of the table's JSON", "time <= 3x one server-side digest",

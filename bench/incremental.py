@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (  # noqa: E402
     fake_cluster, fake_load, fake_server, make_docs, new_repository, say,
 )
-from drtool.core.restore import RestoreOptions, restore_snapshot  # noqa: E402
-from drtool.core.snapshot import take_snapshot  # noqa: E402
+from drtool.snapshots.restore import RestoreOptions, restore_snapshot  # noqa: E402
+from drtool.snapshots.snapshot import take_snapshot  # noqa: E402
 from drtool.model import TableName  # noqa: E402
 
 PRIMARY, STANDBY = "bench-primary:28015", "bench-standby:28015"

@@ -140,9 +140,9 @@ def newest_slice_end(repo_dir: Path) -> float | None:
 
 async def states_at(policy_path: Path, db: str, probes: list[float]) -> list[dict]:
     from drtool.changelog.restore_at import prepare
-    from drtool.core.session import open_repository
+    from drtool.wiring.open import open_repository
     from drtool.model import TableName
-    from drtool.policy import load_policy
+    from drtool.config.policy import load_policy
 
     out = []
     async with await open_repository(load_policy(policy_path)) as repo:
@@ -188,9 +188,9 @@ async def log_size(policy_path: Path, db: str) -> tuple[int, int]:
     """(stored bytes of the table's slices, zstd size of the last version per key per slice)."""
     from drtool.changelog.slices import decode_slice
     from drtool.changelog.timeline import load_timelines
-    from drtool.core.session import open_repository
+    from drtool.wiring.open import open_repository
     from drtool.model import TableName
-    from drtool.policy import load_policy
+    from drtool.config.policy import load_policy
     from drtool.repo.compression import compress
 
     stored = reference = 0

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from drtool.cluster import connect  # noqa: E402
-from drtool.core.diff import diff_table  # noqa: E402
+from drtool.compare.diff import diff_table  # noqa: E402
 from drtool.model import ClusterConfig, TableName  # noqa: E402
 
 
@@ -195,7 +195,7 @@ class Bench:
         return done
 
     async def sample(self, p, s, stop, out, t0) -> None:
-        from drtool.core.state import StateStore, lag_seconds
+        from drtool.coordination.state import StateStore, lag_seconds
         store = StateStore(s, self.state_db, self.name)
         while not stop.is_set():
             lag, _ = await lag_seconds(p, store)

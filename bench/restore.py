@@ -38,9 +38,9 @@ READ = "read segments: fetch+decrypt+decode"
 # --- fake --------------------------------------------------------------------------------
 async def fake_bench(args) -> C.Report:
     from drtool.cluster import fake
-    from drtool.core.restore import RestoreOptions, restore_snapshot
-    from drtool.core.segments import decode_segment
-    from drtool.core.snapshot import take_snapshot
+    from drtool.snapshots.restore import RestoreOptions, restore_snapshot
+    from drtool.snapshots.segments import decode_segment
+    from drtool.snapshots.snapshot import take_snapshot
 
     report = C.Report(C.title("restore", args), C.FAKE_MODE)
     ndocs = args.docs * args.tables
@@ -154,7 +154,7 @@ async def traced_restore(repo, manifest, tables, host, options, ndocs, report) -
     minus (bytes per stored document x documents written so far), the bytes per document being
     what the finished table keeps once drtool has released everything."""
     from drtool.cluster import fake
-    from drtool.core.restore import restore_snapshot
+    from drtool.snapshots.restore import restore_snapshot
 
     server = C.fake_server(host)
     cluster = C.fake_cluster(server, host)

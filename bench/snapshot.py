@@ -33,7 +33,7 @@ REPEAT = "drtool snapshot again, no writes since"
 # --- fake --------------------------------------------------------------------------------
 async def fake_bench(args) -> C.Report:
     from drtool.cluster import fake
-    from drtool.core.snapshot import SnapshotOptions, take_snapshot
+    from drtool.snapshots.snapshot import SnapshotOptions, take_snapshot
 
     report = C.Report(C.title("snapshot", args), C.FAKE_MODE)
     ndocs = args.docs * args.tables

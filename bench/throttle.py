@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from drtool.storage.limiter import BandwidthLimitedStorage  # noqa: E402
 from drtool.storage.local import LocalStorage  # noqa: E402
-from drtool.throttle import LATENESS, PERIOD, ByteRateLimiter  # noqa: E402
-from drtool.units import format_rate, parse_rate, parse_size  # noqa: E402
+from drtool.util.throttle import LATENESS, PERIOD, ByteRateLimiter  # noqa: E402
+from drtool.util.units import format_rate, parse_rate, parse_size  # noqa: E402
 
 
 async def run_one(

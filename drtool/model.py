@@ -4,7 +4,7 @@ Keys: a primary key travels everywhere as ``KeyText``, the server's canonical JS
 key value (``r.expr(key).to_json_string()``), e.g. ``'"abc"'``, ``'5'``, ``'[1,"a"]'``. The
 cluster adapter turns it back into a value on the server with ``r.json(text)``, so no key is
 ever decoded and re-encoded in Python (which would change number forms). Client-side ordering
-of keys uses ``drtool.ordering.key_order``.
+of keys uses ``drtool.reql.ordering.key_order``.
 """
 
 from __future__ import annotations

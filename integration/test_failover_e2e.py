@@ -323,7 +323,9 @@ def test_the_runner_keeps_users_and_permissions_on_the_standby(deployment: Deplo
             wait_until(lambda: r.db("rethinkdb").table("users").get(reports).run(c) is None,
                        "the user dropped on the standby")
         assert d.proc.poll() is None, d.log.read_text()
-        assert f"user-dropped: user {reports} was dropped on the source" in d.log.read_text()
+        # logged after the drop returned: the line may follow the drop by a moment
+        wait_until(lambda: f"user-dropped: user {reports} was dropped on the source"
+                   in d.log.read_text(), "the drop logged")
     finally:
         for role in ("primary", "standby"):
             with d.conn(role) as c:

@@ -4,7 +4,7 @@ Part of the contract suite (``tests.cluster_contract``), run against the fake an
 server: documents written as JSON text come back as the server's ``to_json_string()`` texts
 (shared/reql-golden.json), in the server's primary-key order, from ``scan``/``scan_texts``/
 ``hash_scan`` over ``(after, upto]`` ranges in batches; ``range_digest``,
-``segment_digests`` and ``chunk_digests`` fold those texts exactly as drtool.digest does.
+``segment_digests`` and ``chunk_digests`` fold those texts exactly as drtool.reql.digest does.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import random
 
 import pytest
 
-from drtool.digest import r_uuid
+from drtool.reql.digest import r_uuid
 from drtool.errors import ClusterError
 
 from tests.cluster_contract_target import ContractTarget, collect, expected_chunks

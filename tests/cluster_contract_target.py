@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from drtool.cluster.base import Cluster
-from drtool.digest import fold, r_uuid
+from drtool.reql.digest import fold, r_uuid
 from drtool.model import TableName
 
 FEED_TIMEOUT = 10.0

@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from drtool.cluster.base import Cluster
-from drtool.core.shape import is_drtool_fence
+from drtool.compare.shape import is_drtool_fence
 from drtool.errors import ClusterError, NotFound, PermissionDenied
 from drtool.model import PermissionRow, UserInfo
 

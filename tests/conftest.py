@@ -138,8 +138,8 @@ def write_policy(tmp_path: Path, *, recipients: list[str] | None = None,
 
 def latest_manifest(policy_path: Path):
     """The newest snapshot's manifest, read through the core API."""
-    from drtool.core.session import open_repository
-    from drtool.policy import load_policy
+    from drtool.wiring.open import open_repository
+    from drtool.config.policy import load_policy
 
     async def go():
         repo = await open_repository(load_policy(policy_path))
@@ -177,12 +177,14 @@ class Cli:
 
     def __call__(self, *args: str, env: dict[str, str] | None = None) -> CliResult:
         from drtool.cli.app import app
+        from drtool.cli.common import State
 
         argv = list(args)
         if self.policy is not None and "keygen" not in argv:
             argv = ["--policy", str(self.policy), *argv]
         full_env = {"DRTOOL_POLICY": "", "COLUMNS": "200", **(env or {})}
-        result = self.runner.invoke(app, argv, env=full_env, catch_exceptions=False)
+        result = self.runner.invoke(app, argv, env=full_env, catch_exceptions=False,
+                                    obj=State(fake.NETWORK))  # the fake clusters' hosts
         return CliResult(result.exit_code, result.stdout, result.stderr)
 
 

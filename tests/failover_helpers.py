@@ -7,13 +7,14 @@ import asyncio
 import json
 from dataclasses import dataclass, field
 
+from drtool.cluster.fake import NETWORK
 from drtool.cluster import connect
 from drtool.cluster.base import Cluster
-from drtool.core.state import Roles, StateStore
+from drtool.coordination.state import Roles, StateStore
 from drtool.errors import ClusterUnreachable, PermissionDenied
-from drtool.failover.users_sync import runner_users_sync
+from drtool.coordination.users_sync import runner_users_sync
 from drtool.model import ClusterConfig, TableName
-from drtool.policy import Policy
+from drtool.config.policy import Policy
 
 from tests.replication_helpers import Background
 
@@ -35,13 +36,14 @@ def with_users_sync(bg: Background) -> Background:
 
 async def roles_of(policy: Policy, role: str) -> Roles:
     section = policy.primary if role == "primary" else policy.standby
-    async with await connect(section.config(role)) as cluster:
+    async with await connect(section.config(role), NETWORK) as cluster:
         return await StateStore(cluster, policy.replication.state_db, policy.name).read_roles()
 
 
 async def app_connect(policy: Policy, role: str, user: str = "app") -> Cluster:
     section = policy.primary if role == "primary" else policy.standby
-    return await connect(ClusterConfig(role, section.hosts, user=user, password=APP_PASSWORD))
+    return await connect(ClusterConfig(role, section.hosts, user=user, password=APP_PASSWORD),
+                         NETWORK)
 
 
 @dataclass

@@ -7,9 +7,10 @@ import time
 import uuid
 from pathlib import Path
 
-from drtool.core.diff import diff_tables, tables_of_both
-from drtool.core.session import connect_role
-from drtool.policy import Policy, load_policy
+from drtool.cluster import fake
+from drtool.compare.diff import diff_tables, tables_of_both
+from drtool.wiring.open import connect_role
+from drtool.config.policy import Policy, load_policy
 from drtool.standby.events import Events
 from drtool.standby.runner import Runner
 
@@ -40,8 +41,8 @@ async def wait_until(check, what: str, timeout: float = WAIT):
 
 
 async def diffs(policy: Policy):
-    async with await connect_role(policy, "primary") as source, \
-            await connect_role(policy, "standby") as target:
+    async with await connect_role(policy, "primary", fake.NETWORK) as source, \
+            await connect_role(policy, "standby", fake.NETWORK) as target:
         tables = await tables_of_both(policy, source, target, [], where="primary or standby")
         return await diff_tables(source, target, tables)
 
@@ -59,7 +60,7 @@ class Background:
 
     def __init__(self, policy: Policy | Path, events: Events | None = None) -> None:
         self.policy = policy if isinstance(policy, Policy) else load_policy(policy)
-        self.runner = Runner(self.policy, events or Events())
+        self.runner = Runner(self.policy, events or Events(), connector=fake.NETWORK)
         self.task: asyncio.Task | None = None
 
     async def __aenter__(self) -> "Background":
@@ -87,7 +88,7 @@ async def fake_or_real_cluster(kind: str, role: str):
 
     import pytest
 
-    from drtool.cluster import connect, fake
+    from drtool.cluster import connect
     from drtool.cluster.fake import FakeServer
     from drtool.model import ClusterConfig
 
@@ -98,4 +99,4 @@ async def fake_or_real_cluster(kind: str, role: str):
         return await connect(ClusterConfig(role, (address,)))
     host = f"fake-{role}-{uuid.uuid4().hex[:8]}:28015"
     fake.register(host, FakeServer())
-    return await connect(ClusterConfig(role, (host,)))
+    return await connect(ClusterConfig(role, (host,)), fake.NETWORK)

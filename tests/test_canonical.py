@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
-from drtool.cluster import canonical
-from drtool.cluster.grisu import format_double
+from drtool.reql import canonical
+from drtool.reql.grisu import format_double
 
 from tests.golden import GOLDEN  # noqa: E402
 

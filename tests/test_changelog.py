@@ -7,10 +7,11 @@ import json
 import time
 from pathlib import Path
 
-from drtool.core.session import connect_role
-from drtool.policy import load_policy
+from drtool.wiring.open import connect_role
+from drtool.config.policy import load_policy
 from drtool.standby.events import Events
 from drtool.standby.runner import Runner
+from drtool.cluster import fake
 from tests.conftest import Cli, PRIMARY_HOST, load_table, sample_docs, table_texts
 from tests.replication_helpers import wait_until
 
@@ -26,7 +27,7 @@ def archive_only(dep, tmp_path: Path, slice_every: str = "0.5s") -> Path:
 
 class LogRunner:
     def __init__(self, path: Path) -> None:
-        self.runner = Runner(load_policy(path), Events())
+        self.runner = Runner(load_policy(path), Events(), connector=fake.NETWORK)
         self.task: asyncio.Task | None = None
 
     async def __aenter__(self):
@@ -70,7 +71,7 @@ def test_delete_by_mistake_restored_by_restore_at_and_delta(deployment, primary_
     async def scenario():
         async with LogRunner(path) as bg:
             await bg.logging(1)
-            async with await connect_role(load_policy(path), "primary") as c:
+            async with await connect_role(load_policy(path), "primary", fake.NETWORK) as c:
                 from drtool.model import TableName
                 t = TableName.parse("app.items")
                 await c.insert_texts(t, sample_docs(50, start=300), conflict="replace")

@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from drtool import crypto
+from drtool.repo import crypto
 from drtool.changelog.archive import Archive
 from drtool.changelog.archiver import ArchiveSettings
 from drtool.changelog.restore_at import prepare
@@ -17,7 +17,7 @@ from drtool.changelog.spool import Spool
 from drtool.changelog.status import archive_status
 from drtool.changelog.timeline import load_timelines, restorable
 from drtool.cluster.fake import FakeServer
-from drtool.core.snapshot import take_snapshot
+from drtool.snapshots.snapshot import take_snapshot
 from drtool.errors import StorageUnreachable, UsageError
 from drtool.model import TableName
 from drtool.repo.repository import KeySources, Repository

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from drtool.cluster.fake import FakeServer
-from drtool.core.state import Roles, StateStore
+from drtool.coordination.state import Roles, StateStore
 
 from tests.conftest import Cli, connect_fake, load_table, write_policy
 from tests.failover_helpers import APP_PASSWORD, APP_PASSWORD_ENV, failover_section

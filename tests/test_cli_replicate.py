@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 
-from drtool.cluster.rethink_util import PermissionDenied
-from drtool.core.state import LeaseHolder, StateStore, TableState, runner_lease
+from drtool.cluster.rethink.util import PermissionDenied
+from drtool.coordination.state import LeaseHolder, StateStore, TableState, runner_lease
 from drtool.model import TableName
-from drtool.policy import load_policy
+from drtool.config.policy import load_policy
 
 from tests.conftest import Cli, connect_fake, load_table, write_policy
 from tests.replication_helpers import Background, replication_section

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from drtool.core.session import open_repository
-from drtool.policy import load_policy
+from drtool.wiring.open import open_repository
+from drtool.config.policy import load_policy
 from tests.conftest import load_table, sample_docs, table_texts
 from tests.test_cli_repository import _one_line_error
 

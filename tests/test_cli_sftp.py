@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 
 from drtool.model import TableName
-from drtool.policy import load_policy
+from drtool.config.policy import load_policy
 from drtool.storage import open_storage
 from drtool.storage.limiter import BandwidthLimitedStorage
-from drtool.units import BandwidthSchedule
+from drtool.util.units import BandwidthSchedule
 from tests.conftest import Cli, load_table, sample_docs, table_texts, write_policy
 
 

@@ -21,7 +21,7 @@ async def cluster():
     server = FakeServer()
     host = f"fake-contract-{uuid.uuid4().hex[:8]}:28015"
     fake.register(host, server)
-    c = await connect(ClusterConfig("primary", (host,)))
+    c = await connect(ClusterConfig("primary", (host,)), fake.NETWORK)
     db = "drtool_test_" + uuid.uuid4().hex[:8]
     await c.ensure_db(db)
 
@@ -32,7 +32,8 @@ async def cluster():
         return FakeServer.hook_blob()
 
     async def connect_as(user: str, password: str):
-        return await connect(ClusterConfig("primary", (host,), user=user, password=password))
+        return await connect(ClusterConfig("primary", (host,), user=user, password=password),
+                             fake.NETWORK)
 
     try:
         yield ContractTarget(c, db, index_blob, hook_blob, fake=server, connect_as=connect_as)
@@ -53,15 +54,17 @@ async def test_connect_checks_users_and_reports_down(cluster):
     fake.register(host, server)
     try:
         server.users["app"] = "pw"
-        ok = await connect(ClusterConfig("standby", ("nowhere:1", host), user="app", password="pw"))
+        ok = await connect(ClusterConfig("standby", ("nowhere:1", host), user="app", password="pw"),
+                           fake.NETWORK)
         assert ok.description == f"standby {host}"
         with pytest.raises(AuthError, match=host):
-            await connect(ClusterConfig("standby", (host,), user="app", password="bad"))
+            await connect(ClusterConfig("standby", (host,), user="app", password="bad"),
+                          fake.NETWORK)
         with pytest.raises(AuthError):
-            await connect(ClusterConfig("standby", (host,), user="nobody"))
+            await connect(ClusterConfig("standby", (host,), user="nobody"), fake.NETWORK)
         server.down = True
         with pytest.raises(ClusterUnreachable, match=host):
-            await connect(ClusterConfig("standby", (host,)))
+            await connect(ClusterConfig("standby", (host,)), fake.NETWORK)
         with pytest.raises(ClusterUnreachable):
             await ok.list_tables()
         server.down = False
@@ -170,3 +173,19 @@ async def test_replicas_limited_by_servers(cluster):
     await c.create_table(TableName("d", "t"), primary_key="id", shards=2, replicas=3)
     meta = await c.table_meta(TableName("d", "t"))
     assert (meta.shards, meta.replicas) == (2, 3)
+
+
+async def test_the_fake_is_reached_only_through_the_connector_its_caller_passes():
+    """A host served by a fake network is not looked up by a connect without it: the real
+    adapter is asked (and finds nothing there); another network does not serve it either."""
+    host = f"fake-only-{uuid.uuid4().hex[:8]}:1"
+    fake.register(host, FakeServer())
+    try:
+        with pytest.raises(ClusterUnreachable, match=host):
+            await connect(ClusterConfig("primary", (host,), connect_timeout=2))
+        with pytest.raises(ClusterUnreachable, match="no fake server serves these hosts"):
+            await connect(ClusterConfig("primary", (host,)), fake.FakeNetwork())
+        async with await connect(ClusterConfig("primary", (host,)), fake.NETWORK) as cluster:
+            assert await cluster.list_tables() == []
+    finally:
+        fake.unregister(host)

@@ -1,4 +1,4 @@
-"""drtool.crypto: identity files, recipients, stanzas, AEAD, passphrase KDF."""
+"""drtool.repo.crypto: identity files, recipients, stanzas, AEAD, passphrase KDF."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from drtool import crypto
+from drtool.repo import crypto
 from drtool.errors import EncryptionKeyError, IntegrityError, UsageError
 
 

@@ -9,11 +9,11 @@ import json
 import random
 
 from drtool.cluster.fake import FakeServer
-from drtool.core.delta_restore import delta_restore, DeltaOptions
-from drtool.core.restore import RestoreOptions
-from drtool.core.session import open_repository
+from drtool.snapshots.delta_restore import delta_restore, DeltaOptions
+from drtool.snapshots.restore import RestoreOptions
+from drtool.wiring.open import open_repository
 from drtool.model import IndexDef, TableName
-from drtool.policy import load_policy
+from drtool.config.policy import load_policy
 from tests.conftest import (
     connect_fake, latest_manifest, load_table, on_cluster, sample_docs, table_texts,
 )
@@ -157,7 +157,9 @@ def test_delta_restore_bad_inputs(deployment, cli, primary_server):
          "an existing table; restore without --delta creates it"),
         (("restore", "latest", "--delta", "--table", "app.x"), 2,
          f"table app.x is not in snapshot {snap}"),
-        (("restore", "nosuch", "--delta"), 2, "snapshot nosuch does not exist"),
+        (("restore", "nosuch", "--delta"), 2,
+         f"snapshot nosuch does not exist in file://{deployment.repo_dir}: drtool snapshots "
+         "lists the ones it holds"),
         (("restore", "latest", "--delta", "--to", "elsewhere"), 2,
          "expected primary or standby, got 'elsewhere'"),
     ]
@@ -174,9 +176,9 @@ def test_delta_restore_bad_inputs(deployment, cli, primary_server):
 def test_traffic_counts_the_segment_digest_queries(deployment, cli, primary_server):
     """An identical table: nothing is written, and the traffic reported is exactly the two
     segment-digest queries over the recorded ranges (before and the final check)."""
-    from drtool.core.diff_ranges import SearchParams, Side
-    from drtool.core.diff_snapshot import recorded_ranges
-    from drtool.units import format_bytes
+    from drtool.compare.diff_ranges import SearchParams, Side
+    from drtool.snapshots.diff_snapshot import recorded_ranges
+    from drtool.util.units import format_bytes
 
     # ~26 MB: segments are cut at random keys (the repository's chunk key) but never exceed
     # 4 MiB, so at least 7 ranges whatever the key: more than the 4 queries, several per query
@@ -205,7 +207,7 @@ def test_traffic_counts_the_segment_digest_queries(deployment, cli, primary_serv
 
 def test_delta_restore_refused_while_a_failover_is_in_progress(deployment, cli, primary_server,
                                                                standby_server):
-    from drtool.core.state import Roles, StateStore
+    from drtool.coordination.state import Roles, StateStore
 
     load_table(primary_server, "app.t", sample_docs(10))
     assert cli("snapshot").exit_code == 0
@@ -235,7 +237,7 @@ def _store_with_ranges_not_following_segments(policy_path, manifest):
     (as a drtool older than the segment-digest format would): returns the copy."""
     import dataclasses
 
-    from drtool.manifest import Range
+    from drtool.repo.manifest import Range
 
     entry = manifest.tables[0]
     whole = Range(None, entry.doc_count, entry.digest)

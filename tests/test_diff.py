@@ -8,10 +8,10 @@ import random
 
 import pytest
 
-from drtool.cluster import canonical
+from drtool.reql import canonical
 from drtool.cluster.base import Cluster
-from drtool.core.diff import DiffOptions, diff_table
-from drtool.core.diff_ranges import (
+from drtool.compare.diff import DiffOptions, diff_table
+from drtool.compare.diff_ranges import (
     PER_DOC,
     WHOLE,
     Region,
@@ -20,9 +20,9 @@ from drtool.core.diff_ranges import (
     split_region,
     threshold_for,
 )
-from drtool.core.reconcile import ReconcileOptions, reconcile_table
+from drtool.compare.reconcile import ReconcileOptions, reconcile_table
 from drtool.model import ClusterConfig, IndexDef, TableName
-from drtool.ordering import key_order
+from drtool.reql.ordering import key_order
 from tests.conftest import PRIMARY_HOST, STANDBY_HOST, sample_docs
 from tests.golden import GOLDEN
 
@@ -376,8 +376,8 @@ async def test_query_overhead_covers_the_serialized_fold_term(threshold, windows
     from rethinkdb.net import Query
 
     from drtool.cluster.base import chunk_spec
-    from drtool.cluster.rethink_cluster import RethinkCluster
-    from drtool.core.diff_ranges import QUERY_OVERHEAD
+    from drtool.cluster.rethink.cluster import RethinkCluster
+    from drtool.compare.diff_ranges import QUERY_OVERHEAD
 
     class Capture:
         description = "capture"
@@ -407,8 +407,8 @@ async def test_segment_digest_traffic_covers_what_the_real_adapter_sends(count):
     from rethinkdb import RethinkDB
     from rethinkdb.net import Query
 
-    from drtool.cluster.rethink_cluster import RethinkCluster
-    from drtool.core.diff_ranges import QUERY_OVERHEAD, Side
+    from drtool.cluster.rethink.cluster import RethinkCluster
+    from drtool.compare.diff_ranges import QUERY_OVERHEAD, Side
 
     class Capture:
         description = "capture"

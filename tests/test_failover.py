@@ -9,15 +9,16 @@ import json
 
 import pytest
 
+from drtool.cluster.fake import NETWORK
 from drtool.cluster.fake import FakeServer
-from drtool.core.state import StateStore
+from drtool.coordination.state import StateStore
 from drtool.errors import FailoverError, LeaseHeld, PermissionDenied, StaleGeneration, UsageError
 from drtool.failover import run as run_module
 from drtool.failover.failback import failback
 from drtool.failover.planned import PLANNED, planned_failover
 from drtool.failover.unplanned import unplanned_failover
 from drtool.model import PermissionRow, TableName
-from drtool.policy import load_policy
+from drtool.config.policy import load_policy
 
 from tests.conftest import connect_fake, write_policy
 from tests.failover_helpers import (
@@ -75,7 +76,7 @@ async def test_planned_failover_with_a_writer(policy, primary_server, standby_se
     try:
         await wait_until(lambda: len(writer.acked) > 20, "the writer writing")
         lines: list[str] = []
-        out = await planned_failover(policy, reverse=True, say=lines.append)
+        out = await planned_failover(policy, connector=NETWORK, reverse=True, say=lines.append)
         await wait_until(lambda: writer.role == "standby" and len(writer.acked) > 0
                          and writer.switched_at is not None, "the writer on the new primary")
         count = len(writer.acked)
@@ -107,7 +108,7 @@ async def test_dry_run_changes_nothing(policy, primary_server, standby_server):
     await make_table(primary_server)
     bg = await streaming(policy)
     try:
-        out = await planned_failover(policy, dry_run=True)
+        out = await planned_failover(policy, connector=NETWORK, dry_run=True)
     finally:
         await bg.__aexit__(None, None, None)
     assert out.dry_run and any("fence the standby until it is promoted" in p for p in out.plan)
@@ -118,7 +119,7 @@ async def test_dry_run_changes_nothing(policy, primary_server, standby_server):
 async def test_planned_needs_a_streaming_runner(policy, primary_server):
     await make_table(primary_server)
     with pytest.raises(FailoverError, match="no drtool replicate runner is streaming into the standby"):
-        await planned_failover(policy)
+        await planned_failover(policy, connector=NETWORK)
 
 
 class Killed(BaseException):
@@ -155,16 +156,16 @@ async def test_planned_failover_resumes_after_a_crash_at_each_step(policy, prima
         with monkeypatch.context() as patch:
             crash_after(patch, step)
             with pytest.raises(Killed):
-                await planned_failover(policy, reverse=True)
+                await planned_failover(policy, connector=NETWORK, reverse=True)
         stopped = await roles_of(policy, "standby")
         assert stopped.step is not None and stopped.extra["failover"]["step"] == step
         from drtool.standby.status import read_status
 
         assert f"failover step {step} (generation 0): run the same failover/failback command " \
-            "again to finish it" in (await read_status(policy)).problems
+            "again to finish it" in (await read_status(policy, NETWORK)).problems
         if PLANNED.index(step) <= PLANNED.index("final-diff"):  # diffed when resumed
             primary_server.put_texts(T, ['{"id":"during"}'])  # only drtool can write there
-        out = await planned_failover(policy, reverse=True)
+        out = await planned_failover(policy, connector=NETWORK, reverse=True)
     finally:
         await bg.__aexit__(None, None, None)
     assert (out.resumed_at, out.generation) == (step, 1)
@@ -185,11 +186,11 @@ async def test_two_failovers_cannot_run_at_once(policy, primary_server, standby_
         def confirm(plan):
             return True
 
-        first = asyncio.create_task(planned_failover(policy, confirm=confirm,
+        first = asyncio.create_task(planned_failover(policy, connector=NETWORK, confirm=confirm,
                                                      say=lambda line: gate.set()))
         await asyncio.wait_for(gate.wait(), 10)  # the first one holds the lease now
         with pytest.raises(LeaseHeld, match="another failover or failback is running"):
-            await planned_failover(policy)
+            await planned_failover(policy, connector=NETWORK)
         await first
     finally:
         await bg.__aexit__(None, None, None)
@@ -200,7 +201,7 @@ async def test_a_stale_runner_is_refused_by_the_generation(policy, primary_serve
     bg = await streaming(policy)
     store = StateStore(connect_fake(standby_server), policy.replication.state_db, policy.name)
     roles = await store.read_roles()
-    from drtool.core.state import Roles
+    from drtool.coordination.state import Roles
 
     await store.write_roles(Roles(generation=roles.generation + 1, primary="standby"),
                             expected_generation=roles.generation)
@@ -212,7 +213,7 @@ async def test_a_stale_runner_is_refused_by_the_generation(policy, primary_serve
 async def test_unplanned_refused_while_the_primary_answers(policy, primary_server, standby_server):
     await make_table(primary_server)
     with pytest.raises(FailoverError, match="the primary still answers .*--planned, or --force"):
-        await unplanned_failover(policy)
+        await unplanned_failover(policy, connector=NETWORK)
     assert (await roles_of(policy, "standby")).generation == 0
 
 
@@ -226,7 +227,7 @@ async def test_unplanned_then_failback_with_writes_on_both_sides(policy, primary
     # writes the primary acknowledged but never replicated, then it dies
     primary_server.put_texts(T, ['{"id":"only-old","v":1}', '{"id":"seed1","v":"old"}'])
     primary_server.down = True
-    out = await unplanned_failover(policy)
+    out = await unplanned_failover(policy, connector=NETWORK)
     assert (out.generation, out.loss["heartbeat"] is not None) == (1, True)
     assert "may be missing" in out.loss["message"]
     new = await app_connect(policy, "standby")
@@ -237,9 +238,9 @@ async def test_unplanned_then_failback_with_writes_on_both_sides(policy, primary
     assert (await roles_of(policy, "primary")).generation == 0
     with pytest.raises(UsageError, match="already exists"):
         (tmp_path / "taken.jsonl").write_text("")
-        await failback(policy, lost_writes=tmp_path / "taken.jsonl")
+        await failback(policy, connector=NETWORK, lost_writes=tmp_path / "taken.jsonl")
     lost = tmp_path / "lost.jsonl"
-    result = await failback(policy, lost_writes=lost)
+    result = await failback(policy, connector=NETWORK, lost_writes=lost)
     assert result.generation == 2 and result.target == "primary"
     lines = [json.loads(line) for line in lost.read_text().splitlines()]
     assert [(l["key"], l["kind"], l["doc"]) for l in lines] == [
@@ -253,12 +254,12 @@ async def test_unplanned_then_failback_with_writes_on_both_sides(policy, primary
         roles = await roles_of(policy, role)
         assert (roles.generation, roles.primary, roles.step) == (2, "primary", None)
     with pytest.raises(UsageError, match="nothing to fail back"):
-        await failback(policy, lost_writes=tmp_path / "again.jsonl")
+        await failback(policy, connector=NETWORK, lost_writes=tmp_path / "again.jsonl")
 
 
 async def test_unplanned_force_fences_the_primary_first(policy, primary_server, standby_server):
     await make_table(primary_server)
-    out = await unplanned_failover(policy, force=True)
+    out = await unplanned_failover(policy, connector=NETWORK, force=True)
     assert out.generation == 1
     assert primary_server.permissions[("app", "app", None)] == {"write": False}
     old = await app_connect(policy, "primary")
@@ -277,7 +278,7 @@ async def test_write_hook_fence_for_an_admin_application(tmp_path, primary_serve
     await connect_fake(primary_server).set_write_hook(T, own)
     bg = await streaming(pol)
     try:
-        out = await planned_failover(pol)
+        out = await planned_failover(pol, connector=NETWORK)
     finally:
         await bg.__aexit__(None, None, None)
     assert out.generation == 1

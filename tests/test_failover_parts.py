@@ -9,11 +9,11 @@ import pytest
 
 from drtool.cluster.fake import FakeServer
 from drtool.errors import FailoverError, PermissionDenied, UsageError
-from drtool.failover.fence import FenceRecord, apply_fence, lift_fence, plan_fence
+from drtool.coordination.fence import FenceRecord, apply_fence, lift_fence, plan_fence
 from drtool.failover.lost_writes import find_lost_writes, reapply_lost_writes
-from drtool.failover.users_sync import sync_users
+from drtool.coordination.users_sync import sync_users
 from drtool.model import ClusterConfig, PermissionRow, TableName
-from drtool.policy_failover import FailoverPolicy, PasswordSource
+from drtool.config.failover import FailoverPolicy, PasswordSource
 
 T1, T2 = TableName("app", "orders"), TableName("app", "users")
 

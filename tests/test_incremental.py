@@ -176,8 +176,8 @@ def _forge(deployment, change) -> str:
     import asyncio
     from dataclasses import replace
 
-    from drtool.core.session import open_repository
-    from drtool.policy import load_policy
+    from drtool.wiring.open import open_repository
+    from drtool.config.policy import load_policy
     from drtool.repo.objects import new_snapshot_id
 
     async def go():
@@ -194,7 +194,7 @@ def test_verify_read_data_checks_the_merged_layers_against_the_ranges(deployment
                                                                       primary_server):
     from dataclasses import replace
 
-    from drtool.digest import fold_digests
+    from drtool.reql.digest import fold_digests
 
     load_table(primary_server, "app.t", sample_docs(500))
     _snapshot(cli)

@@ -9,8 +9,8 @@ import pytest
 from drtool.errors import ObjectExists, ObjectNotFound
 from drtool.storage.limiter import BandwidthLimitedStorage, limit_bandwidth
 from drtool.storage.memory import MemoryStorage
-from drtool.throttle import ByteRateLimiter, ScheduledLimiter
-from drtool.units import BandwidthSchedule
+from drtool.util.throttle import ByteRateLimiter, ScheduledLimiter
+from drtool.util.units import BandwidthSchedule
 from tests.storage_contract import StorageContract, names
 
 MiB = 1024 * 1024

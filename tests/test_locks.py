@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from drtool import crypto
-from drtool.core import retention
+from drtool.repo import crypto
+from drtool.snapshots import retention
 from drtool.errors import RepositoryError
-from drtool.manifest import Layer, Manifest, Range, SegmentRef, TableEntry
+from drtool.repo.manifest import Layer, Manifest, Range, SegmentRef, TableEntry
 from drtool.model import TableMeta, TableName
-from drtool.policy import RetentionPolicy
+from drtool.config.policy import RetentionPolicy
 from drtool.repo import locks as L
 from drtool.repo.objects import data_name, new_snapshot_id
 from drtool.repo.repository import KeySources, Repository

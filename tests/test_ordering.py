@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
-from drtool import digest
-from drtool.cluster import canonical
-from drtool.ordering import InvalidKey, key_bytes, key_order, parse_key
+from drtool.reql import digest
+from drtool.reql import canonical
+from drtool.reql.ordering import InvalidKey, key_bytes, key_order, parse_key
 
 from tests.golden import GOLDEN
 

@@ -8,12 +8,12 @@ import json
 import random
 import uuid
 
-from drtool.core.layers import final_texts
-from drtool.core.partition import part_bounds, split_points
-from drtool.core.snapshot import SnapshotOptions, take_snapshot
-from drtool.digest import digest_of_texts
+from drtool.snapshots.layers import final_texts
+from drtool.snapshots.partition import part_bounds, split_points
+from drtool.snapshots.snapshot import SnapshotOptions, take_snapshot
+from drtool.reql.digest import digest_of_texts
 from drtool.model import TableName
-from drtool.ordering import key_order
+from drtool.reql.ordering import key_order
 from drtool.repo.repository import KeySources, Repository
 from drtool.storage.memory import MemoryStorage
 

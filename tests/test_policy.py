@@ -5,7 +5,7 @@ import pytest
 
 from drtool.errors import EXIT_USAGE, PolicyError
 from drtool.model import ClusterConfig, TableName
-from drtool.policy import SCHEMA, ClusterPolicy, TablesPolicy, load_policy
+from drtool.config.policy import SCHEMA, ClusterPolicy, TablesPolicy, load_policy
 from drtool.repo.repository import KeySources
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"

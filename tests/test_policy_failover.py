@@ -3,7 +3,7 @@
 import pytest
 
 from drtool.errors import PolicyError
-from drtool.policy_failover import FailoverPolicy, PasswordSource
+from drtool.config.failover import FailoverPolicy, PasswordSource
 
 from tests.test_policy import error_of, load
 

@@ -7,10 +7,10 @@ import asyncio
 import pytest
 
 from drtool.cluster.fake import FakeServer
-from drtool.core.state import StateStore
+from drtool.coordination.state import StateStore
 from drtool.errors import LeaseHeld
 from drtool.model import IndexDef, TableName
-from drtool.policy import load_policy
+from drtool.config.policy import load_policy
 
 from tests.conftest import connect_fake, sample_docs, write_policy
 from tests.replication_helpers import Background, replication_section, wait_equal, wait_until

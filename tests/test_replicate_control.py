@@ -8,11 +8,11 @@ import asyncio
 
 import pytest
 
-from drtool.core.session import open_repository
-from drtool.core.state import Roles, StateStore, runner_lease
+from drtool.wiring.open import open_repository
+from drtool.coordination.state import Roles, StateStore, runner_lease
 from drtool.errors import ClusterUnreachable, StaleGeneration
 from drtool.model import TableName
-from drtool.policy import load_policy
+from drtool.config.policy import load_policy
 from drtool.standby.events import LOGGER
 
 from tests.conftest import Cli, connect_fake, write_policy

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from drtool import crypto
+from drtool.repo import crypto
 from drtool.errors import (
     EncryptionKeyError,
     IntegrityError,
@@ -18,11 +18,11 @@ from drtool.errors import (
     RepositoryError,
     UsageError,
 )
-from drtool.manifest import Layer, Manifest, Range, SegmentRef, TableEntry
+from drtool.repo.manifest import Layer, Manifest, Range, SegmentRef, TableEntry
 from drtool.model import IndexDef, TableMeta, TableName
 from drtool.repo.objects import data_name, new_snapshot_id
 from drtool.repo.repository import KeySources, Repository
-from drtool.workers import SMALL as THREAD_THRESHOLD
+from drtool.util.workers import SMALL as THREAD_THRESHOLD
 from drtool.storage.memory import MemoryStorage
 
 DOCS = b'{"id":1,"v":"a"}\n{"id":2,"v":"\xc3\xa9"}\n'

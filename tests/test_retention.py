@@ -1,4 +1,4 @@
-"""Retention (drtool/core/retention.py): restic-style selection on synthetic snapshot times,
+"""Retention (drtool/snapshots/retention.py): restic-style selection on synthetic snapshot times,
 parents kept, bad rules; forget and prune on a repository over MemoryStorage."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from drtool import crypto
-from drtool.core import retention
-from drtool.core.retention import Candidate, select
+from drtool.repo import crypto
+from drtool.snapshots import retention
+from drtool.snapshots.retention import Candidate, select
 from drtool.errors import RepositoryError, UsageError
-from drtool.policy import RetentionPolicy as R
+from drtool.config.policy import RetentionPolicy as R
 from drtool.repo.objects import data_name
 from drtool.repo.repository import KeySources, Repository
 from drtool.storage.memory import MemoryStorage

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from drtool.core.scanning import resumable_scan
+from drtool.cluster.scanning import resumable_scan
 from drtool.errors import ClusterUnreachable
 from tests.conftest import connect_fake, load_table, sample_docs
 
@@ -59,7 +59,7 @@ def test_scan_resumes_after_drops_without_rereading(primary_server):
 
 def test_scan_gives_up_after_repeated_failures(primary_server, monkeypatch):
     table = load_table(primary_server, "app.t", sample_docs(10, pad=10))
-    monkeypatch.setattr("drtool.core.scanning.RESUME_BASE_DELAY", 0)
+    monkeypatch.setattr("drtool.cluster.scanning.RESUME_BASE_DELAY", 0)
     primary_server.fail_next("scan", times=10)
     with pytest.raises(ClusterUnreachable, match="gave up after 3 failed attempts"):
         asyncio.run(_keys(connect_fake(primary_server), table, attempts=3))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from drtool.core.segments import (
+from drtool.snapshots.segments import (
     Chunker,
     ChunkParams,
     PendingChanges,
@@ -18,7 +18,7 @@ from drtool.core.segments import (
     encode_segment,
     merge_changes,
 )
-from drtool.digest import digest_of_hashes, digest_of_texts, hashes_json, r_uuid
+from drtool.reql.digest import digest_of_hashes, digest_of_texts, hashes_json, r_uuid
 from drtool.repo.repository import KeySources, Repository
 from drtool.storage.memory import MemoryStorage
 

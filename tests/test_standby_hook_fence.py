@@ -10,14 +10,16 @@ import contextlib
 
 import pytest
 
+from drtool.cluster.fake import NETWORK
 from drtool.cluster.fake import FakeServer
-from drtool.core.shape import is_drtool_fence, plan_shape
-from drtool.core.state import StateStore
+from drtool.compare.shape import is_drtool_fence, plan_shape
+from drtool.coordination.state import StateStore
 from drtool.failover.failback import failback
 from drtool.failover.planned import planned_failover
-from drtool.failover.standby_fence import read_standby_fence, standby_fence_message
+from drtool.coordination.standby_fence import read_standby_fence, standby_fence_message
 from drtool.failover.unplanned import unplanned_failover
-from drtool.policy import load_policy
+from drtool.config.policy import load_policy
+from drtool.standby.status import read_status
 
 from tests.conftest import connect_fake, load_table, write_policy
 from tests.failover_helpers import APP_PASSWORD, APP_PASSWORD_ENV, failover_section
@@ -96,7 +98,7 @@ async def test_planned_failover_installs_the_primary_hooks_and_the_reversed_runn
     async with Background(policy) as bg:
         await bg.streaming(2)
         await wait_equal(policy)
-        out = await planned_failover(policy, reverse=True)
+        out = await planned_failover(policy, connector=NETWORK, reverse=True)
         assert out.generation == 1
         assert (hook(standby_server, T), hook(standby_server, T2)) == (OWN, None)
         new_primary = connect_fake(standby_server)
@@ -109,7 +111,7 @@ async def test_planned_failover_installs_the_primary_hooks_and_the_reversed_runn
         assert (await old.insert_texts(T2, ['{"id":"late"}'])).first_error == refusal(1)
         await wait_until(lambda: '{"id":"after"}' in primary_server.texts(T2), "reverse replication")
         assert await recorded(primary_server, policy) == {str(T): OWN, str(T2): None}
-        back = await failback(policy, lost_writes=policy.path.parent / "lost.jsonl")
+        back = await failback(policy, connector=NETWORK, lost_writes=policy.path.parent / "lost.jsonl")
         assert back.generation == 2
         assert (hook(primary_server, T), hook(primary_server, T2)) == (OWN, None)
         await wait_until(lambda: is_drtool_fence(hook(standby_server, T),
@@ -126,10 +128,51 @@ async def test_unplanned_failover_installs_the_recorded_hooks(policy, primary_se
         await wait_until(async_eq(lambda: recorded(standby_server, policy),
                                   {str(T): OWN, str(T2): None}), "the hooks recorded")
     primary_server.down = True
-    out = await unplanned_failover(policy)
+    out = await unplanned_failover(policy, connector=NETWORK)
     assert out.generation == 1 and out.warnings == []
     assert (hook(standby_server, T), hook(standby_server, T2)) == (OWN, None)
     assert (await connect_fake(standby_server).insert_texts(T2, ['{"id":"x"}'])).inserted == 1
+
+
+async def test_status_shows_which_standby_tables_carry_the_fence(policy, primary_server,
+                                                                standby_server):
+    async with Background(policy) as bg:
+        await bg.streaming(2)
+        await wait_until(lambda: all(is_drtool_fence(hook(standby_server, t)) for t in (T, T2)),
+                         "both tables fenced")
+    await connect_fake(standby_server).set_write_hook(T2, None)  # someone lifted it meanwhile
+    status = await read_status(policy, NETWORK)
+    assert status.fenced == {str(T): True, str(T2): False}
+    rows = {row["table"]: row["fenced"] for row in status.to_json()["tables"]}
+    assert rows == {str(T): True, str(T2): False}
+
+
+@pytest.fixture
+def dropping_policy(tmp_path, primary_server: FakeServer, standby_server: FakeServer,
+                    monkeypatch):
+    monkeypatch.setenv(APP_PASSWORD_ENV, APP_PASSWORD)
+    load_table(primary_server, str(T), ['{"id":1}'])
+    load_table(primary_server, str(T2), ['{"id":1}'])
+    primary_server.table_obj(T).write_hook = OWN
+    return load_policy(write_policy(tmp_path, extra=replication_section(drop_tables="true")
+                                    + failover_section("admin", fence="write-hook")).path)
+
+
+async def test_a_table_dropped_on_the_primary_leaves_the_hook_record(
+        dropping_policy, primary_server, standby_server):
+    """Its recorded hook would make an unplanned failover warn "not restored ... NotFound"."""
+    policy = dropping_policy
+    async with Background(policy) as bg:
+        await bg.streaming(2)
+        await wait_until(async_eq(lambda: recorded(standby_server, policy),
+                                  {str(T): OWN, str(T2): None}), "the hooks recorded")
+        await connect_fake(primary_server).drop_table(T)
+        await wait_until(async_eq(lambda: recorded(standby_server, policy), {str(T2): None}),
+                         "the dropped table's hook forgotten")
+    primary_server.down = True
+    out = await unplanned_failover(policy, connector=NETWORK)
+    assert out.generation == 1 and out.warnings == []
+    assert hook(standby_server, T2) is None
 
 
 async def test_copying_a_shape_keeps_a_fence_and_never_installs_one(primary_server):
@@ -156,8 +199,8 @@ async def test_hook_fence_recognises_its_own_hook_and_lifts_to_the_recorded_one(
     installs the source's hook (here none)."""
     import uuid
 
-    from drtool.failover.fence import lift_fence
-    from drtool.failover.standby_fence import HookFence
+    from drtool.coordination.fence import lift_fence
+    from drtool.coordination.standby_fence import HookFence
     from tests.replication_helpers import fake_or_real_cluster
 
     cluster = await fake_or_real_cluster(kind, "standby")

@@ -1,4 +1,4 @@
-"""drtool's state database (drtool.core.state) on the fake and, with DRTOOL_TEST_RETHINKDB,
+"""drtool's state database (drtool.coordination.state) on the fake and, with DRTOOL_TEST_RETHINKDB,
 on a real server: roles compare-and-set, leases on the server's clock, heartbeat and lag,
 table states. Every test uses its own uniquely named state database and drops it."""
 
@@ -9,12 +9,12 @@ import uuid
 
 import pytest
 
-from drtool.core.state import (
+from drtool.coordination.state import (
     STATE_TABLES, LeaseHolder, Roles, StateStore, TableState, lag_seconds, newest_roles,
     runner_lease,
 )
 from drtool.model import TableName
-from drtool.policy import TablesPolicy
+from drtool.config.policy import TablesPolicy
 
 from tests.replication_helpers import fake_or_real_cluster
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from drtool.throttle import (
+from drtool.util.throttle import (
     BYTE_CHUNK,
     LATENESS,
     PERIOD,
@@ -23,7 +23,7 @@ from drtool.throttle import (
     ScheduledLimiter,
     bandwidth_limiters,
 )
-from drtool.units import BandwidthSchedule
+from drtool.util.units import BandwidthSchedule
 
 MiB = 1024 * 1024
 MONDAY = datetime(2024, 1, 1)  # a Monday

@@ -2,7 +2,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from drtool.units import (
+from drtool.util.units import (
     BandwidthSchedule,
     format_bytes,
     format_rate,

@@ -1,4 +1,4 @@
-"""The runner keeps users and permissions the same on the standby (drtool.failover.users_sync
+"""The runner keeps users and permissions the same on the standby (drtool.coordination.users_sync
 through the runner's users_sync hook), on the fake clusters: users created on the primary
 appear with the password the policy names (environment variable or file), permissions follow
 (the app users' write stays fenced on the standby), revocations follow, dropped users are
@@ -12,11 +12,11 @@ import json
 import pytest
 
 from drtool.cluster.fake import FakeServer
-from drtool.core.state import StateStore
+from drtool.coordination.state import StateStore
 from drtool.errors import AuthError, PermissionDenied
-from drtool.failover.users_sync import runner_users_sync
+from drtool.coordination.users_sync import runner_users_sync
 from drtool.model import ClusterConfig, TableName
-from drtool.policy import load_policy
+from drtool.config.policy import load_policy
 from drtool.standby.events import Events
 
 from tests.conftest import Cli, connect_fake, load_table, write_policy
@@ -111,7 +111,7 @@ async def test_users_created_on_the_primary_follow_with_their_password_and_permi
     assert ("user-created", "user reports created on the target with the password the "
             "policy names") in events.lines
     # the values a promotion restores are recorded on the standby
-    from drtool.failover.standby_fence import read_standby_fence
+    from drtool.coordination.standby_fence import read_standby_fence
 
     record = await read_standby_fence(StateStore(connect_fake(standby_server),
                                                  policy.replication.state_db, policy.name))
@@ -228,8 +228,8 @@ def test_status_reports_a_user_without_a_password_source(policy, primary_server,
 async def test_users_are_not_dropped_when_the_source_lost_all_of_them():
     """A source that lost every user synced before is the wrong cluster (or was emptied):
     nothing is dropped, the problem is named."""
-    from drtool.failover.users_sync import sync_users
-    from drtool.policy_failover import FailoverPolicy
+    from drtool.coordination.users_sync import sync_users
+    from drtool.config.failover import FailoverPolicy
 
     src, dst = FakeServer(), FakeServer()
     for server in (src, dst):

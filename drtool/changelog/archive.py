@@ -22,7 +22,7 @@ from drtool.cluster.base import Cluster
 from drtool.errors import DrtoolError
 from drtool.model import TableName
 from drtool.repo.repository import Repository
-from drtool.standby.events import Events
+from drtool.changelog.report import Reporter
 
 CLOCK_EVERY = 1.0
 FLUSH_TIMEOUT = 30.0
@@ -30,7 +30,7 @@ UPLOAD_RETRY = 2.0
 
 
 class Archive:
-    def __init__(self, cluster: Cluster, repo: Repository, spool: Spool, events: Events,
+    def __init__(self, cluster: Cluster, repo: Repository, spool: Spool, events: Reporter,
                  settings: ArchiveSettings, make_base: MakeBase) -> None:
         self.cluster, self.repo, self.spool, self.events = cluster, repo, spool, events
         self.settings, self.make_base = settings, make_base

@@ -31,11 +31,11 @@ from drtool.changelog.slices import (
 )
 from drtool.changelog.spool import Spool, SpoolFull
 from drtool.cluster.base import Cluster
+from drtool.cluster.scanning import feed_ready
 from drtool.errors import ClusterUnreachable, DrtoolError, StorageUnreachable
 from drtool.model import FeedChange, FeedOverflow, TableName
 from drtool.repo.repository import Repository
-from drtool.standby.events import Events
-from drtool.standby.table import feed_ready
+from drtool.changelog.report import Reporter
 
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 SEAL_CHECK = 0.1  # seconds between checks whether the open slice is due
@@ -72,7 +72,7 @@ class TableLog:
 
 class TableArchiver:
     def __init__(self, cluster: Cluster, table: TableName, repo: Repository, clock: PrimaryClock,
-                 spool: Spool, events: Events, settings: ArchiveSettings, make_base: MakeBase
+                 spool: Spool, events: Reporter, settings: ArchiveSettings, make_base: MakeBase
                  ) -> None:
         self.cluster, self.table, self.repo, self.clock = cluster, table, repo, clock
         self.spool, self.events, self.settings, self.make_base = spool, events, settings, make_base

@@ -22,15 +22,15 @@ from drtool.changelog.timeline import (
     RestorePlan, iso_ms, load_timelines, plan_restore, restorable,
 )
 from drtool.cluster.base import Cluster
-from drtool.core.delta_restore import DeltaOptions, DeltaReport, delta_table
-from drtool.core.progress import NullProgress, Progress
-from drtool.core.restore import RestoreOptions, TableRestore, restore_table
+from drtool.snapshots.delta_restore import DeltaOptions, DeltaReport, delta_table
+from drtool.util.progress import NullProgress, Progress
+from drtool.snapshots.restore import RestoreOptions, TableRestore, restore_table
 from drtool.errors import EncryptionKeyError, IntegrityError, NotFound, UsageError
-from drtool.manifest import TableEntry
+from drtool.repo.manifest import TableEntry
 from drtool.model import TableName
 from drtool.repo.log_objects import LOG_PREFIX
 from drtool.repo.repository import Repository
-from drtool.units import parse_duration
+from drtool.util.units import parse_duration
 
 _RELATIVE = re.compile(r"^-\s*(\S+)$")
 

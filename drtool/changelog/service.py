@@ -17,16 +17,16 @@ from drtool.changelog.archive import Archive
 from drtool.changelog.archiver import BACKOFF_FIRST, BACKOFF_MAX, ArchiveSettings
 from drtool.changelog.spool import Spool
 from drtool.cluster.base import Cluster
-from drtool.core.session import open_repository
-from drtool.core.snapshot import SnapshotOptions, take_snapshot
+from drtool.wiring.open import open_repository
+from drtool.snapshots.snapshot import SnapshotOptions, take_snapshot
 from drtool.errors import DrtoolError
 from drtool.model import TableName
-from drtool.policy import Policy
-from drtool.standby.events import Events
+from drtool.config.policy import Policy
+from drtool.changelog.report import Reporter
 
 
 class ArchiveService:
-    def __init__(self, policy: Policy, events: Events) -> None:
+    def __init__(self, policy: Policy, events: Reporter) -> None:
         assert policy.archive is not None
         self.policy, self.events = policy, events
         self.archive: Archive | None = None

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from drtool.errors import IntegrityError
 from drtool.model import DocText, KeyText
-from drtool.ordering import key_order
+from drtool.reql.ordering import key_order
 from drtool.repo.log_objects import LOG_PREFIX
 
 GRANULE_MS = 500

@@ -21,13 +21,13 @@ from dataclasses import replace
 from drtool.changelog.slices import decode_slice
 from drtool.changelog.timeline import RestorePlan, missing_slice
 from drtool.cluster.base import Row
-from drtool.core.layers import range_rows
-from drtool.core.segments import decode_segment
-from drtool.digest import digest_of_hashes, fold_digests, r_uuid
+from drtool.snapshots.layers import range_rows
+from drtool.snapshots.segments import decode_segment
+from drtool.reql.digest import digest_of_hashes, fold_digests, r_uuid
 from drtool.errors import IntegrityError, ObjectNotFound
-from drtool.manifest import Range, TableEntry
+from drtool.repo.manifest import Range, TableEntry
 from drtool.model import DocText, KeyText
-from drtool.ordering import key_order
+from drtool.reql.ordering import key_order
 from drtool.repo.repository import Repository
 
 Changes = list[tuple[bytes, KeyText, DocText | None]]  # (key order, key, text or None), sorted

@@ -6,36 +6,29 @@ from typing import Annotated, Optional
 
 import typer
 
+from drtool.changelog.restore_at import delta_at, parse_at, restore_at
+from drtool.changelog.timeline import iso_ms
 from drtool.cli import render
-from drtool.failover.guard import check_write
-from drtool.cli.app import JsonOpt, PolicyOpt, QuietOpt, app, policy_from, quiet, reports_errors, run
-from drtool.core.restore import (
+from drtool.coordination.guard import check_write
+from drtool.cli.common import (
+    SAMPLE_KEYS, JsonOpt, connector, PolicyOpt, QuietOpt, Role, TableOpt, parse_role, policy_from, quiet, reports_errors, run,
+)
+from drtool.snapshots.restore import (
     RestoreOptions,
     conflicts_error,
     parse_renames,
+    plan_tables,
     restore_snapshot,
 )
-from drtool.core.session import connect_role, open_repository, parse_tables, select_tables
-from drtool.core.snapshot import SnapshotOptions, take_snapshot
-from drtool.failover.standby_fence import fenced_hooks
-from drtool.errors import CheckFailed, UsageError
-from drtool.units import format_bytes
+from drtool.config.policy import select_tables
+from drtool.wiring.open import connect_role, open_repository, parse_tables, repository_and_cluster
+from drtool.snapshots.snapshot import take_snapshot
+from drtool.wiring.snapshots import snapshot_options
+from drtool.config.policy import Policy
+from drtool.errors import EXIT_INTERRUPTED, CheckFailed, UsageError
+from drtool.snapshots.delta_restore import DeltaOptions, DeltaReport, delta_restore, rerun_hint
+from drtool.util.units import format_bytes
 
-TableOpt = Annotated[
-    Optional[list[str]],
-    typer.Option("--table", "-t", help="db.table to include (repeatable; default: the policy's)."),
-]
-Role = Annotated[str | None, typer.Option(help="Cluster to use: primary or standby.")]
-
-
-def _role(value: str | None, default: str) -> str:
-    role = value or default
-    if role not in ("primary", "standby"):
-        raise UsageError(f"expected primary or standby, got {role!r}")
-    return role
-
-
-@app.command()
 @reports_errors
 def snapshot(
     ctx: typer.Context,
@@ -48,20 +41,16 @@ def snapshot(
 ) -> None:
     """Copy the selected tables into the repository; print the snapshot id."""
     pol = policy_from(ctx, policy)
-    role = _role(from_, pol.schedule.snapshot_from)
+    role = parse_role(from_, pol.schedule.snapshot_from)
     requested = parse_tables(table or [])
 
     async def go():
-        async with await open_repository(pol) as repo, await connect_role(pol, role) as cluster:
+        async with repository_and_cluster(pol, role, connector=connector(ctx)) as (repo, cluster, _):
             tables = select_tables(pol, await cluster.list_tables(), requested, where=role)
             if not tables:
                 raise UsageError(f"no table of the {role} matches [tables] in {pol.path}")
+            options = await snapshot_options(pol, cluster, role, full=full)
             with render.RichProgress(quiet(ctx, quiet_)) as progress:
-                reads = pol.throttle.primary_reads if role == "primary" else None
-                options = SnapshotOptions(
-                    full=full, primary_reads=reads, max_layers=pol.schedule.full_after_layers,
-                    max_delta_ratio=pol.schedule.full_after_delta,
-                    fenced_hooks=await fenced_hooks(cluster, pol))
                 return await take_snapshot(repo, cluster, tables, policy_name=pol.name,
                                            source=role, progress=progress, options=options)
 
@@ -86,7 +75,6 @@ def snapshot(
     print(manifest.id)
 
 
-@app.command()
 @reports_errors
 def restore(
     ctx: typer.Context,
@@ -106,7 +94,7 @@ def restore(
 ) -> None:
     """Restore a snapshot's tables (data, indexes, write hook) and check their digests."""
     pol = policy_from(ctx, policy)
-    role = _role(to, "primary")
+    role = parse_role(to, "primary")
     if dry_run and not delta:
         raise UsageError("--dry-run works with --delta only")
     if delta and (conflict or shards or replicas):
@@ -115,15 +103,11 @@ def restore(
     if (snapshot is None) == (at is None):
         raise UsageError("restore: give a snapshot id (or 'latest') or --at TIME, not both")
     if at is not None and delta:
-        from drtool.cli.log_commands import run_delta_restore_at
-
         run_delta_restore_at(ctx, pol, at, role, RestoreOptions(
             tables=tuple(parse_tables(table or [])), renames=parse_renames(rename or [])),
             dry_run=dry_run, json=json, quiet_=quiet(ctx, quiet_))
         return
     if delta:
-        from drtool.cli.interop_commands import run_delta_restore
-
         run_delta_restore(ctx, pol, snapshot, role, RestoreOptions(
             tables=tuple(parse_tables(table or [])), renames=parse_renames(rename or [])),
             dry_run=dry_run, json=json, quiet_=quiet(ctx, quiet_))
@@ -136,17 +120,14 @@ def restore(
     )
 
     async def go():
-        async with await open_repository(pol) as repo:
-            manifest = await repo.resolve(snapshot)
-            async with await connect_role(pol, role) as cluster:
-                await check_write(pol, role, cluster, what="restore")
-                with render.RichProgress(quiet(ctx, quiet_)) as progress:
-                    return manifest.id, await restore_snapshot(repo, cluster, manifest, options,
-                                                               progress=progress)
+        async with repository_and_cluster(pol, role, snapshot=snapshot,
+                                          connector=connector(ctx)) as (repo, cluster, manifest):
+            await check_write(pol, role, cluster, what="restore")
+            with render.RichProgress(quiet(ctx, quiet_)) as progress:
+                return manifest.id, await restore_snapshot(repo, cluster, manifest, options,
+                                                           progress=progress)
 
     if at is not None:
-        from drtool.cli.log_commands import run_restore_at
-
         label, reports = run_restore_at(ctx, pol, at, role, options, quiet_=quiet(ctx, quiet_))
     else:
         label, reports = run(go())
@@ -173,4 +154,116 @@ def restore(
         raise typer.Exit(refused.exit_code)
     if any(not r.digest_ok and not r.had_documents for r in reports):
         render.error("a restored table's digest differs from the snapshot's (see above)")
+        raise typer.Exit(CheckFailed.exit_code)
+
+
+def run_delta_restore(ctx: typer.Context, pol: Policy, snapshot: str, role: str,
+                      options: RestoreOptions, *, dry_run: bool, json: bool, quiet_: bool) -> None:
+    """``restore --delta [--dry-run]``: called by the restore command. Interrupted (Ctrl-C)
+    once the tables are known, it says to run it again, naming them and the snapshot."""
+    interrupted = "a dry run changes nothing" if dry_run else "no table was written to yet"
+
+    async def go():
+        nonlocal interrupted
+        async with await open_repository(pol) as repo:
+            manifest = await repo.resolve(snapshot)
+            targets = [target for _, target in plan_tables(manifest, options)]
+            if not dry_run:
+                interrupted = rerun_hint(manifest.id, targets)
+            async with await connect_role(pol, role, connector(ctx)) as cluster:
+                if not dry_run:
+                    await check_write(pol, role, cluster, what="restore --delta")
+                with render.RichProgress(quiet(ctx, quiet_)) as progress:
+                    return manifest, await delta_restore(
+                        repo, cluster, manifest, options, DeltaOptions(dry_run=dry_run),
+                        progress=progress)
+
+    try:
+        manifest, reports = run(go())
+    except KeyboardInterrupt:
+        render.error(f"interrupted: {interrupted}")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if json:
+        render.print_json({"snapshot": manifest.id, "dry_run": dry_run,
+                           "tables": [r.to_json() for r in reports]})
+    else:
+        _print_delta(manifest.id, reports, dry_run)
+    differing = [r.target for r in reports if not r.digest_ok]
+    if not dry_run and differing:
+        render.error(f"after the delta restore {', '.join(map(str, differing))} still "
+                     f"{'differs' if len(differing) == 1 else 'differ'} from snapshot "
+                     f"{manifest.id} (written to meanwhile?): run the same restore --delta again")
+        raise typer.Exit(CheckFailed.exit_code)
+
+
+def _print_delta(snapshot_id: str, reports: list[DeltaReport], dry_run: bool) -> None:
+    verb = "would write" if dry_run else "written"
+    render.print_table(
+        f"delta restore of snapshot {snapshot_id}{' (dry run: nothing changed)' if dry_run else ''}",
+        ["table", "into", "documents", "ranges changed", verb, "deleted" if not dry_run
+         else "would delete", "bytes moved", "digest"], [
+            (str(r.source), str(r.target), r.documents, f"{r.ranges_changed} of {r.ranges}",
+             len(r.written), len(r.deleted), format_bytes(r.bytes_written + r.traffic.bytes),
+             "-" if dry_run else ("equal" if r.digest_ok else f"DIFFERS ({r.ranges_differing} ranges)"))
+            for r in reports])
+    for r in reports:
+        for label, keys in (("write", r.written), ("delete", r.deleted)):
+            if keys:
+                cut = len(keys) if dry_run else SAMPLE_KEYS  # a dry run lists every key
+                shown = ", ".join(keys[:cut]) + (", ..." if len(keys) > cut else "")
+                render.info(f"{r.target}: {label} {len(keys)}: {shown}")
+        for action in r.shape:
+            render.info(f"{r.target}: {'would ' if dry_run else ''}{action}")
+        for note in r.notes:
+            render.info(f"{r.target}: {note}")
+
+
+def run_restore_at(ctx: typer.Context, pol: Policy, at_text: str, role: str,
+                   options: RestoreOptions, *, quiet_: bool):
+    """``restore --at T``: returns (the time restored to, the tables' reports)."""
+    at = parse_at(at_text)
+
+    async def go():
+        async with await open_repository(pol) as repo:
+            async with await connect_role(pol, role, connector(ctx)) as cluster:
+                await check_write(pol, role, cluster, what="restore --at")
+                with render.RichProgress(quiet_) as progress:
+                    return await restore_at(repo, cluster, at, options,
+                                            selects=pol.tables.selects, progress=progress)
+
+    return iso_ms(at), run(go())
+
+
+def run_delta_restore_at(ctx: typer.Context, pol: Policy, at_text: str, role: str,
+                         options: RestoreOptions, *, dry_run: bool, json: bool,
+                         quiet_: bool) -> None:
+    """``restore --at T --delta [--dry-run]``: rewind existing tables to T."""
+    at = parse_at(at_text)
+
+    async def go():
+        async with await open_repository(pol) as repo:
+            async with await connect_role(pol, role, connector(ctx)) as cluster:
+                if not dry_run:
+                    await check_write(pol, role, cluster, what="restore --at --delta")
+                with render.RichProgress(quiet_) as progress:
+                    return await delta_at(repo, cluster, at, options,
+                                          DeltaOptions(dry_run=dry_run),
+                                          selects=pol.tables.selects, progress=progress)
+
+    try:
+        reports = run(go())
+    except KeyboardInterrupt:
+        render.error(f"interrupted: run the same restore --at {iso_ms(at)} --delta again to "
+                     "finish (it writes only what still differs)")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if json:
+        render.print_json({"at": iso_ms(at), "dry_run": dry_run,
+                           "tables": [r.to_json() for r in reports]})
+    else:
+        _print_delta(f"--at {iso_ms(at)}", reports, dry_run)
+    differing = [r.target for r in reports if not r.digest_ok]
+    if not dry_run and differing:
+        render.error(f"after the delta restore {', '.join(map(str, differing))} still differs "
+                     f"from its state at {iso_ms(at)} (written to meanwhile?): run the same "
+                     "restore --at --delta again")
         raise typer.Exit(CheckFailed.exit_code)

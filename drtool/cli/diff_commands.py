@@ -7,29 +7,26 @@ from typing import Annotated
 import typer
 
 from drtool.cli import render
-from drtool.cli.app import JsonOpt, PolicyOpt, QuietOpt, app, policy_from, quiet, reports_errors, run
-from drtool.cli.data_commands import TableOpt
-from drtool.core.diff import TableDiff, diff_tables, tables_of_both
-from drtool.core.diff_snapshot import diff_against_snapshot
-from drtool.core.reconcile import ReconcileOptions, TableReconcile, reconcile_tables
-from drtool.core.session import connect_role, open_repository, parse_tables
+from drtool.cli.common import SAMPLE_KEYS, JsonOpt, connector, PolicyOpt, QuietOpt, policy_from, quiet, reports_errors, run, TableOpt
+from drtool.compare.diff import TableDiff, diff_tables, tables_of_both
+from drtool.snapshots.diff_snapshot import diff_against_snapshot
+from drtool.compare.reconcile import ReconcileOptions, TableReconcile, reconcile_tables
+from drtool.wiring.open import connect_role, parse_tables, repository_and_cluster
 from drtool.errors import CheckFailed, UsageError
-from drtool.failover.guard import check_write
-from drtool.units import format_bytes
+from drtool.coordination.guard import check_write
+from drtool.util.units import format_bytes
 
-SAMPLE_KEYS = 5
 DIRECTIONS = {"primary-to-standby": ("primary", "standby"),
               "standby-to-primary": ("standby", "primary")}
 
 
-async def _with_pair(pol, source_role: str, target_role: str, work):
+async def _with_pair(ctx, pol, source_role: str, target_role: str, work):
     """Connect both clusters (the unreachable one is named by its error), run ``work``."""
-    async with await connect_role(pol, source_role) as source, \
-            await connect_role(pol, target_role) as target:
+    async with await connect_role(pol, source_role, connector(ctx)) as source, \
+            await connect_role(pol, target_role, connector(ctx)) as target:
         return await work(source, target)
 
 
-@app.command()
 @reports_errors
 def diff(
     ctx: typer.Context,
@@ -52,15 +49,15 @@ def diff(
             return await diff_tables(source, target, tables, progress=progress)
 
     async def snapshot():
-        async with await open_repository(pol) as repo:
-            manifest = await repo.resolve(against)
-            async with await connect_role(pol, "primary") as cluster:
-                with render.RichProgress(quiet(ctx, quiet_)) as progress:
-                    return await diff_against_snapshot(cluster, repo, manifest, pol, requested,
-                                                       progress=progress)
+        async with repository_and_cluster(pol, "primary", snapshot=against,
+                                          connector=connector(ctx)) as (
+                repo, cluster, manifest):
+            with render.RichProgress(quiet(ctx, quiet_)) as progress:
+                return await diff_against_snapshot(cluster, repo, manifest, pol, requested,
+                                                   progress=progress)
 
     if against == "standby":
-        results = run(_with_pair(pol, "primary", "standby", clusters))
+        results = run(_with_pair(ctx, pol, "primary", "standby", clusters))
     else:
         results = run(snapshot())
     _print_diffs(results, json)
@@ -105,7 +102,6 @@ def _counts(d: TableDiff) -> str:
     return f"{d.source_count} / {d.target_count}"
 
 
-@app.command()
 @reports_errors
 def reconcile(
     ctx: typer.Context,
@@ -134,7 +130,7 @@ def reconcile(
                                           target_role=target_role, options=options,
                                           progress=progress)
 
-    results = run(_with_pair(pol, source_role, target_role, work))
+    results = run(_with_pair(ctx, pol, source_role, target_role, work))
     _print_reconcile(results, json, dry_run, target_role)
     if any(not r.equal_after for r in results):
         raise typer.Exit(CheckFailed.exit_code)

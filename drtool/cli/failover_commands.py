@@ -9,11 +9,11 @@ from typing import Annotated
 import typer
 
 from drtool.cli import render
-from drtool.cli.app import JsonOpt, PolicyOpt, app, policy_from, reports_errors, run
-from drtool.core.session import connect_role
+from drtool.cli.common import JsonOpt, connector, PolicyOpt, policy_from, reports_errors, run
+from drtool.wiring.open import connect_role
 from drtool.errors import CheckFailed, ClusterUnreachable, UsageError
 from drtool.failover.failback import failback as run_failback
-from drtool.failover.guard import check_write, current_roles
+from drtool.coordination.guard import check_write, current_roles
 from drtool.failover.lost_writes import reapply_lost_writes
 from drtool.failover.planned import Outcome, planned_failover
 from drtool.failover.unplanned import unplanned_failover
@@ -70,7 +70,6 @@ def _report(out: Outcome, as_json: bool) -> None:
     print(f"now {out.application}")
 
 
-@app.command()
 @reports_errors
 def failover(
     ctx: typer.Context,
@@ -93,14 +92,14 @@ def failover(
     pol = policy_from(ctx, policy)
     if planned:
         out = run(planned_failover(pol, reverse=reverse, dry_run=dry_run,
-                                   confirm=_confirm(yes, json), say=_say(json)))
+                                   confirm=_confirm(yes, json), say=_say(json),
+                                   connector=connector(ctx)))
     else:
         out = run(unplanned_failover(pol, force=force, confirm=_confirm(yes, json),
-                                     say=_say(json)))
+                                     say=_say(json), connector=connector(ctx)))
     _report(out, json)
 
 
-@app.command()
 @reports_errors
 def failback(
     ctx: typer.Context,
@@ -113,11 +112,11 @@ def failback(
     """Move the writes back to the cluster that was primary before the last failover."""
     pol = policy_from(ctx, policy)
     out = run(run_failback(pol, lost_writes=lost_writes, dry_run=dry_run,
-                           confirm=_confirm(yes, json), say=_say(json)))
+                           confirm=_confirm(yes, json), say=_say(json),
+                           connector=connector(ctx)))
     _report(out, json)
 
 
-@app.command()
 @reports_errors
 def reapply(
     ctx: typer.Context,
@@ -139,7 +138,7 @@ def reapply(
         try:
             for role in ("primary", "standby") if pol.standby else ("primary",):
                 try:  # the roles decide which one is written; one of them may be down
-                    clusters[role] = await connect_role(pol, role)
+                    clusters[role] = await connect_role(pol, role, connector(ctx))
                 except ClusterUnreachable as err:
                     clusters[role] = err
             reachable = [c for c in clusters.values() if not isinstance(c, Exception)]

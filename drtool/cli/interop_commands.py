@@ -1,5 +1,4 @@
-"""Commands that move data in and out of ``rethinkdb dump`` archives (import-dump,
-export-dump), and the rendering of ``restore --delta`` (its options live on ``restore``)."""
+"""Commands that move data in and out of ``rethinkdb dump`` archives: import-dump, export-dump."""
 
 from __future__ import annotations
 
@@ -9,22 +8,15 @@ from typing import Annotated
 import typer
 
 from drtool.cli import render
-from drtool.cli.app import JsonOpt, PolicyOpt, QuietOpt, app, policy_from, quiet, reports_errors, run
-from drtool.cli.data_commands import TableOpt
-from drtool.core.delta_restore import DeltaOptions, DeltaReport, delta_restore, rerun_hint
-from drtool.core.export_dump import check_target, export_dump
-from drtool.core.import_dump import import_dump
-from drtool.core.restore import RestoreOptions, plan_tables
-from drtool.core.session import connect_role, open_repository, parse_tables
-from drtool.errors import EXIT_INTERRUPTED, CheckFailed, UsageError
-from drtool.failover.guard import check_write
-from drtool.policy import Policy
-from drtool.units import format_bytes
-
-SAMPLE_KEYS = 5
+from drtool.cli.common import JsonOpt, connector, PolicyOpt, QuietOpt, policy_from, quiet, reports_errors, run, TableOpt
+from drtool.dumps.exporter import check_target, export_dump
+from drtool.dumps.importer import import_dump
+from drtool.wiring.open import connect_role, open_repository, parse_tables
+from drtool.errors import UsageError
+from drtool.util.units import format_bytes
 
 
-@app.command("import-dump")
+
 @reports_errors
 def import_dump_command(
     ctx: typer.Context,
@@ -47,7 +39,7 @@ def import_dump_command(
                 if via is None:
                     return await import_dump(repo, archive, policy_name=pol.name,
                                              tables=requested, progress=progress)
-                async with await connect_role(pol, via) as cluster:
+                async with await connect_role(pol, via, connector(ctx)) as cluster:
                     return await import_dump(repo, archive, policy_name=pol.name,
                                              tables=requested, via=cluster, progress=progress)
 
@@ -74,7 +66,6 @@ def import_dump_command(
     print(manifest.id)
 
 
-@app.command("export-dump")
 @reports_errors
 def export_dump_command(
     ctx: typer.Context,
@@ -107,64 +98,3 @@ def export_dump_command(
                        [(str(t), n) for t, n in report.tables])
     render.info(f"{format_bytes(report.size)} written ({format_bytes(report.bytes_json)} of JSON)")
     print(report.path)
-
-
-def run_delta_restore(ctx: typer.Context, pol: Policy, snapshot: str, role: str,
-                      options: RestoreOptions, *, dry_run: bool, json: bool, quiet_: bool) -> None:
-    """``restore --delta [--dry-run]``: called by the restore command. Interrupted (Ctrl-C)
-    once the tables are known, it says to run it again, naming them and the snapshot."""
-    interrupted = "a dry run changes nothing" if dry_run else "no table was written to yet"
-
-    async def go():
-        nonlocal interrupted
-        async with await open_repository(pol) as repo:
-            manifest = await repo.resolve(snapshot)
-            targets = [target for _, target in plan_tables(manifest, options)]
-            if not dry_run:
-                interrupted = rerun_hint(manifest.id, targets)
-            async with await connect_role(pol, role) as cluster:
-                if not dry_run:
-                    await check_write(pol, role, cluster, what="restore --delta")
-                with render.RichProgress(quiet(ctx, quiet_)) as progress:
-                    return manifest, await delta_restore(
-                        repo, cluster, manifest, options, DeltaOptions(dry_run=dry_run),
-                        progress=progress)
-
-    try:
-        manifest, reports = run(go())
-    except KeyboardInterrupt:
-        render.error(f"interrupted: {interrupted}")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    if json:
-        render.print_json({"snapshot": manifest.id, "dry_run": dry_run,
-                           "tables": [r.to_json() for r in reports]})
-    else:
-        _print_delta(manifest.id, reports, dry_run)
-    differing = [r.target for r in reports if not r.digest_ok]
-    if not dry_run and differing:
-        render.error(f"after the delta restore {', '.join(map(str, differing))} still "
-                     f"{'differs' if len(differing) == 1 else 'differ'} from snapshot "
-                     f"{manifest.id} (written to meanwhile?): run the same restore --delta again")
-        raise typer.Exit(CheckFailed.exit_code)
-
-
-def _print_delta(snapshot_id: str, reports: list[DeltaReport], dry_run: bool) -> None:
-    verb = "would write" if dry_run else "written"
-    render.print_table(
-        f"delta restore of snapshot {snapshot_id}{' (dry run: nothing changed)' if dry_run else ''}",
-        ["table", "into", "documents", "ranges changed", verb, "deleted" if not dry_run
-         else "would delete", "bytes moved", "digest"], [
-            (str(r.source), str(r.target), r.documents, f"{r.ranges_changed} of {r.ranges}",
-             len(r.written), len(r.deleted), format_bytes(r.bytes_written + r.traffic.bytes),
-             "-" if dry_run else ("equal" if r.digest_ok else f"DIFFERS ({r.ranges_differing} ranges)"))
-            for r in reports])
-    for r in reports:
-        for label, keys in (("write", r.written), ("delete", r.deleted)):
-            if keys:
-                cut = len(keys) if dry_run else SAMPLE_KEYS  # a dry run lists every key
-                shown = ", ".join(keys[:cut]) + (", ..." if len(keys) > cut else "")
-                render.info(f"{r.target}: {label} {len(keys)}: {shown}")
-        for action in r.shape:
-            render.info(f"{r.target}: {'would ' if dry_run else ''}{action}")
-        for note in r.notes:
-            render.info(f"{r.target}: {note}")

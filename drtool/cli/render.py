@@ -1,6 +1,6 @@
 """Everything drawn for a person: rich progress bars on stderr and tables on stdout.
 
-Only the CLI imports this module; the core reports progress through drtool.core.progress.
+Only the CLI imports this module; the core reports progress through drtool.util.progress.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from drtool.units import format_bytes, format_rate
+from drtool.util.units import format_bytes, format_rate
 
 
 class RateColumn(ProgressColumn):
@@ -47,7 +47,7 @@ stderr = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 class RichProgress:
-    """drtool.core.progress.Progress drawn as one rich bar per task on stderr.
+    """drtool.util.progress.Progress drawn as one rich bar per task on stderr.
 
     Quiet (draws nothing) when ``quiet`` or when stderr is not a terminal."""
 

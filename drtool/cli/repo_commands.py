@@ -8,17 +8,17 @@ from typing import Annotated
 import typer
 
 from drtool.cli import render
-from drtool.cli.app import JsonOpt, PolicyOpt, QuietOpt, app, policy_from, quiet, reports_errors, run
-from drtool.core import catalog, keys
-from drtool.core.session import open_repository
+from drtool.cli.common import JsonOpt, PolicyOpt, QuietOpt, policy_from, quiet, reports_errors, run
+from drtool.snapshots import catalog
+from drtool.repo import identity as keys
+from drtool.wiring.open import open_repository
 from drtool.changelog.verify_log import verify_log
-from drtool.core.verify import Problem
-from drtool.core.verify import verify as verify_snapshots
+from drtool.snapshots.verify import Problem
+from drtool.snapshots.verify import verify as verify_snapshots
 from drtool.errors import CheckFailed
-from drtool.units import format_bytes
+from drtool.util.units import format_bytes
 
 
-@app.command()
 @reports_errors
 def keygen(
     out: Annotated[Path, typer.Option("--out", "-o", help="Identity file to create (mode 0600).")],
@@ -31,7 +31,6 @@ def keygen(
     print(recipient)
 
 
-@app.command()
 @reports_errors
 def init(ctx: typer.Context, policy: PolicyOpt = None, json: JsonOpt = False) -> None:
     """Create the repository named by the policy (refuses an existing one)."""
@@ -48,7 +47,6 @@ def init(ctx: typer.Context, policy: PolicyOpt = None, json: JsonOpt = False) ->
         print(f"created repository {repo.id} at {repo.storage.location}")
 
 
-@app.command()
 @reports_errors
 def snapshots(ctx: typer.Context, policy: PolicyOpt = None, json: JsonOpt = False) -> None:
     """List the snapshots in the repository."""
@@ -80,7 +78,6 @@ def snapshots(ctx: typer.Context, policy: PolicyOpt = None, json: JsonOpt = Fals
                         f"{s.imported['time'][:19].replace('T', ' ')} UTC)")
 
 
-@app.command()
 @reports_errors
 def verify(
     ctx: typer.Context,

@@ -8,12 +8,13 @@ import typer
 
 from drtool.changelog.retention import log_retention
 from drtool.cli import render
-from drtool.cli.app import JsonOpt, PolicyOpt, app, policy_from, reports_errors, run
-from drtool.core import retention
-from drtool.core.session import open_repository
-from drtool.policy import RetentionPolicy
+from drtool.changelog.retention import log_retention
+from drtool.cli.common import JsonOpt, PolicyOpt, policy_from, reports_errors, run
+from drtool.snapshots import retention
+from drtool.wiring.open import open_repository
+from drtool.config.policy import RetentionPolicy
 from drtool.errors import UsageError
-from drtool.units import DURATION_EXPECTED, format_bytes, parse_duration
+from drtool.util.units import DURATION_EXPECTED, format_bytes, parse_duration
 
 
 def _keep(period: str) -> object:
@@ -40,7 +41,6 @@ def _prune_lines(report: retention.PruneReport) -> list[str]:
     return lines
 
 
-@app.command()
 @reports_errors
 def forget(
     ctx: typer.Context,
@@ -85,7 +85,6 @@ def forget(
         print(line)
 
 
-@app.command("prune")
 @reports_errors
 def prune_command(ctx: typer.Context, dry_run: DryRunOpt = False, policy: PolicyOpt = None,
                   json: JsonOpt = False) -> None:
@@ -99,7 +98,6 @@ def prune_command(ctx: typer.Context, dry_run: DryRunOpt = False, policy: Policy
         print(line)
 
 
-@app.command()
 @reports_errors
 def unlock(
     ctx: typer.Context,

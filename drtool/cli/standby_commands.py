@@ -11,11 +11,11 @@ from typing import Annotated
 import typer
 
 from drtool.cli import render
-from drtool.cli.app import JsonOpt, PolicyOpt, app, policy_from, reports_errors, run
-from drtool.core.state import format_time
+from drtool.cli.common import JsonOpt, connector, PolicyOpt, policy_from, reports_errors, run
+from drtool.coordination.state import format_time
 from drtool.errors import CheckFailed, ClusterUnreachable, UsageError
 from drtool.standby.events import LOGGER, Events, Metrics
-from drtool.failover.users_sync import runner_users_sync
+from drtool.coordination.users_sync import runner_users_sync
 from drtool.standby.runner import Runner
 from drtool.changelog.status import status_lines
 from drtool.standby.status import StandbyStatus, read_status, repository_status
@@ -23,7 +23,6 @@ from drtool.standby.status import StandbyStatus, read_status, repository_status
 TEXT_LOG = "%(asctime)s %(levelname)s %(message)s"
 
 
-@app.command()
 @reports_errors
 def replicate(
     ctx: typer.Context,
@@ -45,7 +44,8 @@ def replicate(
     users_sync = runner_users_sync(pol.failover, pol.tables, pol.replication.state_db, pol.name,
                                    protected=tuple(c.user for c in (pol.primary, pol.standby) if c),
                                    events=events)
-    runner = Runner(pol, events, users_sync=users_sync)  # UsageError without [standby]
+    runner = Runner(pol, events, users_sync=users_sync,  # UsageError without [standby]
+                    connector=connector(ctx))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s" if log_format == "json" else TEXT_LOG))
     logger = logging.getLogger(LOGGER)
@@ -76,7 +76,6 @@ def replicate(
         logger.level, logger.propagate = saved  # leave the process as it was (tests, embedding)
 
 
-@app.command()
 @reports_errors
 def status(ctx: typer.Context, policy: PolicyOpt = None, json: JsonOpt = False) -> None:
     """Replication lag, table states, last repair and snapshot, lease holder, roles; exit 0
@@ -94,7 +93,7 @@ def status(ctx: typer.Context, policy: PolicyOpt = None, json: JsonOpt = False) 
         if "error" in repo:
             raise typer.Exit(CheckFailed.exit_code)
         return
-    found = run(read_status(pol))
+    found = run(read_status(pol, connector(ctx)))
     if json:
         render.print_json(found.to_json())
     else:
@@ -151,7 +150,11 @@ def _print_status(s: StandbyStatus) -> None:
         print(f"last gap repair: {repair['table']} after {repair.get('reason')} at "
               f"{format_time(repair.get('time'))}: {repair.get('differing')} differed, wrote "
               f"{repair.get('written')}, deleted {repair.get('deleted')}")
-    if s.tables:
+    if s.tables and s.fenced is not None:  # the write-hook standby fence: shown per table
+        render.print_table(None, ["table", "state", "detail", "updated", "fenced"], [
+            (str(t.table), t.state, _detail(t), format_time(t.updated),
+             "yes" if s.fenced.get(str(t.table)) else "NO") for t in s.tables])
+    elif s.tables:
         render.print_table(None, ["table", "state", "detail", "updated"], [
             (str(t.table), t.state, _detail(t), format_time(t.updated)) for t in s.tables])
     for problem in s.problems:

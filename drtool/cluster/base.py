@@ -1,6 +1,6 @@
 """The cluster interface: everything drtool asks of a RethinkDB cluster.
 
-Two implementations: ``drtool.cluster.rethink`` (the real server; its ``rethink*`` modules are
+Two implementations: ``drtool.cluster.rethink.connect`` (the real server; its ``rethink*`` modules are
 the only ones that import ``rethinkdb``) and ``drtool.cluster.fake`` (in memory, for tests and
 benches). One contract suite (tests/cluster_contract.py) runs against both; behaviour is
 defined by the real server as recorded in ``shared/reql-facts.md``.
@@ -23,12 +23,13 @@ Conventions:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from hashlib import sha1
-from typing import Literal
+from collections.abc import AsyncIterator, Mapping, Sequence
 
-from drtool.digest import NS, digest_of_hashes, fold, r_uuid
+from drtool.cluster.values import (  # noqa: F401 (the interface's values, re-exported)
+    ALWAYS, DEFAULT_FEED_QUEUE, PER_DOC, SEGMENT_DIGEST_QUERIES, ChunkDigest, ConflictMode, Guard,
+    KeyRange, Row, StateWrite, TextBatch, Window, chunk_spec, fold_chunks, segment_digest_groups,
+)
+from drtool.reql.digest import digest_of_hashes
 from drtool.model import (
     DocText,
     FeedEvent,
@@ -40,111 +41,6 @@ from drtool.model import (
     UserInfo,
     WriteResult,
 )
-
-ConflictMode = Literal["error", "replace", "skip"]
-Row = tuple[KeyText, DocText]
-KeyRange = tuple[KeyText | None, KeyText | None]  # (after, upto]
-ChunkDigest = tuple[KeyText | None, int, str]  # (upto, document count, fold digest)
-Window = tuple[int, int]  # (skip, limit): positions within a range, in key order
-PER_DOC = "g"  # chunk_digests threshold: one chunk per document (above any hex digit)
-DEFAULT_FEED_QUEUE = 100_000  # the server's default changefeed_queue_size
-SEGMENT_DIGEST_QUERIES = 4  # a server-side segment_digests runs at most this many queries
-
-
-def segment_digest_groups(count: int) -> list[range]:
-    """How a server-side ``segment_digests`` of ``count`` ranges splits them: consecutive
-    groups, one query each, run in parallel (the server folds them on several cores at once).
-    The real adapter queries so and the traffic count (core.diff_ranges.Side) follows it."""
-    size = max(1, -(-count // SEGMENT_DIGEST_QUERIES))
-    return [range(i, min(i + size, count)) for i in range(0, count, size)]
-
-
-@dataclass(frozen=True)
-class Guard:
-    """A condition on a document's current value, evaluated by the server in the same atomic
-    step as the write it guards (``write_state``). It passes when ANY of these holds:
-
-    * ``always``;
-    * the document is absent and ``if_absent``;
-    * the document is present, ``fields`` is not empty and every ``(field, value)`` pair
-      matches: the field exists and equals the canonical JSON text ``value`` (``'3'``,
-      ``'"runner-a"'``, ``'null'`` matches a missing field too);
-    * the document is present and ``expired`` names one of its TIME fields that is earlier
-      than the server's ``r.now()`` (the server's clock decides, never the client's).
-
-    ``Guard()`` passes only for an absent document (create-if-absent)."""
-
-    always: bool = False
-    if_absent: bool = True
-    fields: tuple[tuple[str, str], ...] = ()
-    expired: str | None = None
-
-
-ALWAYS = Guard(always=True)
-
-
-@dataclass(frozen=True)
-class StateWrite:
-    """The outcome of ``write_state``: whether the guard passed (and so the write happened),
-    the document stored now (the new one, or the unchanged existing one when the guard
-    failed, None when absent), and the server's ``r.now()`` of that write (epoch seconds)."""
-
-    applied: bool
-    doc: DocText | None
-    now: float
-
-
-class TextBatch:
-    """Documents of a scan as UTF-8 texts: ``keys[i]`` is the canonical key text of the
-    document whose canonical text is ``docs[i]``; both are bytes-like objects (``bytes``,
-    or zero-copy views into the server's response)."""
-
-    __slots__ = ("keys", "docs")
-
-    def __init__(self, keys: Sequence, docs: Sequence) -> None:
-        self.keys, self.docs = keys, docs
-
-    def __len__(self) -> int:
-        return len(self.docs)
-
-    def last_key(self) -> KeyText:
-        return bytes(self.keys[-1]).decode()
-
-    def rows(self) -> list[Row]:
-        return [(bytes(k).decode(), bytes(d).decode()) for k, d in zip(self.keys, self.docs)]
-
-
-def chunk_spec(ranges: Sequence[KeyRange], windows: Sequence[Window] | None) -> str:
-    """The JSON text a server-side ``chunk_digests`` sends (``r.json(spec)``): one
-    ``[index, after or null, upto or null]`` per range, or with windows ``[index, after or
-    null, skip, limit]``."""
-    parts = []
-    for i, (after, upto) in enumerate(ranges):
-        tail = upto or "null" if windows is None else "%d,%d" % tuple(windows[i])
-        parts.append(f"[{i},{after or 'null'},{tail}]")
-    return "[" + ",".join(parts) + "]"
-
-
-def fold_chunks(rows: Sequence[Row], upto: KeyText | None, threshold: str, keys: bool,
-                digest_chars: int) -> list[ChunkDigest]:
-    """``chunk_digests`` of one range or window from its ``(key, doc)`` rows, client-side
-    (the default implementation and the in-memory fake)."""
-    if not threshold:
-        return [(upto if keys else None, len(rows), fold(doc for _, doc in rows)[36 - digest_chars:])]
-    # r.uuid(key) < an 8-hex-digit threshold compares its first 8 digits (then comes a '-').
-    short = len(threshold) == 8
-    ns = NS.bytes
-    chunks: list[ChunkDigest] = []
-    seed, docs = "", []
-    for key, doc in rows:
-        docs.append(doc)
-        if (sha1(ns + key.encode()).hexdigest()[:8] < threshold if short
-                else r_uuid(key) < threshold):
-            chunks.append((key if keys else None, len(docs), fold(docs, seed)[36 - digest_chars:]))
-            seed, docs = r_uuid(key) if threshold != PER_DOC else "", []
-    chunks.append((upto if keys else None, len(docs), fold(docs, seed)[36 - digest_chars:]))
-    return chunks
-
 
 class Cluster(ABC):
     """A connected cluster. Obtain one with ``drtool.cluster.connect(config)``."""
@@ -392,6 +288,25 @@ class Cluster(ABC):
     @abstractmethod
     async def drop_user(self, user: str) -> None:
         """Delete a user and its permission rows; a missing user is not an error."""
+
+    # --- drtool's state: atomic, guarded writes on the server's clock ----------------------
+    @abstractmethod
+    async def server_time(self) -> float:
+        """The server's clock now (``r.now()``, epoch seconds). Every time drtool stores or
+        compares in its state database (leases, heartbeats, lag) comes from a server's clock,
+        never the client's. Raises ClusterUnreachable."""
+
+    @abstractmethod
+    async def write_state(self, table: TableName, key: KeyText, doc: DocText | None,
+                          guard: Guard, *, now_fields: Mapping[str, float] | None = None
+                          ) -> StateWrite:
+        """Replace the document ``key`` of ``table`` by ``doc`` (None: delete it) when
+        ``guard`` passes on its current value, in ONE atomic server-side step (compare-and-set:
+        two writers never both pass a guard on the same old value). ``now_fields``: fields set
+        to the server's ``r.now()`` plus that many seconds in the same step. Durable before it
+        returns (hard durability). Returns the StateWrite: applied or not, the document now
+        stored, the server's time of the step. Raises NotFound (table missing), ClusterError
+        (the server refused the write), ClusterUnreachable."""
 
     # --- changefeeds ----------------------------------------------------------------------
     @abstractmethod

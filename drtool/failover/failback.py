@@ -22,16 +22,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from drtool.core.reconcile import reconcile_tables
+from drtool.compare.reconcile import reconcile_tables
 from drtool.errors import FailoverError, UsageError
 from drtool.failover import steps
-from drtool.failover.fence import FenceRecord, apply_fence
+from drtool.coordination.fence import FenceRecord, apply_fence
 from drtool.failover.lost_writes import find_lost_writes
 from drtool.failover.planned import PLANNED, Confirm, Outcome, application_change, refuse_other_kind, switch
 from drtool.failover.run import FailoverRun
-from drtool.failover.users_sync import standby_fence_users, sync_users
+from drtool.coordination.users_sync import standby_fence_users, sync_users
 from drtool.model import utcnow
-from drtool.policy import Policy
+from drtool.cluster import Connector
+from drtool.config.policy import Policy
 
 BEFORE = ("fence-returning", "lost-writes", "reconcile")
 
@@ -42,9 +43,10 @@ def default_lost_writes_path(policy: Policy, generation: int) -> Path:
 
 async def failback(policy: Policy, *, lost_writes: Path | None = None, dry_run: bool = False,
                    confirm: Confirm = lambda plan: True,
-                   say: Callable[[str], None] = lambda line: None) -> Outcome:
+                   say: Callable[[str], None] = lambda line: None,
+                   connector: Connector | None = None) -> Outcome:
     """Run (or resume) a failback; see the module doc."""
-    async with FailoverRun(policy, say) as run:
+    async with FailoverRun(policy, say, connector) as run:
         for role in ("primary", "standby"):
             await run.connect(role)
         refuse_other_kind(run, "failback")
@@ -113,7 +115,7 @@ async def _returning_fence(run: FailoverRun, role: str, tables, generation: int)
     if fenced.get("cluster") == role and fenced.get("fence"):
         return FenceRecord.from_json(fenced["fence"])
     cluster = run.require(role).cluster
-    from drtool.failover.fence import plan_fence
+    from drtool.coordination.fence import plan_fence
 
     return await plan_fence(cluster, run.policy.failover, tables, generation)  # type: ignore[arg-type]
 

@@ -2,7 +2,7 @@
 lacks or has differently, so that no write is dropped silently.
 
 ``find_lost_writes`` compares each table of the old primary (source) with the current primary
-(target) with the diff machinery (drtool.core.diff: server-side digests, only differing keys
+(target) with the diff machinery (drtool.compare.diff: server-side digests, only differing keys
 fetched) and writes one canonical JSON line per document, sorted by table then key::
 
     {"current":null,"doc":{...the old primary's document...},"key":5,"kind":"missing","table":"app.orders"}
@@ -28,12 +28,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drtool.cluster import canonical
+from drtool.reql import canonical
 from drtool.cluster.base import Cluster, ConflictMode
-from drtool.core.diff import diff_table
+from drtool.compare.diff import diff_table
 from drtool.errors import UsageError
 from drtool.model import TableName, WriteResult
-from drtool.ordering import key_order
+from drtool.reql.ordering import key_order
 
 BATCH = 1000
 

@@ -23,15 +23,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from drtool.core.state import Roles
+from drtool.coordination.roles import STOP_REPLICATION, Roles
 from drtool.errors import FailoverError
 from drtool.failover import steps
-from drtool.failover.fence import FenceRecord
+from drtool.coordination.fence import FenceRecord
 from drtool.failover.run import FailoverRun
 from drtool.model import utcnow
-from drtool.policy import Policy
+from drtool.cluster import Connector
+from drtool.config.policy import Policy
 
-PLANNED = ("fence", "drain", "stop-replication", "final-diff", "promote", "unfence")
+PLANNED = ("fence", "drain", STOP_REPLICATION, "final-diff", "promote", "unfence")
 Confirm = Callable[[list[str]], bool]
 
 
@@ -106,8 +107,8 @@ async def switch(run: FailoverRun, out: Outcome, *, source: str, target: str, ge
         elif step == "drain":
             await run.set_step("drain", fenced_at=fenced_at)
             await steps.drain(run, source, target, fenced_at or 0.0)
-        elif step == steps.STOP_REPLICATION:
-            await run.set_step(steps.STOP_REPLICATION)
+        elif step == STOP_REPLICATION:
+            await run.set_step(STOP_REPLICATION)
             wait = run.policy.replication.lease_ttl + 5
             if not await steps.stop_replication(run, target, wait=wait):
                 raise FailoverError(
@@ -145,10 +146,11 @@ async def finish(run: FailoverRun, kind: str, source: str, target: str, **last) 
 
 async def planned_failover(policy: Policy, *, reverse: bool = False, dry_run: bool = False,
                            confirm: Confirm = lambda plan: True,
-                           say: Callable[[str], None] = lambda line: None) -> Outcome:
+                           say: Callable[[str], None] = lambda line: None,
+                           connector: Connector | None = None) -> Outcome:
     """Run (or resume) a planned failover; see the module doc. Raises FailoverError (exit 7)
     when a check fails, ClusterUnreachable when a cluster does not answer."""
-    async with FailoverRun(policy, say) as run:
+    async with FailoverRun(policy, say, connector) as run:
         for role in ("primary", "standby"):
             run.require((await run.connect(role)).role)
         refuse_other_kind(run, "planned")

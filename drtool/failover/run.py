@@ -1,6 +1,6 @@
 """One failover or failback run: both clusters, their roles, the failover lease, the steps.
 
-Roles (drtool.core.state, STATE-DB.md) say which of the policy's clusters is primary, with a
+Roles (drtool.coordination.state, STATE-DB.md) say which of the policy's clusters is primary, with a
 generation. A run moves writes ``from`` the current primary ``to`` the other cluster. It
 records every step it starts in ``roles.step`` on every cluster it can reach (compare-and-set
 on the generation) BEFORE doing it, with what later steps need (the fence record, the
@@ -29,26 +29,19 @@ from dataclasses import dataclass
 
 from drtool import cluster as cluster_access
 from drtool.cluster.base import Cluster
-from drtool.core.state import LeaseHolder, Roles, StateStore, format_time
+from drtool.coordination.roles import (
+    ROLE_NAMES, STOP_REPLICATION, Roles, failover_lease, newest_roles, other_role,
+)
+from drtool.coordination.state import LeaseHolder, StateStore, format_time, state_store
 from drtool.errors import DrtoolError, FailoverError, LeaseHeld, UsageError
 from drtool.model import TableName
-from drtool.policy import Policy
+from drtool.config.policy import Policy
 
 LEASE_TTL = 15.0
 #: fault tests set DRTOOL_FAILPOINT=after-step:NAME to be killed (SIGKILL) right after a step
 #: is recorded, as a crash there would leave it
 FAILPOINT = "DRTOOL_FAILPOINT"
 PROBE_TIMEOUT = 2.0  # connecting to a cluster that may be gone
-ROLE_NAMES = ("primary", "standby")
-STOP_REPLICATION = "stop-replication"  # the step the runner obeys (STATE-DB.md)
-
-
-def failover_lease(policy: str) -> str:
-    return f"{policy}:failover"
-
-
-def other(role: str) -> str:
-    return "standby" if role == "primary" else "primary"
 
 
 @dataclass
@@ -79,10 +72,11 @@ def _pid_alive(pid: int) -> bool:
 class FailoverRun:
     """Connections, roles and lease of one run. ``say`` prints one line for the operator."""
 
-    def __init__(self, policy: Policy, say: Callable[[str], None]) -> None:
+    def __init__(self, policy: Policy, say: Callable[[str], None],
+                 connector: cluster_access.Connector | None = None) -> None:
         if policy.standby is None:
             raise UsageError(f"{policy.path}: no [standby] section: failover needs two clusters")
-        self.policy, self.say = policy, say
+        self.policy, self.say, self.connector = policy, say, connector
         self.sides = {role: Side(role) for role in ROLE_NAMES}
         self.holder = LeaseHolder(f"failover-{uuid.uuid4().hex[:12]}", socket.gethostname(),
                                   os.getpid())
@@ -103,9 +97,8 @@ class FailoverRun:
         if timeout is not None:
             config = dataclasses.replace(config, connect_timeout=timeout)
         try:
-            side.cluster = await cluster_access.connect(config)
-            side.store = StateStore(side.cluster, self.policy.replication.state_db,
-                                    self.policy.name)
+            side.cluster = await cluster_access.connect(config, self.connector)
+            side.store = state_store(side.cluster, self.policy)
             side.roles = await side.store.read_roles()
         except DrtoolError as err:
             if side.cluster is not None:
@@ -117,12 +110,8 @@ class FailoverRun:
         return side
 
     def _merge(self) -> None:
-        """The newest roles: highest generation, then the latest write of a run (a run killed
-        between writing the two clusters leaves them at one generation with different
-        steps), then one with a step."""
-        found = [s.roles for s in self.sides.values() if s.roles]
-        self.newest = max(found, default=Roles(), key=lambda r: (
-            r.generation, int(r.extra.get("seq", 0)), r.step is not None))
+        """The newest roles of the clusters read so far (``newest_roles``, the one rule)."""
+        self.newest = newest_roles(*[s.roles for s in self.sides.values() if s.roles])
 
     def side(self, role: str) -> Side:
         return self.sides[role]
@@ -183,7 +172,7 @@ class FailoverRun:
             progress = self.progress
             return progress["from"], progress["to"], int(progress["generation"])
         source = self.newest.primary
-        return source, other(source), self.newest.generation
+        return source, other_role(source), self.newest.generation
 
     async def set_step(self, step: str, **progress) -> None:
         """Record that ``step`` starts (with ``progress`` merged into extra["failover"]).

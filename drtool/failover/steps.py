@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import time
 
-from drtool.core.diff import diff_tables
-from drtool.core.reconcile import reconcile_tables
-from drtool.core.shape import is_drtool_fence
-from drtool.core.state import Roles, format_time, runner_lease
+from drtool.compare.diff import diff_tables
+from drtool.compare.reconcile import reconcile_tables
+from drtool.compare.shape import is_drtool_fence
+from drtool.coordination.state import Roles, format_time, runner_lease
 from drtool.errors import DrtoolError, FailoverError
-from drtool.failover.fence import FenceRecord, apply_fence, lift_fence, plan_fence
-from drtool.failover.run import STOP_REPLICATION, FailoverRun  # noqa: F401 (re-export)
-from drtool.failover.users_sync import standby_fence_users, sync_users
+from drtool.coordination.fence import FenceRecord, apply_fence, lift_fence, plan_fence
+from drtool.failover.run import FailoverRun
+from drtool.coordination.users_sync import standby_fence_users, sync_users
 from drtool.model import TableName
 
 POLL = 0.1
@@ -33,7 +33,7 @@ async def check_runner(run: FailoverRun, source: str, target: str) -> float:
         raise FailoverError(
             f"no drtool replicate runner is streaming into the {target} (no live lease): "
             "start it and wait until drtool status shows it streaming, then run the failover again")
-    from drtool.core.state import lag_seconds
+    from drtool.coordination.state import lag_seconds
 
     lag, _ = await lag_seconds(run.require(source).cluster, store)  # type: ignore[arg-type]
     limit = run.policy.failover.max_lag
@@ -126,7 +126,7 @@ async def final_diff(run: FailoverRun, source: str, target: str, tables: list[Ta
 
 async def copy_users(run: FailoverRun, source: str, target: str, tables: list[TableName],
                      fenced: list[FenceRecord] = ()) -> list[str]:
-    """Users and permissions made the same on the target (drtool.failover.users_sync), the
+    """Users and permissions made the same on the target (drtool.coordination.users_sync), the
     write permissions of ``fenced`` (fences on the target) left alone; returns the problems
     to report."""
     src, dst = run.require(source).cluster, run.require(target).cluster

@@ -17,26 +17,29 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from drtool.core.state import format_time
+from drtool.coordination.roles import STOP_REPLICATION
+from drtool.coordination.state import format_time
 from drtool.errors import FailoverError
 from drtool.failover import steps
-from drtool.failover.fence import FenceRecord
+from drtool.coordination.fence import FenceRecord
 from drtool.failover.planned import Confirm, Outcome, application_change, finish, refuse_other_kind, steps_to_run
 from drtool.failover.run import PROBE_TIMEOUT, FailoverRun
-from drtool.failover.standby_fence import read_standby_fence
+from drtool.coordination.standby_fence import read_standby_fence
 from drtool.model import utcnow
-from drtool.policy import Policy
+from drtool.cluster import Connector
+from drtool.config.policy import Policy
 
-UNPLANNED = ("fence", "stop-replication", "promote", "unfence")
+UNPLANNED = ("fence", STOP_REPLICATION, "promote", "unfence")
 STOP_WAIT = 1.0
 
 
 async def unplanned_failover(policy: Policy, *, force: bool = False,
                              confirm: Confirm = lambda plan: True,
-                             say: Callable[[str], None] = lambda line: None) -> Outcome:
+                             say: Callable[[str], None] = lambda line: None,
+                           connector: Connector | None = None) -> Outcome:
     """Promote the non-primary cluster now; see the module doc."""
     started = time.monotonic()
-    async with FailoverRun(policy, say) as run:
+    async with FailoverRun(policy, say, connector) as run:
         # the cluster to promote must answer; which one it is comes from its roles
         for role in ("standby", "primary"):
             await run.connect(role, timeout=PROBE_TIMEOUT)
@@ -74,8 +77,8 @@ async def unplanned_failover(policy: Policy, *, force: bool = False,
                 await run.set_step("fence", **progress)
                 if alive and record is not None:
                     await steps.fence(run, source, record)
-            elif step == steps.STOP_REPLICATION:
-                await run.set_step(steps.STOP_REPLICATION, **progress)
+            elif step == STOP_REPLICATION:
+                await run.set_step(STOP_REPLICATION, **progress)
                 await steps.stop_replication(run, target, wait=STOP_WAIT)
             elif step == "promote":
                 out.loss = await _loss_window(run, source, target)

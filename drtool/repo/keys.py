@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from drtool import crypto
+from drtool.repo import crypto
 from drtool.errors import EncryptionKeyError, IntegrityError, RepositoryError
 
 WRITER_KEY_PREFIX = "DRTOOL-WRITER-KEY-1"

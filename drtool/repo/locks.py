@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from drtool import crypto
+from drtool.repo import crypto
 from drtool.errors import DrtoolError, ObjectNotFound, RepositoryError, UsageError
 from drtool.repo import objects as O
 from drtool.storage.base import Storage

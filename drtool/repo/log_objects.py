@@ -20,7 +20,7 @@ import hashlib
 
 from drtool.errors import IntegrityError, ObjectExists, ObjectNotFound
 from drtool.repo import objects as O
-from drtool.workers import run_sized
+from drtool.util.workers import run_sized
 
 LOG_PREFIX = "log/"
 SLICE_MAGIC = b"DRTS"

@@ -18,7 +18,7 @@ import os
 import re
 from datetime import datetime, timedelta, timezone
 
-from drtool import crypto
+from drtool.repo import crypto
 from drtool.errors import IntegrityError, UsageError
 from drtool.repo.compression import DecompressionError, compress, decompress
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drtool import crypto
+from drtool.repo import crypto
 from drtool.errors import (
     EncryptionKeyError,
     IntegrityError,
@@ -33,7 +33,7 @@ from drtool.repo.locks import HeldLock, LockStore
 from drtool.storage.base import Storage
 from drtool.repo.log_objects import LogObjects
 from drtool.repo.snapshots import SnapshotCatalog
-from drtool.workers import run_sized
+from drtool.util.workers import run_sized
 
 INDEX_DOMAIN = b"drtool index\x00"  # index ids never collide with data ids of equal plaintext
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 
 from drtool.errors import IntegrityError, NotFound, ObjectNotFound, RepositoryError, UsageError
-from drtool.manifest import FORMAT_VERSION, Manifest
+from drtool.repo.manifest import FORMAT_VERSION, Manifest
 from drtool.repo import objects as O
-from drtool.workers import run_sized
+from drtool.util.workers import run_sized
 
 
 class SnapshotCatalog:
@@ -37,7 +37,7 @@ class SnapshotCatalog:
 
     async def load_manifest(self, snapshot_id: str) -> Manifest:
         """Raises NotFound, IntegrityError."""
-        missing = NotFound(f"snapshot {snapshot_id} does not exist")
+        missing = self._missing(snapshot_id)
         if not O.is_snapshot_id(snapshot_id):
             raise missing
         name = O.snapshot_name(snapshot_id)
@@ -67,6 +67,10 @@ class SnapshotCatalog:
             raise IntegrityError(f"snapshot {snapshot_id}: manifest names another snapshot")
         return manifest
 
+    def _missing(self, ref: str) -> NotFound:
+        return NotFound(f"snapshot {ref} does not exist in {self.storage.location}: drtool "
+                        "snapshots lists the ones it holds")
+
     async def resolve(self, ref: str) -> Manifest:
         """``latest``, a full id or a unique id prefix -> its manifest. Raises NotFound
         (no such snapshot, or no snapshot at all) and UsageError (ambiguous prefix)."""
@@ -79,7 +83,7 @@ class SnapshotCatalog:
             return await self.load_manifest(ref)
         matches = [i for i in ids if ref and i.startswith(ref)]
         if not matches:
-            raise NotFound(f"snapshot {ref} does not exist")
+            raise self._missing(ref)
         if len(matches) > 1:
             shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
             raise UsageError(f"snapshot prefix {ref} is ambiguous: it matches {shown}")
@@ -88,5 +92,5 @@ class SnapshotCatalog:
     async def delete_manifest(self, snapshot_id: str) -> None:
         """Remove a snapshot's manifest (its data objects stay until prune). Idempotent."""
         if not O.is_snapshot_id(snapshot_id):
-            raise NotFound(f"snapshot {snapshot_id} does not exist")
+            raise self._missing(snapshot_id)
         await self.storage.delete(O.snapshot_name(snapshot_id))

@@ -7,7 +7,7 @@ are written (``conflict='replace'``, write hook bypassed; keys gone from the sou
 are deleted) and extra keys deleted. Only hashes and the differing documents cross the
 network; memory holds one batch, whatever the table size.
 
-Why not always the digest search of ``drtool diff`` (drtool.core.reconcile)? A repair runs
+Why not always the digest search of ``drtool diff`` (drtool.compare.reconcile)? A repair runs
 while the application writes, and every level of that search is a round trip during which
 new differences appear: measured on the real server with a writer doing ~1,000 writes/s into
 a 100,000-document table, the search took 162 s and 23.8 MB, while this merge is one pass
@@ -23,10 +23,10 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from drtool.cluster.base import Cluster
-from drtool.core.scanning import resumable_scan
+from drtool.cluster.scanning import resumable_scan
 from drtool.errors import ClusterError
 from drtool.model import KeyText, TableName
-from drtool.ordering import key_order
+from drtool.reql.ordering import key_order
 
 PAIR_BYTES = 72  # a [key, uuid] pair on the wire, for the byte estimate
 

@@ -16,7 +16,7 @@ anything more is written. ``step = "stop-replication"`` (same generation) on the
 it apply what it read, mark its tables stopped, release the lease and wait; a later
 generation with ``replicate`` true starts it again in the new direction. Between failovers
 the target stays fenced from the application: with ``[failover] fence = "write-hook"`` every
-selected target table gets a hook refusing every write (drtool.failover.standby_fence; the
+selected target table gets a hook refusing every write (drtool.coordination.standby_fence; the
 source's hooks are recorded there for the promotion instead of being copied), with the
 permissions fence the users_sync hook keeps the app users without write permission.
 
@@ -33,27 +33,29 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 
+from drtool.cluster import Connector
 from drtool.cluster.base import Cluster
 from drtool.changelog.service import ArchiveService
-from drtool.core.session import connect_role
-from drtool.core.state import (
-    HEARTBEAT, LeaseHolder, Roles, StateStore, lag_seconds, newest_roles,
-    runner_lease,
+from drtool.wiring.open import connect_role
+from drtool.coordination.state import (
+    HEARTBEAT, LeaseHolder, Roles, StateStore, current_roles, lag_seconds, runner_lease,
+    state_store,
 )
 from drtool.errors import (
     ClusterUnreachable, DrtoolError, LeaseHeld, OwnershipError, StaleGeneration, UsageError,
 )
-from drtool.failover.standby_fence import HookFence
+from drtool.coordination.roles import STOP_REPLICATION
+from drtool.coordination.standby_fence import HookFence
 from drtool.model import TableName
-from drtool.policy import Policy
+from drtool.config.policy import Policy
 from drtool.standby.events import Events
+from drtool.wiring.snapshots import read_limit
 from drtool.standby.schedule import SnapshotSchedule
 from drtool.standby.table import BACKOFF_FIRST, BACKOFF_MAX, TableReplicator
 from drtool.standby.tableinfo import TableSettings
 
 TICK = 1.0
 DRAIN_TIMEOUT = 60.0
-STOP_STEP = "stop-replication"
 
 #: ``users_sync(source, target)``: keeps users and permissions equal on the target (issue 10
 #: provides it; called after start and on every catalogue poll).
@@ -67,12 +69,13 @@ def new_holder(generation: int = 0) -> LeaseHolder:
 
 class Runner:
     def __init__(self, policy: Policy, events: Events, *, users_sync: UsersSync | None = None,
-                 holder: LeaseHolder | None = None) -> None:
+                 holder: LeaseHolder | None = None, connector: Connector | None = None) -> None:
         if policy.standby is None and policy.archive is None:
             raise UsageError(f"{policy.path}: no [standby] section: drtool replicate needs the "
                              "standby cluster to replicate into (or [archive] to keep only "
                              "the change log)")
         self.policy, self.events, self.users_sync = policy, events, users_sync
+        self.connector = connector  # how the clusters are reached (drtool.cluster)
         self.holder = holder or new_holder()
         self.replicators: dict[TableName, TableReplicator] = {}
         self.roles = Roles()
@@ -94,17 +97,20 @@ class Runner:
     async def run(self) -> None:
         try:
             if self.policy.standby is None:  # [archive] alone: the change log, no standby
-                self._clusters["primary"] = primary = await connect_role(self.policy, "primary")
+                self._clusters["primary"] = primary = await connect_role(
+                    self.policy, "primary", self.connector)
                 self.state = "running"
                 await self.archive.run(primary, self._stop, lambda: self._selected(primary))
                 return
-            self._clusters["standby"] = await connect_role(self.policy, "standby")
-            self._clusters["primary"] = await connect_role(self.policy, "primary")
+            self._clusters["standby"] = await connect_role(self.policy, "standby",
+                                                           self.connector)
+            self._clusters["primary"] = await connect_role(self.policy, "primary",
+                                                           self.connector)
             delay, first = BACKOFF_FIRST, True
             while not self._stop.is_set():
                 try:
                     self.roles = await self._read_roles()
-                    if not self.roles.replicate or self.roles.step == STOP_STEP:
+                    if not self.roles.replicate or self.roles.step == STOP_REPLICATION:
                         first = False
                         await self._idle(self.roles)
                         continue
@@ -132,17 +138,16 @@ class Runner:
             await asyncio.wait_for(self._stop.wait(), seconds)
 
     def _store(self, role: str) -> StateStore:
-        return StateStore(self._clusters[role], self.policy.replication.state_db, self.policy.name)
+        return state_store(self._clusters[role], self.policy)
 
     async def _read_roles(self) -> Roles:
-        found = await asyncio.gather(self._store("primary").read_roles(),
-                                     self._store("standby").read_roles())
-        return newest_roles(*found)
+        return await current_roles(self.policy, self._clusters["primary"],
+                                   self._clusters["standby"])
 
     async def _idle(self, roles: Roles) -> None:
         """Wait (not replicating) until the roles allow replication again, or stop."""
         self.state = "idle"
-        why = (f"stopped for failover (step {roles.step})" if roles.step == STOP_STEP
+        why = (f"stopped for failover (step {roles.step})" if roles.step == STOP_REPLICATION
                else "roles say not to replicate")
         self.events.emit("runner-idle", f"not replicating: {why} (generation "
                          f"{roles.generation}); waiting for new roles", generation=roles.generation)
@@ -152,8 +157,8 @@ class Runner:
                 now = await self._read_roles()
             except ClusterUnreachable:
                 continue
-            if now.replicate and now.step != STOP_STEP and (
-                    now.generation > roles.generation or roles.step == STOP_STEP):
+            if now.replicate and now.step != STOP_REPLICATION and (
+                    now.generation > roles.generation or roles.step == STOP_REPLICATION):
                 self.events.emit("runner-resumed", f"roles generation {now.generation}: "
                                  f"replicating {now.source} -> {now.target}",
                                  generation=now.generation)
@@ -198,8 +203,7 @@ class Runner:
                 self._start_table(table, source, target, t_store, roles, settings)
             schedule = SnapshotSchedule(
                 self.policy, self.events, self._clusters.__getitem__, self._save_snapshot(t_store),
-                last=(previous.get("snapshot") or {}).get("time"),
-                reads_limited=lambda role: role == source_role)
+                last=(previous.get("snapshot") or {}).get("time"))
             background = [
                 asyncio.create_task(self._ticks(s_store, t_store, holder, roles, outcome)),
                 asyncio.create_task(self._poll(source, target, t_store, roles, settings)),
@@ -229,7 +233,7 @@ class Runner:
 
     def _settings(self, source_role: str) -> TableSettings:
         rep = self.policy.replication
-        reads = self.policy.throttle.primary_reads if source_role == "primary" else None
+        reads = read_limit(self.policy, source_role, self.roles)
         fence = None  # with the permissions fence, the users_sync hook keeps the target fenced
         if self.policy.failover.fence == "write-hook":
             fence = HookFence(self._store(self.roles.target), self.roles.generation)
@@ -277,7 +281,7 @@ class Runner:
             try:
                 target_roles = await t_store.read_roles()
                 self._check_roles(roles, target_roles)
-                if target_roles.step == STOP_STEP:
+                if target_roles.step == STOP_REPLICATION:
                     self.events.emit("stop-replication", "failover asked replication to stop: "
                                      "applying what was read, then releasing the lease",
                                      generation=target_roles.generation)
@@ -358,6 +362,8 @@ class Runner:
                                 "to drop it too)"), table=str(table))
             if dropping:
                 await target.drop_table(table)
+            if settings.hook_fence is not None:
+                await settings.hook_fence.forget(table)
             await store.forget_table_state(table)
         for table, rep in list(self.replicators.items()):
             if rep.state == "streaming" and table != heartbeat:

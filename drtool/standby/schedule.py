@@ -17,26 +17,23 @@ from collections.abc import Awaitable, Callable
 
 from drtool.changelog.retention import log_retention
 from drtool.cluster.base import Cluster
-from drtool.core import retention
-from drtool.core.session import open_repository, select_tables
-from drtool.core.snapshot import SnapshotOptions, take_snapshot
+from drtool.snapshots import retention
+from drtool.config.policy import select_tables
+from drtool.wiring.open import open_repository
+from drtool.snapshots.snapshot import take_snapshot
 from drtool.errors import DrtoolError
-from drtool.failover.standby_fence import fenced_hooks
-from drtool.policy import Policy, RetentionPolicy
+from drtool.wiring.snapshots import snapshot_options
+from drtool.config.policy import Policy, RetentionPolicy
 from drtool.standby.events import Events
 
 
-async def snapshot_once(policy: Policy, cluster: Cluster, role: str, *,
-                        primary_reads: float | None) -> dict:
+async def snapshot_once(policy: Policy, cluster: Cluster, role: str) -> dict:
     """Take one snapshot and apply retention; return the record for status. Raises
     DrtoolError (the caller records the failure)."""
     started = time.time()
     async with await open_repository(policy) as repo:
         tables = select_tables(policy, await cluster.list_tables(), [], where=role)
-        options = SnapshotOptions(primary_reads=primary_reads,
-                                  max_layers=policy.schedule.full_after_layers,
-                                  max_delta_ratio=policy.schedule.full_after_delta,
-                                  fenced_hooks=await fenced_hooks(cluster, policy))
+        options = await snapshot_options(policy, cluster, role)
         manifest = await take_snapshot(repo, cluster, tables, policy_name=policy.name,
                                        source=role, options=options)
         record = {"id": manifest.id, "result": "ok", "time": time.time(),
@@ -57,11 +54,9 @@ class SnapshotSchedule:
     policy role; ``record(snapshot)`` stores the outcome (runner record)."""
 
     def __init__(self, policy: Policy, events: Events, cluster_for: Callable[[str], Cluster],
-                 record: Callable[[dict], Awaitable[None]], *, last: float | None,
-                 reads_limited: Callable[[str], bool]) -> None:
+                 record: Callable[[dict], Awaitable[None]], *, last: float | None) -> None:
         self.policy, self.events = policy, events
         self._cluster_for, self._record = cluster_for, record
-        self._reads_limited = reads_limited
         self.every = policy.schedule.snapshot_every
         self.last = last
         self.started = time.time()
@@ -87,11 +82,9 @@ class SnapshotSchedule:
 
     async def run_once(self) -> dict:
         role = self.policy.schedule.scheduled_from
-        reads = self.policy.throttle.primary_reads if self._reads_limited(role) else None
         self.events.emit("snapshot-started", f"scheduled snapshot from the {role}", source=role)
         try:
-            record = await snapshot_once(self.policy, self._cluster_for(role), role,
-                                         primary_reads=reads)
+            record = await snapshot_once(self.policy, self._cluster_for(role), role)
         except DrtoolError as err:
             record = {"result": "failed", "message": str(err), "time": time.time(),
                       "source": role}

@@ -7,20 +7,22 @@ lag is at most ``[replication] lag_threshold``, and no table is in the ``error``
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
 
+from drtool.cluster import Connector
 from drtool.cluster.base import Cluster
 from drtool.changelog.status import archive_status
-from drtool.core.session import connect_role, open_repository
-from drtool.core.state import (
-    Heartbeat, Lease, Roles, StateStore, TableState, lag_seconds, newest_roles, runner_lease,
+from drtool.wiring.open import connect_role, open_repository
+from drtool.coordination.state import (
+    Heartbeat, Lease, Roles, TableState, current_roles, lag_seconds, runner_lease, state_store,
 )
 from drtool.errors import ClusterUnreachable, DrtoolError, UsageError
-from drtool.failover.users_sync import users_problems
-from drtool.policy import Policy
+from drtool.compare.diff import table_meta_or_none
+from drtool.compare.shape import is_drtool_fence
+from drtool.coordination.users_sync import users_problems
+from drtool.config.policy import Policy
 
 
 @dataclass
@@ -39,6 +41,9 @@ class StandbyStatus:
     unreachable: dict[str, str] = field(default_factory=dict)
     #: seconds since the newest heartbeat, by this machine's clock (the source is down)
     heartbeat_age: float | None = None
+    #: with ``[failover] fence = "write-hook"``: table -> whether drtool's fence hook is on it
+    #: on the standby now (None: not read, the policy fences by permissions)
+    fenced: dict[str, bool] | None = None
 
     @property
     def healthy(self) -> bool:
@@ -65,7 +70,9 @@ class StandbyStatus:
             "lease": lease, "runner": self.runner,
             "tables": [{"table": str(t.table), "state": t.state, "message": t.message,
                         "progress": t.progress, "last_repair": t.last_repair,
-                        "updated": t.updated} for t in self.tables],
+                        "updated": t.updated,
+                        "fenced": None if self.fenced is None else self.fenced.get(str(t.table))}
+                       for t in self.tables],
             "last_repair": self.last_repair,
             "repository": self.repository,
         }
@@ -76,7 +83,7 @@ class StandbyStatus:
         return max(repairs, key=lambda r: r.get("time", 0), default=None)
 
 
-async def read_status(policy: Policy) -> StandbyStatus:
+async def read_status(policy: Policy, connector: Connector | None = None) -> StandbyStatus:
     """Connect both clusters and the repository, read everything status shows. A cluster
     that does not answer (the disaster case: the primary is down) is a problem in the result,
     not an error: the roles, heartbeat and runner records come from the cluster that answers,
@@ -85,19 +92,18 @@ async def read_status(policy: Policy) -> StandbyStatus:
     if policy.standby is None:
         raise UsageError(f"{policy.path}: no [standby] section: drtool status reports on the "
                          "standby cluster")
-    db = policy.replication.state_db
     async with contextlib.AsyncExitStack() as stack:
         clusters: dict[str, Cluster] = {}
         out = StandbyStatus(policy.name, Roles(), policy.replication.lag_threshold)
         for role in ("primary", "standby"):
             try:
-                clusters[role] = await stack.enter_async_context(await connect_role(policy, role))
+                cluster = await connect_role(policy, role, connector)
+                clusters[role] = await stack.enter_async_context(cluster)
             except ClusterUnreachable as err:
                 out.unreachable[role] = str(err)
-        out.roles = roles = newest_roles(*await asyncio.gather(
-            *[StateStore(c, db, policy.name).read_roles() for c in clusters.values()]))
+        out.roles = roles = await current_roles(policy, *clusters.values())
         if roles.target in clusters:
-            target = StateStore(clusters[roles.target], db, policy.name)
+            target = state_store(clusters[roles.target], policy)
             if roles.source in clusters:
                 out.lag, out.heartbeat = await lag_seconds(clusters[roles.source], target)
             else:
@@ -105,6 +111,8 @@ async def read_status(policy: Policy) -> StandbyStatus:
             out.lease = await target.read_lease(runner_lease(policy.name))
             out.runner = await target.read_runner()
             out.tables = await target.table_states()
+            if policy.failover.fence == "write-hook":
+                out.fenced = await _fenced(clusters[roles.target], out.tables)
             if roles.source in clusters:
                 out.problems += await users_problems(clusters[roles.source],
                                                      clusters[roles.target], policy)
@@ -118,6 +126,16 @@ async def read_status(policy: Policy) -> StandbyStatus:
         out.problems.append(f"failover step {step} (generation {roles.generation}): run the "
                             "same failover/failback command again to finish it")
     return out
+
+
+async def _fenced(target: Cluster, tables: list[TableState]) -> dict[str, bool]:
+    """Which of ``tables`` carry drtool's write-hook fence on ``target`` (a table missing
+    there: False)."""
+    found = {}
+    for state in tables:
+        meta = await table_meta_or_none(target, state.table)
+        found[str(state.table)] = meta is not None and is_drtool_fence(meta.write_hook)
+    return found
 
 
 def _judge_heartbeat(out: StandbyStatus) -> None:

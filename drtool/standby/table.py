@@ -4,7 +4,7 @@ A cycle: open the changefeed and wait until it is ready (every write after that 
 then bring the target up to date WITHOUT reading the feed (the server queues its changes,
 ``changefeed_queue_size``): a table the target lacks is created like the source's and copied
 (reads limited by ``primary_reads``), a table it has is repaired by digest comparison
-(drtool.core.reconcile: only what differs is read and written; never a full recopy). Then
+(drtool.compare.reconcile: only what differs is read and written; never a full recopy). Then
 stream: the queued and new changes are applied in batches, each batch keeping the last
 change per key, upserts as canonical text (``insert(r.json(...), conflict='replace')``,
 write hook bypassed) and deletes by key, one batch after the other (so per-key order holds)
@@ -27,7 +27,8 @@ from contextlib import aclosing
 from typing import TypeVar
 
 from drtool.cluster.base import Cluster
-from drtool.core.state import StateStore, TableState
+from drtool.cluster.scanning import feed_ready
+from drtool.coordination.state import StateStore, TableState
 from drtool.errors import (
     ClusterError,
     ClusterUnreachable,
@@ -42,19 +43,6 @@ from drtool.standby.tableinfo import Stats, TableSettings
 
 T = TypeVar("T")
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
-READY_TIMEOUT = 60.0
-
-
-async def feed_ready(feed: AsyncIterator[FeedEvent], name: str) -> None:
-    """Wait for a new feed's FeedReady. Raises ClusterUnreachable after ``READY_TIMEOUT``,
-    ClusterError when the feed starts with anything else."""
-    try:
-        first = await asyncio.wait_for(feed.__anext__(), READY_TIMEOUT)
-    except TimeoutError:
-        raise ClusterUnreachable(f"{name}: the changefeed was not ready after "
-                                 f"{READY_TIMEOUT:g} s") from None
-    if not isinstance(first, FeedReady):
-        raise ClusterError(f"{name}: changefeed did not start with ready")
 
 
 class Gap(Exception):

@@ -6,7 +6,7 @@ table, settings, events, stats and ``_record``/``_write``. The copy writes every
 of the source (reads limited by ``primary_reads``), then builds the indexes and hook; the
 repair reads and writes only what differs (never a full recopy), by a streaming hash merge
 for tables up to ``MERGE_MAX_DOCS`` or busy ones, else by the digest search of
-drtool.core.reconcile. Both are idempotent: run again after an interruption, they finish.
+drtool.compare.reconcile. Both are idempotent: run again after an interruption, they finish.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from __future__ import annotations
 import time
 from contextlib import aclosing
 
-from drtool.core.diff import DiffOptions, table_meta_or_none
-from drtool.core.diff_ranges import SearchParams
-from drtool.core.reconcile import ReconcileOptions, reconcile_table
-from drtool.core.scanning import resumable_scan
-from drtool.core.shape import ShapeAction, apply_shape, create_table_like, plan_shape
+from drtool.compare.diff import DiffOptions, table_meta_or_none
+from drtool.compare.diff_ranges import SearchParams
+from drtool.compare.reconcile import ReconcileOptions, reconcile_table
+from drtool.cluster.scanning import resumable_scan
+from drtool.compare.shape import ShapeAction, apply_shape, create_table_like, plan_shape
 from drtool.errors import SchemaMismatch
 from drtool.standby.repair import merge_repair
-from drtool.throttle import DocRateLimiter
+from drtool.util.throttle import DocRateLimiter
 
 PROGRESS_EVERY = 2.0  # seconds between copy progress records
 # Repairs run while the application writes. One round: what changes on the source after the

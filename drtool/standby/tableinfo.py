@@ -16,7 +16,7 @@ class TableSettings:
     replicas: int | None = None
     source_reads: float | None = None  # documents/s read by a copy (the primary's limit)
     record_state: bool = True  # False for drtool's own heartbeat table
-    #: the write-hook standby fence (drtool.failover.standby_fence.HookFence): the target's
+    #: the write-hook standby fence (drtool.coordination.standby_fence.HookFence): the target's
     #: hook refuses every write instead of mirroring the source's; None: hooks mirrored
     hook_fence: Any = None
 

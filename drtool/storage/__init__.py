@@ -12,7 +12,7 @@ from typing import Any
 from drtool.errors import StorageError, UsageError
 from drtool.storage.base import ObjectInfo, Storage, check_name
 from drtool.storage.limiter import limit_bandwidth
-from drtool.units import BandwidthSchedule
+from drtool.util.units import BandwidthSchedule
 
 __all__ = ["ObjectInfo", "Storage", "check_name", "open_storage"]
 
@@ -22,7 +22,7 @@ def open_storage(repo: Any, *, create: bool = False,
     """Build the storage for a repository policy, with its wrappers.
 
     ``repo`` has the attributes ``url``, ``scheme`` ("file" or "sftp"), ``path``, ``user``,
-    ``host``, ``port``, ``identity_file`` and ``known_hosts`` (``drtool.policy``).
+    ``host``, ``port``, ``identity_file`` and ``known_hosts`` (``drtool.config.policy``).
 
     file://: the directory must exist; with ``create=True`` it is made (its parent must
     exist). sftp://: nothing is contacted until the first operation; with ``create=True`` the

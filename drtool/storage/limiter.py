@@ -22,8 +22,8 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
 from drtool.storage.base import ObjectInfo, Storage
-from drtool.throttle import RateLimiter, bandwidth_limiters
-from drtool.units import BandwidthSchedule
+from drtool.util.throttle import RateLimiter, bandwidth_limiters
+from drtool.util.units import BandwidthSchedule
 
 
 class BandwidthLimitedStorage(Storage):
