@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from drtool.config.fields import Section
-from drtool.util.units import DURATION_EXPECTED, PERCENT_EXPECTED, parse_duration, parse_percent
+from drtool.util.units import PERCENT_EXPECTED, parse_percent
 
 SCHEDULE_KEYS = ("snapshot_every", "snapshot_from", "full_after_layers", "full_after_delta",
                  "prune")
@@ -64,11 +64,7 @@ def parse_schedule(sec: Section | None) -> SchedulePolicy:
     PolicyError; whether snapshot_from = "standby" has a [standby] is the loader's check."""
     if sec is None:
         return SchedulePolicy()
-    every = None
-    if sec.has("snapshot_every"):
-        every = sec.parsed("snapshot_every", parse_duration, DURATION_EXPECTED)
-        if every <= 0:
-            raise sec.error("snapshot_every", f"a positive {DURATION_EXPECTED[2:]}", sec.data["snapshot_every"])
+    every = sec.positive_duration("snapshot_every")
     defaults = SchedulePolicy()
     layers = sec.integer("full_after_layers", minimum=1)
     delta = (sec.parsed("full_after_delta", parse_percent, PERCENT_EXPECTED)
@@ -85,10 +81,5 @@ def parse_retention(sec: Section | None) -> RetentionPolicy:
     PolicyError for a key that is not a non-negative integer."""
     if sec is None:
         return RetentionPolicy()
-    keep_log = None
-    if sec.has("keep_log"):
-        keep_log = sec.parsed("keep_log", parse_duration, DURATION_EXPECTED)
-        if keep_log <= 0:
-            raise sec.error("keep_log", f"a positive {DURATION_EXPECTED[2:]}", sec.data["keep_log"])
     return RetentionPolicy(**{key: sec.integer(key) for key in RETENTION_KEYS
-                              if key != "keep_log"}, keep_log=keep_log)
+                              if key != "keep_log"}, keep_log=sec.positive_duration("keep_log"))
