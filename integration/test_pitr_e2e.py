@@ -47,6 +47,7 @@ def iso(seconds: float) -> str:
 
 class LogDeployment:
     def __init__(self, tmp_path: Path, primary: str) -> None:
+        """A policy over ``primary`` with [archive] (slice_every 1s) and no [standby]."""
         self.tmp, self.primary = tmp_path, primary
         self.db = "drtool_it_" + uuid.uuid4().hex[:10]
         self.log = tmp_path / "runner.log"

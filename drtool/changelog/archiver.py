@@ -32,7 +32,7 @@ from drtool.changelog.slices import (
 from drtool.changelog.spool import Spool, SpoolFull
 from drtool.cluster.base import Cluster
 from drtool.cluster.scanning import feed_ready
-from drtool.errors import ClusterUnreachable, DrtoolError, StorageUnreachable
+from drtool.errors import ClusterUnreachable, DrtoolError, FeedOverflowed, StorageUnreachable
 from drtool.model import FeedChange, FeedOverflow, TableName
 from drtool.repo.repository import Repository
 from drtool.changelog.report import Reporter
@@ -80,6 +80,7 @@ class TableArchiver:
         self._name = str(table)
         self._key = repo.log_table_key(self._name)
         self._stop = asyncio.Event()
+        self._causes: list[str] = ["start"]
 
     def stop(self) -> None:
         self._stop.set()
@@ -93,27 +94,30 @@ class TableArchiver:
 
     async def run(self) -> None:
         """Keep the table's log until ``stop()``; errors are reported and retried."""
-        delay, cause = BACKOFF_FIRST, "start"
+        delay = BACKOFF_FIRST
+        self._causes = ["start"]  # breaks since the last base was written (in its marker)
         while not self._stop.is_set():
             try:
-                await self._timeline(cause)
+                await self._timeline()
                 delay = BACKOFF_FIRST
             except Break as brk:
-                cause = brk.reason
                 self._note_break(brk.reason, str(brk))
                 delay = BACKOFF_FIRST
+            except FeedOverflowed as err:
+                self._note_break("feed-overflow", str(err))
+                await self._sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
             except (ClusterUnreachable, StorageUnreachable) as err:
-                cause = "connection-lost"
-                self._note_break(cause, str(err))
+                self._note_break("connection-lost", str(err))
                 await self._sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
             except DrtoolError as err:
-                cause = "error"
                 self._note_break("error", str(err))
                 await self._sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
 
     def _note_break(self, reason: str, detail: str) -> None:
+        self._causes.append(reason)
         self.state.breaks[reason] = self.state.breaks.get(reason, 0) + 1
         self.state.last_break = f"{reason}: {detail}"
         self.events.warn("log-break", f"{self._name}: the change log broke ({reason}: {detail}); "
@@ -125,9 +129,8 @@ class TableArchiver:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
 
-    async def _timeline(self, cause: str) -> None:
-        """One timeline; ``cause``: why the previous one ended ("start": none before in this
-        run; a run started after a stop or kill is "start" too), recorded in the marker."""
+    async def _timeline(self) -> None:
+        """One timeline, until a break (raised) or ``stop()``."""
         feed = self.cluster.changes(self.table, queue_size=self.settings.queue_size)
         async with aclosing(feed):
             await feed_ready(feed, self._name)
@@ -169,7 +172,7 @@ class TableArchiver:
                 self.events.metrics.slice_sealed(self._name, len(slice_), len(blob))
 
             reader = asyncio.create_task(read())
-            base = asyncio.create_task(self._base(timeline, opened, cause))
+            base = asyncio.create_task(self._base(timeline, opened))
             every = int(self.settings.slice_every * 1000)
             try:
                 while True:
@@ -192,7 +195,7 @@ class TableArchiver:
                     task.cancel()
                 await asyncio.gather(reader, base, return_exceptions=True)
 
-    async def _base(self, timeline: str, opened: int, cause: str) -> None:
+    async def _base(self, timeline: str, opened: int) -> None:
         """Write the timeline's base (retried while the repository or cluster is down)."""
         delay = BACKOFF_FIRST
         while True:
@@ -202,11 +205,12 @@ class TableArchiver:
                 complete = self.clock.now_ms()
                 marker = {"format": "drtool-log-base", "version": 1, "table": self._name,
                           "timeline": timeline, "snapshot": snapshot, "from": opened,
-                          "restorable_from": complete, "after": cause}
+                          "restorable_from": complete, "after": list(self._causes)}
                 await self.repo.put_base_marker(
                     base_name(self._key, timeline, snapshot),
                     json.dumps(marker, sort_keys=True, separators=(",", ":")).encode())
                 self.state.base, self.state.restorable_from = snapshot, complete
+                self._causes = []
                 self.events.metrics.restorable_from(self._name, complete / 1000)
                 self.events.emit("log-base", f"{self._name}: base {snapshot} of timeline "
                                  f"{timeline} written", table=self._name, snapshot=snapshot)

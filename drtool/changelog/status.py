@@ -28,8 +28,8 @@ async def archive_status(repo: Repository, spool: Path | None) -> dict:
             except (DrtoolError, ValueError):
                 continue
             per = causes.setdefault(marker["table"], {})
-            cause = marker.get("after", "start")
-            per[cause] = per.get(cause, 0) + 1
+            for cause in marker.get("after", []):  # the breaks since the previous base
+                per[cause] = per.get(cause, 0) + 1
     now = time.time() * 1000
     for table in sorted(causes):
         timelines = await load_timelines(repo, TableName.parse(table))

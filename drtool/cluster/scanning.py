@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from drtool.cluster.base import Cluster, Row, TextBatch
-from drtool.errors import ClusterError, ClusterUnreachable
+from drtool.errors import ClusterError, ClusterUnreachable, FeedOverflowed
 from drtool.model import (
     DocText, FeedChange, FeedEvent, FeedOverflow, FeedReady, KeyText, TableName,
 )
@@ -119,11 +119,14 @@ class FeedCollector:
 
 async def feed_ready(feed: AsyncIterator[FeedEvent], name: str) -> None:
     """Wait for a new feed's FeedReady. Raises ClusterUnreachable after ``READY_TIMEOUT``,
-    ClusterError when the feed starts with anything else."""
+    FeedOverflowed when it starts by dropping changes, ClusterError for anything else."""
     try:
         first = await asyncio.wait_for(feed.__anext__(), READY_TIMEOUT)
     except TimeoutError:
         raise ClusterUnreachable(f"{name}: the changefeed was not ready after "
                                  f"{READY_TIMEOUT:g} s") from None
+    if isinstance(first, FeedOverflow):
+        raise FeedOverflowed(f"{name}: the changefeed overflowed before it was ready: "
+                             f"{first.message}")
     if not isinstance(first, FeedReady):
         raise ClusterError(f"{name}: changefeed did not start with ready")
