@@ -9,26 +9,19 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 
 from rethinkdb import RethinkDB
 
 from conftest import ThrowawayServer
-from test_pitr_e2e import LogDeployment, drtool, iso, wait_until
+from test_pitr_e2e import LogDeployment, drtool, initialised, iso, wait_until
 
 r = RethinkDB()
 
 
 def setup(tmp_path, address: str, docs: int = 500) -> LogDeployment:
-    d = LogDeployment(tmp_path, address)
-    assert subprocess.run([sys.executable, "-m", "drtool", "keygen", "--out",
-                           str(tmp_path / "id.txt")], capture_output=True).returncode == 0
-    assert drtool(d.policy, "init").returncode == 0
+    d = initialised(tmp_path, address)
     with d.conn() as c:
-        r.db_create(d.db).run(c)
-        r.db(d.db).table_create("t").run(c)
         r.db(d.db).table("t").insert([{"id": i, "v": i} for i in range(docs)]).run(c)
     return d
 

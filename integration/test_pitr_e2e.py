@@ -105,15 +105,22 @@ class LogDeployment:
             return {d["id"]: d for d in r.db(self.db).table(table).run(c)}
 
 
-@pytest.fixture
-def log_dep(tmp_path, primary):
-    d = LogDeployment(tmp_path, primary.address)
+def initialised(tmp_path: Path, address: str) -> LogDeployment:
+    """A LogDeployment with its identity and repository made, and its database (empty)."""
+    d = LogDeployment(tmp_path, address)
     assert subprocess.run([sys.executable, "-m", "drtool", "keygen", "--out",
                            str(tmp_path / "id.txt")], capture_output=True).returncode == 0
     assert drtool(d.policy, "init").returncode == 0
     with d.conn() as c:
         r.db_create(d.db).run(c)
         r.db(d.db).table_create("t").run(c)
+    return d
+
+
+@pytest.fixture
+def log_dep(tmp_path, primary):
+    d = initialised(tmp_path, primary.address)
+    with d.conn() as c:
         r.db(d.db).table("t").index_create("v").run(c)
         r.db(d.db).table("t").insert([{"id": i, "v": f"doc-{i}-ü", "pad": "x" * 200}
                                       for i in range(3000)]).run(c)
