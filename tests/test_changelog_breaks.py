@@ -171,3 +171,28 @@ async def test_a_full_spool_is_a_reported_break(tmp_path, primary_server: FakeSe
     assert len(timelines) >= 2
     assert await s.state_at(end) == primary_server.texts(T)
     await s.stop()
+
+
+async def test_merging_keeps_every_state_and_fewer_objects(tmp_path, primary_server: FakeServer):
+    from drtool.changelog.merge import Level, merge_table
+
+    await _table(primary_server, 20)
+    s = await Setup(tmp_path, primary_server).start()
+    times = []
+    for i in range(12):  # each key written once: every state is exact, merged or not
+        primary_server.put_texts(T, sample_docs(2, start=3000 + 2 * i, pad=10))
+        times.append(int(primary_server.now() * 1000))
+        await asyncio.sleep(0.15)
+    end = int(primary_server.now() * 1000)
+    await wait_until(lambda: min(s.archive.uploaded_until.values()) > end, "uploaded")
+    await s.stop()
+    before = [await s.state_at(t) for t in times]
+    count = len([n for n in await s.repo.list_log() if "/s-" in n])
+    report = await merge_table(s.repo, "app.t", end + 10_000, (Level(1, 60_000, 1000),))
+    after_count = len([n for n in await s.repo.list_log() if "/s-" in n])
+    assert report.merged >= 1 and after_count < count
+    assert [await s.state_at(t) for t in times] == before
+    assert before[-1] == primary_server.texts(T)
+    from drtool.changelog.verify_log import verify_log
+    _, problems = await verify_log(s.repo, read_data=True)
+    assert problems == []

@@ -7,6 +7,7 @@ repository oldest first; while the repository is unreachable they wait in the sp
 every few seconds) and are uploaded when it answers again: no break unless the spool fills.
 On ``stop()`` every archiver seals its open slice, and the uploader keeps going for up to
 ``FLUSH_TIMEOUT`` seconds to empty the spool (what is left is uploaded by the next run).
+Every ``MERGE_EVERY`` seconds the aged slices of each table are merged (changelog.merge).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 
 from drtool.changelog.archiver import ArchiveSettings, MakeBase, TableArchiver
 from drtool.changelog.clock import PrimaryClock
+from drtool.changelog.merge import LEVELS, Level, merge_table
 from drtool.changelog.spool import Spool
 from drtool.cluster.base import Cluster
 from drtool.errors import DrtoolError
@@ -27,13 +29,16 @@ from drtool.changelog.report import Reporter
 CLOCK_EVERY = 1.0
 FLUSH_TIMEOUT = 30.0
 UPLOAD_RETRY = 2.0
+MERGE_EVERY = 60.0
 
 
 class Archive:
     def __init__(self, cluster: Cluster, repo: Repository, spool: Spool, events: Reporter,
-                 settings: ArchiveSettings, make_base: MakeBase) -> None:
+                 settings: ArchiveSettings, make_base: MakeBase, *,
+                 merge_every: float = MERGE_EVERY, levels: tuple[Level, ...] = LEVELS) -> None:
         self.cluster, self.repo, self.spool, self.events = cluster, repo, spool, events
         self.settings, self.make_base = settings, make_base
+        self.merge_every, self.levels = merge_every, levels
         self.clock = PrimaryClock(cluster.server_time)  # type: ignore[attr-defined]
         self.archivers: dict[TableName, TableArchiver] = {}
         self._tasks: dict[TableName, asyncio.Task] = {}
@@ -51,6 +56,7 @@ class Archive:
         await self.clock.measure()
         ticks = asyncio.create_task(self._ticks())
         uploader = asyncio.create_task(self._upload_loop())
+        merger = asyncio.create_task(self._merge_loop())
         try:
             self.follow(tables)
             await self._stop.wait()
@@ -58,9 +64,9 @@ class Archive:
             for archiver in self.archivers.values():
                 archiver.stop()
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-            ticks.cancel()
-            uploader.cancel()  # one uploader at a time: the flush takes over
-            await asyncio.gather(ticks, uploader, return_exceptions=True)
+            for task in (ticks, uploader, merger):  # one uploader at a time: the flush next
+                task.cancel()
+            await asyncio.gather(ticks, uploader, merger, return_exceptions=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush(), FLUSH_TIMEOUT)
 
@@ -81,6 +87,17 @@ class Archive:
                 await self.clock.measure()
             self.events.metrics.archive(self.lag(), self.spool.size)
             await asyncio.sleep(CLOCK_EVERY)
+
+    async def _merge_loop(self) -> None:
+        """Every ``merge_every`` seconds, merge each table's aged slices (changelog.merge)."""
+        while True:
+            await asyncio.sleep(self.merge_every)
+            for table in list(self.archivers):
+                try:
+                    await merge_table(self.repo, str(table), self.clock.now_ms(), self.levels)
+                except DrtoolError as err:
+                    self.events.warn("log-merge-failed", f"{table}: merging slices: {err}",
+                                     table=str(table))
 
     def lag(self) -> float | None:
         """Seconds between the primary's clock now and the oldest 'newest uploaded slice'
