@@ -98,6 +98,13 @@ def test_delete_by_mistake_restored_by_restore_at_and_delta(deployment, primary_
     assert status.exit_code == 0, status.stderr
     logged = json.loads(status.stdout)["repository"]["archive"]["tables"]["app.items"]
     assert logged["restorable"] and logged["lag"] is not None and logged["breaks"] == {}
+    blast = cli("diff", "--against", iso(marks["before"]), "--table", "app.items", "--json",
+                "-q")
+    assert blast.exit_code == 1, blast.stderr  # the blast radius, nothing written
+    found = json.loads(blast.stdout)["tables"][0]
+    assert (found["extra_count"], found["missing_count"], found["changed_count"]) == (349, 0, 0)
+    assert found["target"].startswith("state at ")
+    assert table_texts(primary_server, "app.items") == []
     got = cli("restore", "--at", iso(marks["before"]), "--rename", "app.items=app.back", "-q")
     assert got.exit_code == 0, got.stderr
     assert table_texts(primary_server, "app.back") == marks["texts"]
@@ -110,6 +117,8 @@ def test_delete_by_mistake_restored_by_restore_at_and_delta(deployment, primary_
     got = cli("restore", "--at", iso(marks["before"]), "--delta", "-q")
     assert got.exit_code == 0, got.stderr
     assert table_texts(primary_server, "app.items") == marks["texts"]
+    same = cli("diff", "--against", iso(marks["before"]), "--table", "app.items", "--json", "-q")
+    assert same.exit_code == 0 and json.loads(same.stdout)["equal"], same.stdout + same.stderr
 
     # after the deletion: the table was empty
     got = cli("restore", "--at", iso(marks["after"]), "--rename", "app.items=app.empty", "-q")

@@ -22,7 +22,9 @@ from drtool.changelog.timeline import (
     RestorePlan, iso_ms, load_timelines, plan_restore, restorable,
 )
 from drtool.cluster.base import Cluster
+from drtool.reql.digest import r_uuid
 from drtool.snapshots.delta_restore import DeltaOptions, DeltaReport, delta_table
+from drtool.snapshots.diff_snapshot import diff_table_snapshot
 from drtool.util.progress import NullProgress, Progress
 from drtool.snapshots.restore import RestoreOptions, TableRestore, restore_table
 from drtool.errors import EncryptionKeyError, IntegrityError, NotFound, UsageError
@@ -33,6 +35,11 @@ from drtool.repo.repository import Repository
 from drtool.util.units import parse_duration
 
 _RELATIVE = re.compile(r"^-\s*(\S+)$")
+
+
+def looks_like_time(text: str) -> bool:
+    """``--against``: a time (``-15m``, ``2026-...``) rather than a snapshot id or a role."""
+    return bool(_RELATIVE.match(text.strip()) or re.match(r"^\d{4}-\d{2}-\d{2}[T ]", text))
 
 
 def parse_at(text: str, *, now: float | None = None) -> int:
@@ -152,3 +159,26 @@ async def delta_at(repo: Repository, cluster: Cluster, at: int, options: Restore
                                              snapshot_id=f"--at {iso_ms(at)}",
                                              progress=progress, rows_of=p.state.range_rows))
         return reports
+
+
+async def diff_at(repo: Repository, cluster: Cluster, at: int, tables: list[TableName], *,
+                  selects=lambda t: True, progress: Progress = NullProgress()) -> list:
+    """Which keys of the chosen tables differ between the live tables and their state at
+    ``at`` (``drtool diff --against TIME``): nothing is written. Compares like ``diff
+    --against SNAPSHOT``: the server's digests per recorded range, then per-document hashes
+    of the ranges that differ."""
+    async with repo.lock("shared", "restore"):
+        options = RestoreOptions(tables=tuple(tables))
+        chosen = await choose_tables(repo, options, selects)
+        prepared = await prepare(repo, chosen, at, {}, named=set(tables))
+        out = []
+        for p in prepared:
+            entry = await state_entry(p.state)
+
+            async def hashes(i: int, state: StateAt = p.state) -> dict:
+                return {k: r_uuid(d) for k, d in await state.range_rows(i)}
+
+            out.append(await diff_table_snapshot(
+                cluster, repo, entry, p.plan.table, role="primary",
+                label=f"state at {iso_ms(at)}", progress=progress, hashes_of=hashes))
+        return out
