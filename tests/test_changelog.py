@@ -242,3 +242,31 @@ def test_forget_keep_log_keeps_the_window_and_its_bases(deployment, primary_serv
     old = cli("restore", "--at", iso(marks["old"]), "--rename", "app.items=app.o", "-q")
     assert old.exit_code == 2 and "nearest restorable times" in old.stderr
     assert cli("verify", "-q").exit_code == 0
+
+
+def test_the_log_goes_on_while_the_standby_is_down(deployment, primary_server, standby_server,
+                                                   tmp_path):
+    text = deployment.path.read_text() + (
+        f'[archive]\nslice_every = "0.5s"\nspool = "{tmp_path / "spool"}"\n'
+        '[replication]\nschema_poll = "1s"\nlease_ttl = "5s"\n')
+    deployment.path.write_text(text)
+    load_table(primary_server, "app.items", sample_docs(30))
+    from drtool.model import TableName
+    t = TableName.parse("app.items")
+    marks = {}
+
+    async def scenario():
+        async with LogRunner(deployment.path) as bg:
+            await bg.logging(1)
+            standby_server.down = True
+            primary_server.put_texts(t, sample_docs(5, start=500))
+            marks["end"] = int(primary_server.now() * 1000)
+            await bg.uploaded_past(marks["end"])
+            assert bg.tables()[t].state.breaks == {}
+            standby_server.down = False
+
+    asyncio.run(scenario())
+    got = Cli(deployment.path)("restore", "--at", iso(marks["end"]), "--rename",
+                               "app.items=app.copy", "-q")
+    assert got.exit_code == 0, got.stderr
+    assert table_texts(primary_server, "app.copy") == table_texts(primary_server, "app.items")
