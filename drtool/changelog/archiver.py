@@ -70,6 +70,15 @@ class TableLog:
     last_break: str | None = None
 
 
+def _cause(err: Exception) -> str:
+    """The break cause recorded for an error that ended a timeline."""
+    if isinstance(err, FeedOverflowed):
+        return "feed-overflow"
+    if isinstance(err, (ClusterUnreachable, StorageUnreachable)):
+        return "connection-lost"
+    return "error" if isinstance(err, DrtoolError) else "internal"
+
+
 class TableArchiver:
     def __init__(self, cluster: Cluster, table: TableName, repo: Repository, clock: PrimaryClock,
                  spool: Spool, events: Reporter, settings: ArchiveSettings, make_base: MakeBase
@@ -100,19 +109,12 @@ class TableArchiver:
             try:
                 await self._timeline()
                 delay = BACKOFF_FIRST
-            except Break as brk:
+            except Break as brk:  # the next timeline starts at once
                 self._note_break(brk.reason, str(brk))
                 delay = BACKOFF_FIRST
-            except FeedOverflowed as err:
-                self._note_break("feed-overflow", str(err))
-                await self._sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX)
-            except (ClusterUnreachable, StorageUnreachable) as err:
-                self._note_break("connection-lost", str(err))
-                await self._sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX)
-            except DrtoolError as err:
-                self._note_break("error", str(err))
+            except Exception as err:  # noqa: BLE001 - a bug must not end the log silently
+                self._note_break(_cause(err), str(err) if isinstance(err, DrtoolError) else
+                                 f"internal error {type(err).__name__}: {err}")
                 await self._sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
 

@@ -44,12 +44,16 @@ class Spool:
         self.arrived = asyncio.Event()
 
     async def put(self, object_name: str, blob: bytes) -> None:
-        """Add one sealed slice; raises SpoolFull when it does not fit."""
+        """Add one sealed slice; raises SpoolFull when it does not fit or cannot be written."""
         async with self._lock:
             if self.size + len(blob) > self.limit:
                 raise SpoolFull(f"the spool {self.directory} is full ({self.size} of "
                                 f"{self.limit} bytes): the repository is not keeping up")
-            await asyncio.to_thread(self._write, _file_name(object_name), blob)
+            try:
+                await asyncio.to_thread(self._write, _file_name(object_name), blob)
+            except OSError as err:  # a full or failing disk: the slice is not in the spool
+                raise SpoolFull(f"cannot write to the spool {self.directory}: "
+                                f"{err.strerror or err}") from None
             self.size += len(blob)
         self.arrived.set()
 
