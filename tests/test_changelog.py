@@ -235,6 +235,8 @@ def test_forget_keep_log_keeps_the_window_and_its_bases(deployment, primary_serv
     report = json.loads(got.stdout)
     kept_for_log = [d for d in report["kept"] if any("change log" in r for r in d["reasons"])]
     assert len(kept_for_log) == 1 and len(report["removed"]) == 1
+    # the log's bases do not count towards keep-last: the manual snapshot is the one kept
+    assert [d["reasons"] for d in report["kept"] if d not in kept_for_log] == [["last"]]
     assert report["log_deleted"] >= 2  # the old timeline's slices and its base marker
     ok = cli("restore", "--at", iso(marks["new"]), "--rename", "app.items=app.n", "-q")
     assert ok.exit_code == 0, ok.stderr

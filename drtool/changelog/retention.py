@@ -7,7 +7,8 @@ one complete before its start (it covers the window's first seconds); slices end
 before the earliest kept base's ``from`` go, and so do timelines that ended before the window
 and the markers of bases not kept. Without ``keep_log`` nothing of the log is deleted. In both
 cases the snapshots named by the remaining base markers are kept by forget whatever the
-snapshot rules say (the log needs them). ``now`` is the local clock (hosts' clocks must agree
+snapshot rules say (the log needs them), and bases do not count towards the snapshot rules
+(``keep_last 5`` keeps five snapshots besides the log's bases). ``now`` is the local clock (hosts' clocks must agree
 to within a few minutes, as for locks).
 """
 
@@ -27,6 +28,7 @@ from drtool.repo.repository import Repository
 @dataclass
 class LogPlan:
     keep: dict[str, list[str]] = field(default_factory=dict)  # snapshot id -> reasons
+    bases: set[str] = field(default_factory=set)  # every snapshot a marker names
     delete: list[str] = field(default_factory=list)  # log object names
     bytes: int = 0  # stored bytes of what is deleted
 
@@ -34,6 +36,7 @@ class LogPlan:
 async def plan_log_retention(repo: Repository, keep_log: float | None, now_ms: int) -> LogPlan:
     listed = await repo.list_log(LOG_PREFIX)
     groups: dict[tuple[str, str], dict] = {}
+    plan = LogPlan()
     for name, size in listed.items():
         ref = parse_log_name(name, size)
         if ref is None:
@@ -44,7 +47,7 @@ async def plan_log_retention(repo: Repository, keep_log: float | None, now_ms: i
             group["slices"].append(ref)
         else:
             group["bases"].append(ref)
-    plan = LogPlan()
+            plan.bases.add(ref.snapshot)
     start = None if keep_log is None else now_ms - int(keep_log * 1000)
     for (_key, timeline), group in sorted(groups.items()):
         bases = []

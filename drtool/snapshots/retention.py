@@ -180,17 +180,19 @@ async def forget(repo: Repository, rules: RetentionPolicy, *, dry_run: bool = Fa
                  prune: bool = False, log=None) -> ForgetReport:
     """Remove the manifests of the snapshots ``rules`` do not keep (and with ``prune``, the
     data objects they alone referenced). ``log(repo)`` (drtool.changelog.retention, given by
-    the caller): a plan whose ``keep`` snapshots are kept too (bases of the change log) and
-    whose ``delete`` log objects are deleted after the manifests. Raises UsageError (no
+    the caller): a plan whose ``bases`` (the change log's) are decided by it alone: kept when
+    in its ``keep``, not counted by the rules; its ``delete`` log objects are deleted after
+    the manifests. Raises UsageError (no
     rule), RepositoryError (locked by a running snapshot or prune; prune refused because a
     manifest is unreadable)."""
     check_rules(rules)
     report = ForgetReport(dry_run)
     async with _locked(repo, dry_run, "forget") as held:
         found = await candidates(repo)
-        keep = select(found, rules) if any(getattr(rules, r) for r in RULES) else {
-            c.id: [] for c in found}  # keep_log alone: snapshots are not forgotten
         plan = await log(repo) if log is not None else None
+        counted = [c for c in found if plan is None or c.id not in plan.bases]
+        keep = select(counted, rules) if any(getattr(rules, r) for r in RULES) else {
+            c.id: [] for c in counted}  # keep_log alone: snapshots are not forgotten
         for sid, reasons in (plan.keep.items() if plan else ()):
             keep.setdefault(sid, []).extend(reasons)
         for c in sorted(found, key=lambda c: (c.time, c.id)):
