@@ -148,6 +148,11 @@ def test_time_outside_the_log_is_one_line_exit_2_nothing_written(deployment, pri
         assert "app.x" not in [str(t) for t in primary_server.dbs.get("app", {})] or \
             table_texts(primary_server, "app.x") == []
     assert "x" not in primary_server.dbs["app"]
+    only_bases = cli("restore", "latest", "--rename", "app.items=app.y", "-q")
+    assert only_bases.exit_code == 2 and "besides the change log's bases" in only_bases.stderr
+    assert cli("snapshot", "-q").exit_code == 0
+    latest = cli("restore", "latest", "--rename", "app.items=app.y", "-q")
+    assert latest.exit_code == 0, latest.stderr  # the scheduled/manual snapshot, not a base
 
 
 def test_at_parsing_bad_input():
