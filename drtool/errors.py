@@ -132,6 +132,16 @@ class ObjectExists(StorageError):
         )
 
 
+class ObjectRetained(StorageError):
+    """The object is under Object Lock retention (s3:// with object_lock) until ``until``: it
+    cannot be deleted before then. Not an error for forget/prune, which report it as waiting."""
+
+    def __init__(self, name: str, until: str, where: str = "") -> None:
+        self.name, self.until = name, until
+        super().__init__(f"{where + ': ' if where else ''}object {name} is under Object Lock "
+                         f"retention until {until}: it cannot be deleted before then")
+
+
 class IntegrityError(RepositoryError):
     """An object failed authentication or a digest check: truncated, corrupted or swapped."""
 

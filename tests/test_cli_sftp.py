@@ -34,8 +34,18 @@ def test_snapshot_verify_restore_over_sftp(tmp_path, sshd_server, sftp_dir, prim
     assert (sftp_dir / "config").exists()
 
     load_table(primary_server, "app.t", sample_docs(3000))
+    snapshot_verify_restore(cli, primary_server, standby_server)
+    assert not any(p.name.startswith(".tmp-") for p in sftp_dir.rglob("*"))
+
+
+def snapshot_verify_restore(cli: Cli, primary_server, standby_server, between=None) -> None:
+    """A snapshot of the primary's tables, changes (a new table app.u, a document less in
+    app.t; ``between()`` too), an incremental snapshot much smaller than the first, verify
+    --read-data, then a restore to the standby equal to the primary."""
     first = cli("snapshot", "--json")
     assert first.exit_code == 0, first.stderr
+    if between is not None:
+        between()
     primary_server.put_texts(load_table(primary_server, "app.u", []), ['{"id":1}'])
     primary_server.delete(TableName("app", "t"), ['"k0000003"'])
     second = cli("snapshot", "--json")
@@ -47,7 +57,6 @@ def test_snapshot_verify_restore_over_sftp(tmp_path, sshd_server, sftp_dir, prim
     assert restored.exit_code == 0, restored.stderr
     for name in ("app.t", "app.u"):
         assert table_texts(standby_server, name) == table_texts(primary_server, name)
-    assert not any(p.name.startswith(".tmp-") for p in sftp_dir.rglob("*"))
 
 
 def test_bandwidth_policy_wraps_the_storage(tmp_path):

@@ -11,6 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent / "drtool"
 HOME = {  # library -> where it may be imported (a module, or a package ending in "/")
     "rethinkdb": "cluster/rethink/driver.py",
     "paramiko": "storage/sftp_connection.py",
+    "boto3": "storage/s3_client.py",
+    "botocore": "storage/s3_client.py",
     "cryptography": "repo/crypto.py",
     "msgspec": "cluster/rethink/decoder.py",
     "prometheus_client": "standby/metrics.py",

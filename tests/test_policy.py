@@ -6,6 +6,7 @@ import pytest
 from drtool.errors import EXIT_USAGE, PolicyError
 from drtool.model import ClusterConfig, TableName
 from drtool.config.policy import SCHEMA, ClusterPolicy, TablesPolicy, load_policy
+from drtool.config.s3 import S3_KEYS
 from drtool.repo.repository import KeySources
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
@@ -57,10 +58,14 @@ def test_shipped_policies_exist():
 
 def test_example_policy_mentions_every_key():
     text = (POLICIES / "example.toml").read_text()
+    s3_text = (POLICIES / "s3-example.toml").read_text()  # one repository URL per file
     for section, keys in SCHEMA.items():
         if section:
             assert f"[{section}]" in text
         for key in keys:
+            if section == "repository" and key in S3_KEYS:
+                assert f"\n{key} = " in s3_text, key
+                continue
             assert f"\n{key} = " in text or f"[{key}]" in text or f"[{section}.{key}." in text, key
 
 
@@ -227,7 +232,7 @@ CASES = {
     "keep_weekly string": (dict(extra='[retention]\nkeep_weekly = "4"'), 'retention.keep_weekly: expected an integer >= 0, got "4"'),
     "app_users not list": (dict(extra='[failover]\napp_users = "app"'), 'failover.app_users: expected a list of strings, got "app"'),
     # repository
-    "bad scheme": (dict(repository='url = "s3://x"'), 'repository.url: expected a file:// or sftp:// URL, got "s3://x"'),
+    "bad scheme": (dict(repository='url = "ftp://x"'), 'repository.url: expected a file://, sftp:// or s3:// URL, got "ftp://x"'),
     "empty file url": (dict(repository='url = "file://"'), 'repository.url: expected a file:// URL with a path like "file:///srv/drtool", got "file://"'),
     "sftp key with file url": (dict(repository='url = "file:///r"\nidentity_file = "id"'), 'repository.identity_file: expected no identity_file with a file:// repository (only sftp:// uses one), got "id"'),
     "known_hosts with file url": (dict(repository='url = "file:///r"\nknown_hosts = "kh"'), 'repository.known_hosts: expected no known_hosts with a file:// repository (only sftp:// uses one), got "kh"'),

@@ -118,6 +118,21 @@ async def test_a_cluster_unreachable_when_replication_resumes_is_retried_not_fat
     assert warned[1].endswith("; retrying in 2 s")
 
 
+async def scheduled_snapshot_with_retention(policy, primary_server, standby_server) -> dict:
+    """Runs the runner on a 50-document table until a scheduled snapshot was followed by a
+    forget; returns the runner's record of that snapshot."""
+    await make_table(primary_server, 50)
+    async with Background(policy) as bg:
+        await bg.streaming(1)
+
+        async def snapshots_taken():
+            record = await store(standby_server, policy).read_runner()
+            snap = (record or {}).get("snapshot") or {}
+            return snap if snap.get("result") == "ok" and snap.get("documents") == 50 and \
+                snap.get("forgot", 0) >= 1 else None
+        return await wait_until(snapshots_taken, "a snapshot after which retention removed one")
+
+
 def test_scheduled_snapshots_from_the_standby_with_retention(tmp_path, primary_server,
                                                              standby_server):
     extra = replication_section() + '[schedule]\nsnapshot_every = "1s"\nprune = true\n' \
@@ -130,16 +145,7 @@ def test_scheduled_snapshots_from_the_standby_with_retention(tmp_path, primary_s
     assert policy.schedule.scheduled_from == "standby"
 
     async def body():
-        await make_table(primary_server, 50)
-        async with Background(policy) as bg:
-            await bg.streaming(1)
-
-            async def snapshots_taken():
-                record = await store(standby_server, policy).read_runner()
-                snap = (record or {}).get("snapshot") or {}
-                return snap if snap.get("result") == "ok" and snap.get("documents") == 50 and \
-                    snap.get("forgot", 0) >= 1 else None
-            snap = await wait_until(snapshots_taken, "a snapshot after which retention removed one")
+        snap = await scheduled_snapshot_with_retention(policy, primary_server, standby_server)
         assert snap["source"] == "standby" and "pruned_bytes" in snap
         async with await open_repository(policy) as repo:
             ids = await repo.list_snapshots()

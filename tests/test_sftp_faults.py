@@ -16,48 +16,32 @@ from drtool.storage.retry import RetryingStorage
 from drtool.storage.sftp import SFTPStorage
 from tests.sshd import fingerprint, free_port, keygen
 from tests.storage_contract import names
+from tests.tcp_proxy import Connection, TcpProxy
 
 
-class CuttingProxy:
+class CuttingProxy(TcpProxy):
     """A loopback TCP proxy to sshd that aborts the first connection after ``cut_after``
     bytes went from client to server (a network drop in the middle of an upload)."""
 
     def __init__(self, target_port: int, cut_after: int) -> None:
-        self.target_port, self.cut_after = target_port, cut_after
-        self.connections = self.cuts = 0
+        super().__init__(target_port)
+        self.cut_after, self.cuts = cut_after, 0
+        self.first: Connection | None = None
 
     async def __aenter__(self) -> "CuttingProxy":
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
+        await self.listen()
         return self
 
     async def __aexit__(self, *exc) -> None:
         self.server.close()
 
-    async def _handle(self, c_reader, c_writer) -> None:
-        s_reader, s_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self.connections += 1
-        cut_here = self.cuts == 0
-        sent = 0
-
-        async def pump(reader, writer, upstream: bool) -> None:
-            nonlocal sent
-            try:
-                while data := await reader.read(1 << 16):
-                    writer.write(data)
-                    await writer.drain()
-                    sent += len(data) if upstream else 0
-                    if cut_here and upstream and sent >= self.cut_after and not self.cuts:
-                        self.cuts += 1
-                        c_writer.transport.abort()
-                        s_writer.transport.abort()
-                        return
-            except OSError:
-                pass
-            finally:
-                writer.close()
-
-        await asyncio.gather(pump(c_reader, s_writer, True), pump(s_reader, c_writer, False))
+    def upstream(self, conn: Connection) -> bool:
+        self.first = self.first or conn
+        if conn is self.first and conn.sent >= self.cut_after and not self.cuts:
+            self.cuts += 1
+            conn.abort()
+            return True
+        return False
 
 
 def no_wait_retry(inner, attempts=5):

@@ -216,7 +216,7 @@ def test_open_storage_file_create_needs_the_parent(tmp_path):
 
 
 def test_open_storage_unknown_scheme():
-    policy = SimpleNamespace(url="s3://bucket/x", scheme="s3", path="/x")
+    policy = SimpleNamespace(url="ftp://host/x", scheme="ftp", path="/x")
     with pytest.raises(UsageError, match="unsupported repository scheme"):
         open_storage(policy)
 

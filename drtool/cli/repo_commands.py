@@ -36,15 +36,20 @@ def init(ctx: typer.Context, policy: PolicyOpt = None, json: JsonOpt = False) ->
     """Create the repository named by the policy (refuses an existing one)."""
     pol = policy_from(ctx, policy)
 
+    notes: list[str] = []
+
     async def go():
-        async with await open_repository(pol, create=True) as repo:
+        async with await open_repository(pol, create=True, notes=notes) as repo:
             return repo
 
     repo = run(go())
     if json:
-        render.print_json({"repository": repo.id, "location": repo.storage.location})
+        render.print_json({"repository": repo.id, "location": repo.storage.location,
+                           "notes": notes})
     else:
         print(f"created repository {repo.id} at {repo.storage.location}")
+        for note in notes:
+            render.info(f"note: {note}")
 
 
 @reports_errors

@@ -35,10 +35,22 @@ def _prune_lines(report: retention.PruneReport) -> list[str]:
     lines = [f"prune: {report.snapshots} snapshots reference {report.objects_referenced} of "
              f"{report.objects_stored} objects ({format_bytes(report.bytes_stored)}); {verb} "
              f"{report.objects_deleted} objects, {format_bytes(report.bytes_deleted)} freed"]
+    if report.retention_extended:
+        lines.append(f"prune: extended the Object Lock retention of {report.retention_extended} "
+                     "objects the kept snapshots need")
+    if report.waiting.objects:
+        lines.append(_waiting_line("prune", report.waiting.objects, "objects", report.waiting,
+                                   report.dry_run))
     if report.objects_missing:
         lines.append(f"prune: {report.objects_missing} referenced objects are missing: "
                      "run drtool verify")
     return lines
+
+
+def _waiting_line(command: str, count: int, what: str, waiting, dry_run: bool) -> str:
+    size = f" ({format_bytes(waiting.bytes)})" if waiting.bytes else ""
+    return (f"{command}: {count} {what}{size} {'would wait' if dry_run else 'wait'}: under Object "
+            f"Lock retention until {waiting.until} at the latest; run {command} again after that")
 
 
 @reports_errors
@@ -77,7 +89,10 @@ def forget(
         (d.id, d.time.replace("T", " ").rstrip("Z"), "keep" if d.keep else "remove",
          ", ".join(d.reasons)) for d in report.decisions])
     verb = "would remove" if dry_run else "removed"
-    print(f"{len(report.kept)} snapshots kept, {verb} {len(report.removed)}")
+    held = len(report.held)
+    print(f"{len(report.kept)} snapshots kept, {verb} {len(report.removed) - held}")
+    if held:
+        print(_waiting_line("forget", held, "snapshots", report.waiting, dry_run))
     if report.log_deleted:
         print(f"change log: {verb} {report.log_deleted} objects "
               f"({format_bytes(report.log_bytes)}) outside keep_log")

@@ -17,10 +17,11 @@ from urllib.parse import urlsplit
 
 from drtool.errors import PolicyError
 from drtool.config.fields import Section, parse_host, read_env, resolve_path, show
+from drtool.config.s3 import S3_KEYS, parse_s3, refuse_s3_keys
 from drtool.repo.repository import KeySources
 
 DEFAULT_SFTP_PORT = 22
-REPOSITORY_KEYS = ("url", "identity_file", "known_hosts")
+REPOSITORY_KEYS = ("url", "identity_file", "known_hosts") + S3_KEYS
 ENCRYPTION_KEYS = ("recipients", "identity_file", "passphrase_env", "writer_key_file")
 _RECIPIENT_RE = re.compile(r"drtool1[A-Za-z0-9_-]{43}")
 
@@ -34,16 +35,24 @@ class RepositoryPolicy:
     ``sftp``: ``sftp://[user@]host[:port]/abs/path``; ``sftp://host/~/dir`` gives the relative
     path ``dir`` (relative to the login directory). ``host`` has no brackets (IPv6 "::1");
     ``user`` is None when the URL names none; ``port`` defaults to 22. URLs are taken literally
-    (no percent-decoding). identity_file and known_hosts are only allowed with sftp."""
+    (no percent-decoding). identity_file and known_hosts are only allowed with sftp.
+    ``s3``: ``s3://bucket/prefix``: ``path`` is the prefix ("" for the bucket's root), and the
+    s3-only keys (``drtool.config.s3``) fill bucket .. object_lock (seconds)."""
 
     url: str
-    scheme: Literal["file", "sftp"]
+    scheme: Literal["file", "sftp", "s3"]
     path: str
     user: str | None = None
     host: str | None = None
     port: int | None = None
     identity_file: Path | None = None
     known_hosts: Path | None = None
+    bucket: str | None = None
+    endpoint: str | None = None
+    region: str | None = None
+    addressing: str | None = None
+    storage_class: str | None = None
+    object_lock: float | None = None
 
 
 @dataclass(frozen=True)
@@ -76,17 +85,23 @@ def parse_repository(sec: Section, file: str, base: Path) -> RepositoryPolicy:
     URL forms). Raises PolicyError, also for a password in the URL."""
     url = sec.string("url", required=True)
     sftp_only = {k: sec.path(k, base) for k in ("identity_file", "known_hosts")}
-    if url.startswith("file://"):
+    if url.startswith(("file://", "s3://")):
+        scheme = url.partition(":")[0]
         for key, value in sftp_only.items():
             if value is not None:
-                raise sec.error(key, f"no {key} with a file:// repository (only sftp:// uses one)",
-                                sec.data[key])
+                raise sec.error(key, f"no {key} with a {scheme}:// repository (only sftp:// uses "
+                                "one)", sec.data[key])
+    if url.startswith("s3://"):
+        return RepositoryPolicy(url=url, **parse_s3(sec, file, url))
+    if url.startswith("file://"):
+        refuse_s3_keys(sec, "file")
         rest = url[len("file://"):]
         if not rest:
             raise sec.error("url", 'a file:// URL with a path like "file:///srv/drtool"', url)
         return RepositoryPolicy(url=url, scheme="file", path=str(resolve_path(rest, base)))
     if not url.startswith("sftp://"):
-        raise sec.error("url", "a file:// or sftp:// URL", url)
+        raise sec.error("url", "a file://, sftp:// or s3:// URL", url)
+    refuse_s3_keys(sec, "sftp")
     what = 'an sftp:// URL like "sftp://user@host:22/srv/drtool"'
     split = urlsplit(url)
     if split.password is not None:

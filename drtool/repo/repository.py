@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import UTC, datetime, timedelta
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from drtool.repo.snapshots import SnapshotCatalog
 from drtool.util.workers import run_sized
 
 INDEX_DOMAIN = b"drtool index\x00"  # index ids never collide with data ids of equal plaintext
+_NAME_OF = {"data": O.data_name, "index": O.index_name, "snapshot": O.snapshot_name}
 
 
 @dataclass(frozen=True)
@@ -299,6 +301,11 @@ class Repository(SnapshotCatalog, LogObjects):
         self._data_keys[keyid] = data_key
         return data_key
 
+    async def stat_object(self, kind: str, object_id: str):
+        """The storage's ObjectInfo (size, write time, retention) of a ``data``, ``index`` or
+        ``snapshot`` object. Raises ObjectNotFound."""
+        return await self.storage.stat(_NAME_OF[kind](object_id))
+
     async def data_size(self, object_id: str) -> int:
         """Stored size of a data object. Raises ObjectNotFound."""
         return (await self.storage.stat(O.data_name(object_id))).size
@@ -324,6 +331,32 @@ class Repository(SnapshotCatalog, LogObjects):
     async def delete_index(self, object_id: str) -> None:
         """Remove an index object; idempotent; the same rules as ``delete_data``."""
         await self.storage.delete(O.index_name(object_id))
+
+    async def extend_retention(self, wanted: set[tuple[str, str]], *, concurrency: int = 8) -> int:
+        """Object Lock: keep immutable what is still wanted. ``wanted`` holds (kind, id) pairs
+        (``snapshot``, ``data``, ``index``); the config and every key object are wanted too.
+        Each of them written more than half the retention ago gets its retention moved to now
+        + retention if it ends sooner than half of that (``Storage.extend_retention``; one
+        listing, then a HEAD per such object). Returns how many were extended; 0 without
+        Object Lock."""
+        retention = self.storage.retention
+        if not retention:
+            return 0
+        names = {_NAME_OF[kind](oid) for kind, oid in wanted} | {O.CONFIG_NAME}
+        old = datetime.now(UTC) - timedelta(seconds=retention / 2)
+        due = [info.name async for info in self.storage.list()
+               if (info.name in names or info.name.startswith(O.KEYS_PREFIX))
+               and info.modified is not None and info.modified < old]
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(name: str) -> bool:
+            async with slots:
+                try:
+                    return await self.storage.extend_retention(name)
+                except ObjectNotFound:
+                    return False  # gone meanwhile
+
+        return sum(await asyncio.gather(*(one(n) for n in due)))
 
     # --- locks (docs/FORMAT.md §8, drtool/repo/locks.py) ------------------------------------
     def lock(self, kind: str, purpose: str, **options) -> HeldLock:

@@ -16,6 +16,11 @@ every remaining manifest before deleting anything and deletes only unreferenced 
 objects (segments; segment indexes and deletion lists),
 so an interrupted run leaves every remaining snapshot intact and can simply be run again.
 Key objects are kept (see PruneReport). ``dry_run`` takes no lock and changes nothing.
+Under Object Lock (drtool.snapshots.object_lock) a manifest or object still retained is left in
+place and counted as waiting: a snapshot forget could not remove keeps its objects. ``forget
+--prune`` also extends the retention of what the rules keep (its manifests, the objects they
+reference, keys and config) once it is half gone, so that deduplicated old objects stay
+immutable as long as a kept snapshot needs them.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import contextlib
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
+from drtool.snapshots.object_lock import Waiting, delete_unless_retained, still_retained
 from drtool.errors import DrtoolError, NotFound, RepositoryError, UsageError
 from drtool.config.policy import RetentionPolicy
 from drtool.repo.locks import EXCLUSIVE, AnyLock, HeldLock, LockRecord, remove_locks
@@ -116,6 +122,23 @@ async def candidates(repo: Repository) -> list[Candidate]:
     return out
 
 
+async def _count_retained(repo: Repository, objects: list[tuple[str, str, int]],
+                          waiting: Waiting, ids: list[str] | None = None) -> None:
+    """Dry runs under Object Lock: count the (kind, id, size) objects still retained (one
+    HEAD each), and append their ids to ``ids``."""
+    slots = asyncio.Semaphore(DELETE_CONCURRENCY)
+
+    async def one(kind: str, oid: str, size: int) -> None:
+        async with slots:
+            until = still_retained(await repo.stat_object(kind, oid))
+        if until is not None:
+            waiting.add(size, until)
+            if ids is not None:
+                ids.append(oid)
+
+    await asyncio.gather(*(one(*o) for o in objects))
+
+
 @dataclass(frozen=True)
 class Decision:
     id: str
@@ -138,6 +161,8 @@ class PruneReport:
     objects_deleted: int = 0  # (dry run: that would be deleted)
     bytes_deleted: int = 0
     objects_missing: int = 0  # referenced but not stored: run drtool verify
+    waiting: Waiting = field(default_factory=Waiting)  # unreferenced, under Object Lock still
+    retention_extended: int = 0  # objects of kept snapshots whose Object Lock was extended
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -150,6 +175,8 @@ class ForgetReport:
     prune: PruneReport | None = None
     log_deleted: int = 0  # change-log objects outside keep_log (dry run: would be)
     log_bytes: int = 0
+    held: list[str] = field(default_factory=list)  # removed, but under Object Lock still
+    waiting: Waiting = field(default_factory=Waiting)  # those manifests
 
     @property
     def kept(self) -> list[Decision]:
@@ -163,6 +190,7 @@ class ForgetReport:
         return {"dry_run": self.dry_run, "kept": [asdict(d) for d in self.kept],
                 "removed": [asdict(d) for d in self.removed],
                 "prune": self.prune.to_json() if self.prune else None,
+                "held": self.held, "waiting": asdict(self.waiting),
                 "log_deleted": self.log_deleted, "log_bytes": self.log_bytes}
 
 
@@ -198,18 +226,23 @@ async def forget(repo: Repository, rules: RetentionPolicy, *, dry_run: bool = Fa
         for c in sorted(found, key=lambda c: (c.time, c.id)):
             report.decisions.append(Decision(c.id, c.time.strftime("%Y-%m-%dT%H:%M:%SZ"),
                                              c.id in keep, keep.get(c.id, [])))
+        if dry_run and repo.storage.retention:
+            await _count_retained(repo, [("snapshot", d.id, 0) for d in report.removed],
+                                  report.waiting, report.held)
         if not dry_run:
             for d in report.removed:  # manifests first: data goes only after recomputing refs
                 _check(held)
-                await repo.delete_manifest(d.id)
+                if not await delete_unless_retained(repo.delete_manifest(d.id), 0, report.waiting):
+                    report.held.append(d.id)  # stays, and keeps what it references
         if plan is not None:
             report.log_deleted, report.log_bytes = len(plan.delete), plan.bytes
             for name in plan.delete if not dry_run else ():
                 _check(held)
-                await repo.delete_log(name)
+                await delete_unless_retained(repo.delete_log(name), 0, report.waiting)
         if prune:
-            gone = {d.id for d in report.removed}
-            report.prune = await _prune(repo, held, dry_run=dry_run, excluding=gone)
+            gone = {d.id for d in report.removed} - set(report.held)
+            report.prune = await _prune(repo, held, dry_run=dry_run, excluding=gone,
+                                        kept={d.id for d in report.kept})
     return report
 
 
@@ -221,9 +254,13 @@ async def prune(repo: Repository, *, dry_run: bool = False) -> PruneReport:
 
 
 async def _prune(repo: Repository, held: HeldLock | None, *, dry_run: bool,
-                 excluding: frozenset[str] | set[str] = frozenset()) -> PruneReport:
+                 excluding: frozenset[str] | set[str] = frozenset(),
+                 kept: set[str] | None = None) -> PruneReport:
+    """``kept``: the snapshots forget's rules keep; under Object Lock their manifests and
+    objects get their retention extended (Repository.extend_retention) after the deletions."""
     report = PruneReport(dry_run)
     referenced: dict[str, set[str]] = {"data": set(), "index": set()}
+    keep_locked: set[tuple[str, str]] = set()
     for sid in await repo.list_snapshots():
         if sid in excluding:
             continue  # dry run of forget --prune: as if forgotten
@@ -239,6 +276,11 @@ async def _prune(repo: Repository, held: HeldLock | None, *, dry_run: bool,
         for entry in manifest.tables:
             referenced["data"].update(ref.id for ref in entry.objects())
             referenced["index"].update(oid for oid, _ in entry.index_objects())
+            if kept is not None and sid in kept:
+                keep_locked.update(("data", ref.id) for ref in entry.objects())
+                keep_locked.update(("index", oid) for oid, _ in entry.index_objects())
+        if kept is not None and sid in kept:
+            keep_locked.add(("snapshot", sid))
     stored = {"data": await repo.list_data(), "index": await repo.list_index()}
     doomed: list[tuple[str, str]] = []
     for kind in ("data", "index"):
@@ -252,15 +294,26 @@ async def _prune(repo: Repository, held: HeldLock | None, *, dry_run: bool,
         report.bytes_deleted += sum(found[o] for o in gone)
         doomed += [(kind, o) for o in gone]
     if dry_run:
+        if repo.storage.retention:
+            await _count_retained(repo, [(k, o, stored[k][o]) for k, o in doomed], report.waiting)
+            report.objects_deleted -= report.waiting.objects
+            report.bytes_deleted -= report.waiting.bytes
         return report
     slots = asyncio.Semaphore(DELETE_CONCURRENCY)
 
     async def delete(kind: str, oid: str) -> None:
         async with slots:
             _check(held)  # stop at once if our lock may have been ignored as stale
-            await (repo.delete_data(oid) if kind == "data" else repo.delete_index(oid))
+            size = stored[kind][oid]
+            gone = repo.delete_data(oid) if kind == "data" else repo.delete_index(oid)
+            if not await delete_unless_retained(gone, size, report.waiting):
+                report.objects_deleted -= 1
+                report.bytes_deleted -= size
 
     await asyncio.gather(*(delete(kind, oid) for kind, oid in doomed))
+    if kept is not None:
+        _check(held)
+        report.retention_extended = await repo.extend_retention(keep_locked)
     return report
 
 

@@ -1,5 +1,7 @@
 """Checking snapshots: every object a manifest names exists with the expected size; with
 ``read_data`` every object is also decrypted, decompressed and checked against its digests.
+Under Object Lock (s3:// with object_lock) every object and manifest is also checked to be
+retained at least object_lock after it was written (one HEAD each).
 
 Problems are collected, not raised, so that one run reports all of them (by snapshot, table
 and object). Each object is checked once even when several snapshots reference it.
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from drtool.snapshots.object_lock import retention_shortfall
 from drtool.util.progress import NullProgress, Progress
 from drtool.snapshots.layers import merged_rows
 from drtool.snapshots.segments import decode_index, decode_segment
@@ -87,8 +90,19 @@ async def _verify(
     task = "verify"
     progress.start(task, sum(m.doc_count for m in manifests) if read_data else None)
 
+    retention = repo.storage.retention
+
     async def check(kind: str, object_id: str, size: int, count: int, digest: str | None,
                     index: str | None) -> str | None:
+        problem = await check_content(kind, object_id, size, count, digest, index)
+        if problem is None and retention:
+            async with slots:
+                info = await repo.stat_object(kind, object_id)
+            problem = retention_shortfall(info, retention)
+        return problem
+
+    async def check_content(kind: str, object_id: str, size: int, count: int,
+                            digest: str | None, index: str | None) -> str | None:
         found = stored[kind].get(object_id)
         if found is None:
             return "missing" if kind == "data" else "index object missing"
@@ -128,6 +142,11 @@ async def _verify(
 
     try:
         for manifest in manifests:
+            if retention:
+                short = retention_shortfall(await repo.stat_object("snapshot", manifest.id),
+                                            retention)
+                if short:
+                    report.problems.append(Problem(manifest.id, "", "", f"manifest {short}"))
             for entry in manifest.tables:
                 await _verify_table(manifest, entry, check_once, report)
                 if read_data and not any(p.snapshot == manifest.id and p.table == str(entry.name)

@@ -18,7 +18,7 @@ from drtool.wiring.open import connect_role, open_repository
 from drtool.coordination.state import (
     Heartbeat, Lease, Roles, TableState, current_roles, lag_seconds, runner_lease, state_store,
 )
-from drtool.errors import ClusterUnreachable, DrtoolError, UsageError
+from drtool.errors import ClusterUnreachable, DrtoolError, NotFound, UsageError
 from drtool.compare.diff import table_meta_or_none
 from drtool.compare.shape import is_drtool_fence
 from drtool.coordination.users_sync import users_problems
@@ -160,9 +160,10 @@ async def repository_status(policy: Policy) -> dict:
             out: dict = {"snapshots": len(ids)}
             if policy.archive is not None:
                 out["archive"] = await archive_status(repo, policy.archive.spool)
-            if not ids:
+            try:
+                latest = await repo.resolve("latest")
+            except NotFound:  # none, or only the change log's bases
                 return out
-            latest = await repo.resolve("latest")
             return {**out, "latest": latest.id, "time": latest.time,
                     "source": latest.source, "documents": latest.doc_count}
     except DrtoolError as err:

@@ -18,10 +18,11 @@ __all__ = ["ObjectInfo", "Storage", "check_name", "open_storage"]
 
 
 def open_storage(repo: Any, *, create: bool = False,
-                 bandwidth: BandwidthSchedule | None = None) -> Storage:
+                 bandwidth: BandwidthSchedule | None = None,
+                 short_lived: tuple[str, ...] = ()) -> Storage:
     """Build the storage for a repository policy, with its wrappers.
 
-    ``repo`` has the attributes ``url``, ``scheme`` ("file" or "sftp"), ``path``, ``user``,
+    ``repo`` has the attributes ``url``, ``scheme`` ("file", "sftp" or "s3"), ``path``, ``user``,
     ``host``, ``port``, ``identity_file`` and ``known_hosts`` (``drtool.config.policy``).
 
     file://: the directory must exist; with ``create=True`` it is made (its parent must
@@ -29,6 +30,11 @@ def open_storage(repo: Any, *, create: bool = False,
     remote directory is made then. Raises StorageError, or UsageError for an unknown scheme.
     ``bandwidth`` is the policy's ``throttle.bandwidth`` (None: unlimited): upload and download
     limits follow its timetable in local time.
+
+    s3://: ``repo`` also has ``bucket``, ``endpoint``, ``region``, ``addressing``,
+    ``storage_class`` and ``object_lock`` (seconds or None); nothing is contacted until the
+    first operation (``create`` makes no bucket: ``Storage.check`` says how). Objects whose
+    names start with one of ``short_lived`` (the repository's locks) get no Object Lock.
     """
     scheme = getattr(repo, "scheme", None)
     if scheme == "file":
@@ -46,15 +52,24 @@ def open_storage(repo: Any, *, create: bool = False,
             known_hosts=repo.known_hosts,
             create=create,
         )
+    elif scheme == "s3":
+        # Imported here: boto3 is only loaded when an S3 repository is used.
+        from drtool.storage.s3 import S3Storage
+
+        storage = S3Storage(
+            repo.bucket, repo.path, endpoint=repo.endpoint, region=repo.region,
+            addressing=repo.addressing, storage_class=repo.storage_class,
+            retention=repo.object_lock, unretained=short_lived,
+        )
     else:
         raise UsageError(
-            f"{repo.url}: unsupported repository scheme {scheme!r}: use file:// or sftp://"
+            f"{repo.url}: unsupported repository scheme {scheme!r}: use file://, sftp:// or s3://"
         )
 
     # --- wrappers, innermost first ---
     storage = limit_bandwidth(storage, bandwidth)  # inside retry: retried bytes count too
 
-    if scheme == "sftp":
+    if scheme in ("sftp", "s3"):
         from drtool.storage.retry import RetryingStorage
 
         storage = RetryingStorage(storage)

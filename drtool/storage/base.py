@@ -1,6 +1,6 @@
 """The storage interface: a flat namespace of immutable, named objects.
 
-Every backend (memory, local directory, SFTP) implements ``Storage``; cross-cutting concerns
+Every backend (memory, local directory, SFTP, S3) implements ``Storage``; cross-cutting concerns
 (retry with backoff, bandwidth limits) are wrappers that implement it too and are stacked in
 one place, ``drtool.storage.open_storage``. One contract suite (tests/storage_contract.py)
 runs against every backend and wrapper.
@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from drtool.errors import UsageError
 
@@ -32,8 +33,13 @@ def check_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class ObjectInfo:
+    """An object's name and size; ``stat`` of a backend that knows them also gives the time
+    it was written and the end of its Object Lock retention (else None; not compared)."""
+
     name: str
     size: int
+    modified: datetime | None = field(default=None, compare=False)
+    retain_until: datetime | None = field(default=None, compare=False)
 
 
 class Storage(ABC):
@@ -57,6 +63,9 @@ class Storage(ABC):
 
     #: A human-readable location for messages, e.g. ``file:///srv/backup``. Never a secret.
     location: str = ""
+    #: Seconds of Object Lock retention every new object gets (s3:// with object_lock), else
+    #: None. With it ``delete`` raises ObjectRetained for an object still under retention.
+    retention: float | None = None
 
     @abstractmethod
     async def put(self, name: str, data: bytes) -> None:
@@ -86,6 +95,18 @@ class Storage(ABC):
         except ObjectNotFound:
             return False
         return True
+
+    async def extend_retention(self, name: str) -> bool:
+        """Object Lock (``retention`` set): make the object retained until now + retention when
+        its retention ends within half of that; True when extended. Raises ObjectNotFound.
+        Default (no Object Lock): nothing to do, False."""
+        return False
+
+    async def check(self) -> list[str]:
+        """Check the backend can hold a repository (``drtool init``). Raises what it cannot
+        do (e.g. a missing bucket); returns one-line notes on what it does instead of a
+        feature the server lacks. Default: nothing to check."""
+        return []
 
     async def close(self) -> None:
         """Release connections. Idempotent."""

@@ -38,6 +38,7 @@ class BandwidthLimitedStorage(Storage):
     ) -> None:
         self.inner = inner
         self.location = inner.location
+        self.retention = inner.retention
         self.upload = upload
         self.download = download
 
@@ -63,6 +64,12 @@ class BandwidthLimitedStorage(Storage):
 
     async def delete(self, name: str) -> None:
         await self.inner.delete(name)
+
+    async def check(self) -> list[str]:
+        return await self.inner.check()
+
+    async def extend_retention(self, name: str) -> bool:
+        return await self.inner.extend_retention(name)
 
     async def close(self) -> None:
         await self.inner.close()

@@ -47,6 +47,7 @@ class RetryingStorage(Storage):
             raise ValueError("attempts must be at least 1")
         self.inner = inner
         self.location = inner.location
+        self.retention = inner.retention
         self.attempts = attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -106,6 +107,13 @@ class RetryingStorage(Storage):
             except DrtoolError as exc:
                 failures += 1
                 await self._after_failure(exc, failures, f"list {prefix or '/'}")
+
+    async def check(self) -> list[str]:
+        return await self.inner.check()
+
+    async def extend_retention(self, name: str) -> bool:
+        """As ``inner.extend_retention``; retried (extending twice is harmless)."""
+        return await self._retry(f"extend {name}", lambda: self.inner.extend_retention(name))
 
     async def close(self) -> None:
         await self.inner.close()

@@ -12,20 +12,28 @@ from drtool.errors import UsageError
 from drtool.model import TableName
 from drtool.config.policy import Policy
 from drtool.repo.manifest import Manifest
+from drtool.repo.objects import LOCKS_PREFIX
 from drtool.repo.repository import Repository
 from drtool.storage import open_storage
 
 
-async def open_repository(policy: Policy, *, create: bool = False) -> Repository:
+async def open_repository(policy: Policy, *, create: bool = False,
+                          notes: list[str] | None = None) -> Repository:
     """Open (or with ``create`` initialise) the policy's repository.
 
-    Raises PolicyError when the policy has no [repository] or [encryption] section, and
-    RepositoryError, StorageError, StorageUnreachable, AuthError, EncryptionKeyError."""
+    With ``create`` the storage is checked first (``Storage.check``: a missing bucket, Object
+    Lock off) and its notes appended to ``notes``. Raises PolicyError when the policy has no
+    [repository] or [encryption] section, and RepositoryError, StorageError,
+    StorageUnreachable, AuthError, EncryptionKeyError."""
     policy.require("repository", "encryption")
-    storage = open_storage(policy.repository, create=create, bandwidth=policy.throttle.bandwidth)
+    storage = open_storage(policy.repository, create=create, bandwidth=policy.throttle.bandwidth,
+                           short_lived=(LOCKS_PREFIX,))  # rewritten and deleted every few minutes
     keys = policy.encryption.key_sources()
     try:
         if create:
+            found = await storage.check()
+            if notes is not None:
+                notes += found
             return await Repository.create(storage, keys)
         return await Repository.open(storage, keys)
     except BaseException:
