@@ -51,6 +51,8 @@ class Setup:
         self.tmp, self.server = tmp_path, server
         self.storage = storage or FlakyStorage()
         self.queue_size, self.spool_limit = queue_size, spool_limit
+        self.base_every = 0.0
+        self.bases_written: list[str] = []
 
     async def start(self):
         ident = self.tmp / "identity"
@@ -62,12 +64,15 @@ class Setup:
         self.cluster = connect_fake(self.server)
 
         async def make_base(table, extra):
-            return (await take_snapshot(self.repo, self.cluster, [table], policy_name="t",
-                                        source="primary", extra=extra)).id
+            sid = (await take_snapshot(self.repo, self.cluster, [table], policy_name="t",
+                                       source="primary", extra=extra)).id
+            self.bases_written.append(sid)
+            return sid
 
         self.spool = Spool(self.tmp / "spool", self.spool_limit)
         self.archive = Archive(self.cluster, self.repo, self.spool, Events(),
-                               ArchiveSettings(slice_every=0.3, queue_size=self.queue_size),
+                               ArchiveSettings(slice_every=0.3, queue_size=self.queue_size,
+                                               base_every=self.base_every),
                                make_base)
         self.task = asyncio.create_task(self.archive.run([T]))
         await wait_until(lambda: self.archiver and self.archiver.restorable,
@@ -196,3 +201,31 @@ async def test_merging_keeps_every_state_and_fewer_objects(tmp_path, primary_ser
     from drtool.changelog.verify_log import verify_log
     _, problems = await verify_log(s.repo, read_data=True)
     assert problems == []
+
+
+async def test_periodic_bases_on_one_timeline_shorten_restores_and_let_retention_trim(
+        tmp_path, primary_server: FakeServer):
+    from drtool.changelog.retention import plan_log_retention
+    from drtool.changelog.timeline import plan_restore
+
+    await _table(primary_server, 20)
+    s = Setup(tmp_path, primary_server)
+    s.base_every = 1.0
+    await s.start()
+    await wait_until(lambda: len(s.bases_written) >= 3, "three bases on the timeline")
+    primary_server.put_texts(T, sample_docs(3, start=7000, pad=10))
+    end = int(primary_server.now() * 1000)
+    await wait_until(lambda: min(s.archive.uploaded_until.values()) > end, "uploaded")
+    await s.stop()
+    [tl] = await load_timelines(s.repo, T)
+    assert len(tl.bases) >= 3 and len(restorable([tl])) == 1
+    plan = plan_restore(T, [tl], end)
+    assert plan.base == tl.bases[-1] and plan.slices[0].t1 > tl.bases[-1].from_ms
+    assert await s.state_at(end) == primary_server.texts(T)
+    now = int(primary_server.now() * 1000)
+    trim = await plan_log_retention(s.repo, (now - tl.bases[-1].restorable_from) / 1000 + 0.1,
+                                    now)
+    assert trim.delete and all("/s-" in n or "/b-" in n for n in trim.delete)
+    for name in trim.delete:
+        await s.repo.delete_log(name)
+    assert await s.state_at(end) == primary_server.texts(T)  # the window still restores

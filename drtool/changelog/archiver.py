@@ -49,6 +49,7 @@ MakeBase = Callable[[TableName, dict], Awaitable[str]]
 class ArchiveSettings:
     slice_every: float = 10.0
     max_slice_bytes: int = 8 << 20
+    base_every: float = 3600.0  # a new base on the same timeline this often (0: never)
     queue_size: int = 1_000_000
 
 
@@ -174,7 +175,7 @@ class TableArchiver:
                 self.events.metrics.slice_sealed(self._name, len(slice_), len(blob))
 
             reader = asyncio.create_task(read())
-            base = asyncio.create_task(self._base(timeline, opened))
+            base = asyncio.create_task(self._bases(timeline, opened))
             every = int(self.settings.slice_every * 1000)
             try:
                 while True:
@@ -197,8 +198,18 @@ class TableArchiver:
                     task.cancel()
                 await asyncio.gather(reader, base, return_exceptions=True)
 
+    async def _bases(self, timeline: str, opened: int) -> None:
+        """The timeline's first base, then one every ``base_every`` seconds (incremental
+        snapshots: cheap), so that a restore reads the slices since the newest base only and
+        log retention can drop the slices before a kept base."""
+        await self._base(timeline, opened)
+        while self.settings.base_every:
+            await asyncio.sleep(self.settings.base_every)
+            await self._base(timeline, self.clock.now_ms())
+
     async def _base(self, timeline: str, opened: int) -> None:
-        """Write the timeline's base (retried while the repository or cluster is down)."""
+        """Write a base of the timeline whose changes are all in its slices from ``opened``
+        on (retried while the repository or cluster is down)."""
         delay = BACKOFF_FIRST
         while True:
             try:
@@ -211,7 +222,9 @@ class TableArchiver:
                 await self.repo.put_base_marker(
                     base_name(self._key, timeline, snapshot),
                     json.dumps(marker, sort_keys=True, separators=(",", ":")).encode())
-                self.state.base, self.state.restorable_from = snapshot, complete
+                self.state.base = snapshot
+                if self.state.restorable_from is None:  # the timeline's window starts here
+                    self.state.restorable_from = complete
                 self._causes = []
                 self.events.metrics.restorable_from(self._name, complete / 1000)
                 self.events.emit("log-base", f"{self._name}: base {snapshot} of timeline "

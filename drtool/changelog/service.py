@@ -35,6 +35,7 @@ class ArchiveService:
         a = self.policy.archive
         assert a is not None
         return ArchiveSettings(slice_every=a.slice_every, max_slice_bytes=a.max_slice,
+                               base_every=a.base_every,
                                queue_size=self.policy.replication.changefeed_queue_size)
 
     async def run(self, cluster: Cluster, halt: asyncio.Event,

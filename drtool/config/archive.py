@@ -14,7 +14,7 @@ from pathlib import Path
 from drtool.config.fields import Section
 from drtool.util.units import DURATION_EXPECTED, SIZE_EXPECTED, parse_duration, parse_size
 
-KEYS = ("slice_every", "max_slice", "spool", "spool_size")
+KEYS = ("slice_every", "max_slice", "spool", "spool_size", "base_every")
 
 
 @dataclass(frozen=True)
@@ -23,12 +23,15 @@ class ArchivePolicy:
     repository: the repository's RPO is about this plus the upload time); ``max_slice``: a
     slice is sealed sooner when its changes reach this many bytes; ``spool``: the directory
     where sealed slices wait for the repository (default: ``.drtool-spool-<policy name>``
-    next to the policy file); ``spool_size``: its limit (a full spool breaks the log)."""
+    next to the policy file); ``spool_size``: its limit (a full spool breaks the log);
+    ``base_every``: a new base (an incremental snapshot of the table) this often on a running
+    timeline, so restores read at most this much log and ``keep_log`` can drop older slices."""
 
     spool: Path
     slice_every: float = 10.0
     max_slice: int = 8 << 20
     spool_size: int = 1 << 30
+    base_every: float = 3600.0
 
 
 def parse_archive(sec: Section | None, base: Path, policy_name: str) -> ArchivePolicy | None:
@@ -53,4 +56,5 @@ def parse_archive(sec: Section | None, base: Path, policy_name: str) -> ArchiveP
         slice_every=slice_every,
         max_slice=size("max_slice", 8 << 20, 64 << 10),
         spool_size=size("spool_size", 1 << 30, 1 << 20),
+        base_every=sec.positive_duration("base_every") or 3600.0,
     )
