@@ -212,6 +212,10 @@ def test_verify_names_a_missing_and_a_damaged_slice_and_restore_refuses(
     assert f"slice log/{missing.relative_to(deployment.repo_dir / 'log')} is missing" \
         in refused.stderr
     assert "r" not in primary_server.dbs["app"]
+    base = next((deployment.repo_dir / "log").glob("*/*/b-*")).name[2:]
+    (deployment.repo_dir / "snapshots" / base).unlink()  # a base forgotten by hand
+    gone = cli("verify", "-q")
+    assert gone.exit_code == 1 and f"base snapshot {base} is missing" in gone.stdout
 
 
 def test_forget_keep_log_keeps_the_window_and_its_bases(deployment, primary_server, tmp_path):
