@@ -8,9 +8,10 @@ uncertainty is half its round trip; the sample with the smallest round trip of t
 change is later than its commit by the feed's delivery delay (milliseconds when the runner
 keeps up) and off by at most the offset's uncertainty; ``error_ms`` is that uncertainty.
 
-If the primary's clock jumps, the offset follows within one measurement; stamps handed out
-never go back (``OpenSlice`` clamps them), so a backwards jump shows as changes bunched at
-the time of the jump, a forwards jump as an empty stretch of the log.
+If the primary's clock jumps, the offset follows within ``WINDOW`` measurements (seconds: the
+sample from before the jump leaves the window); stamps handed out never go back (``now_ms``
+and ``OpenSlice`` hold them), so a backwards jump shows as changes bunched at the time of the
+jump, a forwards jump as an empty stretch of the log.
 """
 
 from __future__ import annotations
