@@ -157,6 +157,10 @@ class ConflictError(ClusterError):
     """Documents already exist in the target and the chosen conflict mode forbids overwriting."""
 
 
+class FeedOverflowed(ClusterError):
+    """A changefeed dropped changes before it was ready (its queue filled at once)."""
+
+
 class SchemaMismatch(ClusterError):
     """The target table's shape (e.g. primary key) does not match the source."""
 

@@ -37,7 +37,8 @@ def test_no_standby_section(tmp_path, primary_server):
         result = Cli(dep.path)(command)
         assert result.exit_code == 2
         assert one_line(result) == (f"drtool: error: {dep.path}: no [standby] section: drtool "
-                                    + ("replicate needs the standby cluster to replicate into"
+                                    + ("replicate needs the standby cluster to replicate into "
+                                       "(or [archive] to keep only the change log)"
                                        if command == "replicate" else
                                        "status reports on the standby cluster"))
 

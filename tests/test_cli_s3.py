@@ -168,14 +168,16 @@ def test_init_says_in_one_line_when_the_server_ignores_conditional_writes(tmp_pa
 
 def test_forget_prune_extends_the_retention_of_old_objects_kept_snapshots_need(
         tmp_path, s3_lock_bucket, primary_server):
-    dep, cli = s3_deployment(tmp_path, s3_lock_bucket, 'object_lock = "6s"\n')
+    # 12 s: the second snapshot and the forget must run before the first snapshot's objects
+    # run out (6 s after the wait below); with 6 s (3.5 s wait) a loaded machine missed it
+    dep, cli = s3_deployment(tmp_path, s3_lock_bucket, 'object_lock = "12s"\n')
     assert cli("init").exit_code == 0
     load_table(primary_server, "app.t", sample_docs(400))
     assert cli("snapshot").exit_code == 0
     client, bucket = s3_lock_bucket.client(), s3_lock_bucket.bucket
     old = {key: client.head_object(Bucket=bucket, Key=key)["ObjectLockRetainUntilDate"]
            for key in s3_lock_bucket.keys() if not key.startswith("locks/")}
-    time.sleep(3.5)  # past half of object_lock: the first snapshot's objects are due
+    time.sleep(6.5)  # past half of object_lock: the first snapshot's objects are due
     primary_server.put_texts(TableName("app", "t"), ['{"id":"new"}'])
     assert cli("snapshot").exit_code == 0  # incremental: reuses the first one's segments
 

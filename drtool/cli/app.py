@@ -15,7 +15,7 @@ import typer
 from drtool import __version__
 from drtool.cli import (
     data_commands, diff_commands, failover_commands, interop_commands, repo_commands,
-    retention_commands, standby_commands,
+    log_commands, retention_commands, standby_commands,
 )
 from drtool.cli.common import QuietOpt, State, closed_pipe
 from drtool.errors import EXIT_INTERRUPTED
@@ -53,6 +53,7 @@ def _global(
 COMMANDS = (
     (data_commands.snapshot, "snapshot"),
     (data_commands.restore, "restore"),
+    (log_commands.timeline, "timeline"),
     (repo_commands.keygen, "keygen"),
     (repo_commands.init, "init"),
     (repo_commands.snapshots, "snapshots"),

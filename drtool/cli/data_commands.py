@@ -6,6 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from drtool.changelog.restore_at import delta_at, parse_at, restore_at
+from drtool.changelog.timeline import iso_ms
 from drtool.cli import render
 from drtool.coordination.guard import check_write
 from drtool.cli.common import (
@@ -77,7 +79,8 @@ def snapshot(
 @reports_errors
 def restore(
     ctx: typer.Context,
-    snapshot: Annotated[str, typer.Argument(help="Snapshot id, unique prefix, or 'latest'.")],
+    snapshot: Annotated[Optional[str], typer.Argument(help="Snapshot id, unique prefix, or 'latest' (not with --at).")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="Restore the tables as they were at this time (change log): 2026-12-04T10:15:29Z, 2026-12-04T11:15:29+01:00 or -15m.")] = None,
     table: TableOpt = None,
     to: Role = "primary",
     rename: Annotated[Optional[list[str]], typer.Option(help="db.t=db2.t2: restore a table under another name (repeatable).")] = None,
@@ -98,6 +101,13 @@ def restore(
     if delta and (conflict or shards or replicas):
         raise UsageError("--delta cannot be combined with --conflict, --shards or --replicas "
                          "(it replaces differing documents in existing tables)")
+    if (snapshot is None) == (at is None):
+        raise UsageError("restore: give a snapshot id (or 'latest') or --at TIME, not both")
+    if at is not None and delta:
+        run_delta_restore_at(ctx, pol, at, role, RestoreOptions(
+            tables=tuple(parse_tables(table or [])), renames=parse_renames(rename or [])),
+            dry_run=dry_run, json=json, quiet_=quiet(ctx, quiet_))
+        return
     if delta:
         run_delta_restore(ctx, pol, snapshot, role, RestoreOptions(
             tables=tuple(parse_tables(table or [])), renames=parse_renames(rename or [])),
@@ -117,12 +127,15 @@ def restore(
                                           connector=connector(ctx)) as (repo, cluster, manifest):
             await check_write(pol, role, cluster, what="restore")
             with render.RichProgress(quiet(ctx, quiet_)) as progress:
-                return manifest, await restore_snapshot(repo, cluster, manifest, options,
-                                                        progress=progress)
+                return manifest.id, await restore_snapshot(repo, cluster, manifest, options,
+                                                           progress=progress)
 
-    manifest, reports = run(go())
+    if at is not None:
+        label, reports = run_restore_at(ctx, pol, at, role, options, quiet_=quiet(ctx, quiet_))
+    else:
+        label, reports = run(go())
     if json:
-        render.print_json({"snapshot": manifest.id, "tables": [{
+        render.print_json({("at" if at else "snapshot"): label, "tables": [{
             "source": str(r.source), "target": str(r.target), "created": r.created,
             "documents": r.documents, "written": r.written.written, "conflicts": r.conflicts,
             "indexes_created": r.indexes_created, "digest_ok": r.digest_ok,
@@ -130,7 +143,7 @@ def restore(
             "ranges_differing": r.ranges_differing, "notes": r.notes,
         } for r in reports]})
     else:
-        render.print_table(f"restored snapshot {manifest.id}",
+        render.print_table(f"restored {'--at ' if at else 'snapshot '}{label}",
                            ["table", "into", "documents", "written", "conflicts", "digest"], [
             (str(r.source), str(r.target), r.documents, r.written.written, r.conflicts,
              "equal" if r.digest_ok else f"DIFFERS ({r.ranges_differing} ranges)")
@@ -206,3 +219,54 @@ def _print_delta(snapshot_id: str, reports: list[DeltaReport], dry_run: bool) ->
             render.info(f"{r.target}: {'would ' if dry_run else ''}{action}")
         for note in r.notes:
             render.info(f"{r.target}: {note}")
+
+
+def run_restore_at(ctx: typer.Context, pol: Policy, at_text: str, role: str,
+                   options: RestoreOptions, *, quiet_: bool):
+    """``restore --at T``: returns (the time restored to, the tables' reports)."""
+    at = parse_at(at_text)
+
+    async def go():
+        async with await open_repository(pol) as repo:
+            async with await connect_role(pol, role, connector(ctx)) as cluster:
+                await check_write(pol, role, cluster, what="restore --at")
+                with render.RichProgress(quiet_) as progress:
+                    return await restore_at(repo, cluster, at, options,
+                                            selects=pol.tables.selects, progress=progress)
+
+    return iso_ms(at), run(go())
+
+
+def run_delta_restore_at(ctx: typer.Context, pol: Policy, at_text: str, role: str,
+                         options: RestoreOptions, *, dry_run: bool, json: bool,
+                         quiet_: bool) -> None:
+    """``restore --at T --delta [--dry-run]``: rewind existing tables to T."""
+    at = parse_at(at_text)
+
+    async def go():
+        async with await open_repository(pol) as repo:
+            async with await connect_role(pol, role, connector(ctx)) as cluster:
+                if not dry_run:
+                    await check_write(pol, role, cluster, what="restore --at --delta")
+                with render.RichProgress(quiet_) as progress:
+                    return await delta_at(repo, cluster, at, options,
+                                          DeltaOptions(dry_run=dry_run),
+                                          selects=pol.tables.selects, progress=progress)
+
+    try:
+        reports = run(go())
+    except KeyboardInterrupt:
+        render.error(f"interrupted: run the same restore --at {iso_ms(at)} --delta again to "
+                     "finish (it writes only what still differs)")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if json:
+        render.print_json({"at": iso_ms(at), "dry_run": dry_run,
+                           "tables": [r.to_json() for r in reports]})
+    else:
+        _print_delta(f"--at {iso_ms(at)}", reports, dry_run)
+    differing = [r.target for r in reports if not r.digest_ok]
+    if not dry_run and differing:
+        render.error(f"after the delta restore {', '.join(map(str, differing))} still differs "
+                     f"from its state at {iso_ms(at)} (written to meanwhile?): run the same "
+                     "restore --at --delta again")
+        raise typer.Exit(CheckFailed.exit_code)

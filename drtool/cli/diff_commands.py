@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from drtool.changelog.restore_at import diff_at, looks_like_time, parse_at
 from drtool.cli import render
 from drtool.cli.common import SAMPLE_KEYS, JsonOpt, connector, PolicyOpt, QuietOpt, policy_from, quiet, reports_errors, run, TableOpt
 from drtool.compare.diff import DiffOptions, TableDiff, diff_tables, tables_of_both
@@ -32,7 +33,7 @@ async def _with_pair(ctx, pol, source_role: str, target_role: str, work):
 def diff(
     ctx: typer.Context,
     table: TableOpt = None,
-    against: Annotated[str, typer.Option(help="standby, or a snapshot (id, unique prefix or 'latest').")] = "standby",
+    against: Annotated[str, typer.Option(help="standby, a snapshot (id, unique prefix or 'latest'), or a time of the change log (2026-12-04T10:15:29Z, -15m).")] = "standby",
     policy: PolicyOpt = None,
     json: JsonOpt = False,
     quiet_: QuietOpt = False,
@@ -59,8 +60,17 @@ def diff(
                 return await diff_against_snapshot(cluster, repo, manifest, pol, requested,
                                                    progress=progress)
 
+    async def at_time(at: int):
+        async with repository_and_cluster(pol, "primary", connector=connector(ctx)) as (
+                repo, cluster, _):
+            with render.RichProgress(quiet(ctx, quiet_)) as progress:
+                return await diff_at(repo, cluster, at, requested, selects=pol.tables.selects,
+                                     progress=progress)
+
     if against == "standby":
         results = run(_with_pair(ctx, pol, "primary", "standby", clusters))
+    elif looks_like_time(against):
+        results = run(at_time(parse_at(against)))
     else:
         results = run(snapshot())
     _print_diffs(results, json)

@@ -12,6 +12,8 @@ from drtool.cli.common import JsonOpt, PolicyOpt, QuietOpt, policy_from, quiet, 
 from drtool.snapshots import catalog
 from drtool.repo import identity as keys
 from drtool.wiring.open import open_repository
+from drtool.changelog.verify_log import verify_log
+from drtool.snapshots.verify import Problem
 from drtool.snapshots.verify import verify as verify_snapshots
 from drtool.errors import CheckFailed
 from drtool.util.units import format_bytes
@@ -97,8 +99,13 @@ def verify(
     async def go():
         async with await open_repository(pol) as repo:
             with render.RichProgress(quiet(ctx, quiet_)) as progress:
-                return await verify_snapshots(repo, snapshot, read_data=read_data,
-                                              progress=progress, lock=not no_lock)
+                report = await verify_snapshots(repo, snapshot, read_data=read_data,
+                                                progress=progress, lock=not no_lock)
+                if snapshot is None:  # the whole repository: the change log too
+                    objects, found = await verify_log(repo, read_data=read_data)
+                    report.objects += objects
+                    report.problems += [Problem("", t, o, m) for t, o, m in found]
+                return report
 
     report = run(go())
     if json:

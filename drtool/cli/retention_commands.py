@@ -6,12 +6,15 @@ from typing import Annotated
 
 import typer
 
+from drtool.changelog.retention import log_retention
 from drtool.cli import render
+from drtool.changelog.retention import log_retention
 from drtool.cli.common import JsonOpt, PolicyOpt, policy_from, reports_errors, run
 from drtool.snapshots import retention
 from drtool.wiring.open import open_repository
 from drtool.config.policy import RetentionPolicy
-from drtool.util.units import format_bytes
+from drtool.errors import UsageError
+from drtool.util.units import DURATION_EXPECTED, format_bytes, parse_duration
 
 
 def _keep(period: str) -> object:
@@ -58,6 +61,7 @@ def forget(
     keep_daily: Annotated[int | None, _keep("days")] = None,
     keep_weekly: Annotated[int | None, _keep("ISO weeks")] = None,
     keep_monthly: Annotated[int | None, _keep("months")] = None,
+    keep_log: Annotated[str | None, typer.Option(help="Keep the change log restorable for this long (e.g. 7d).")] = None,
     dry_run: DryRunOpt = False,
     prune: Annotated[bool, typer.Option("--prune", help="Then delete data no snapshot references.")] = False,
     policy: PolicyOpt = None,
@@ -67,10 +71,17 @@ def forget(
     retention section). Data stays until prune, which keeps every object a remaining snapshot
     references (incremental snapshots included)."""
     pol = policy_from(ctx, policy)
-    given = RetentionPolicy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly)
+    log_window = None
+    if keep_log is not None:
+        try:
+            log_window = parse_duration(keep_log)
+        except ValueError:
+            raise UsageError(f"--keep-log: expected {DURATION_EXPECTED}, got {keep_log!r}") from None
+    given = RetentionPolicy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,
+                            log_window)
     rules = given if given != RetentionPolicy() else pol.retention
     report = run(_with_repo(pol, lambda repo: retention.forget(
-        repo, rules, dry_run=dry_run, prune=prune)))
+        repo, rules, dry_run=dry_run, prune=prune, log=log_retention(rules))))
     if json:
         render.print_json(report.to_json())
         return
@@ -82,6 +93,9 @@ def forget(
     print(f"{len(report.kept)} snapshots kept, {verb} {len(report.removed) - held}")
     if held:
         print(_waiting_line("forget", held, "snapshots", report.waiting, dry_run))
+    if report.log_deleted:
+        print(f"change log: {verb} {report.log_deleted} objects "
+              f"({format_bytes(report.log_bytes)}) outside keep_log")
     for line in _prune_lines(report.prune) if report.prune else []:
         print(line)
 

@@ -17,7 +17,8 @@ from drtool.errors import CheckFailed, ClusterUnreachable, UsageError
 from drtool.standby.events import LOGGER, Events, Metrics
 from drtool.coordination.users_sync import runner_users_sync
 from drtool.standby.runner import Runner
-from drtool.standby.status import StandbyStatus, read_status
+from drtool.changelog.status import status_lines
+from drtool.standby.status import StandbyStatus, read_status, repository_status
 
 TEXT_LOG = "%(asctime)s %(levelname)s %(message)s"
 
@@ -83,6 +84,17 @@ def status(ctx: typer.Context, policy: PolicyOpt = None, json: JsonOpt = False) 
     when the standby is healthy (lag within [replication] lag_threshold), 1 when not, 3 when a
     cluster does not answer (what the other one holds is still shown)."""
     pol = policy_from(ctx, policy)
+    if pol.standby is None and pol.archive is not None:  # the runner keeps the log alone
+        repo = run(repository_status(pol))
+        if json:
+            render.print_json({"policy": pol.name, "repository": repo})
+        else:
+            for line in ([f"repository: cannot read: {repo['error']}"] if "error" in repo
+                         else status_lines(repo.get("archive", {}))):
+                print(line)
+        if "error" in repo:
+            raise typer.Exit(CheckFailed.exit_code)
+        return
     found = run(read_status(pol, connector(ctx)))
     if json:
         render.print_json(found.to_json())
@@ -139,6 +151,9 @@ def _print_status(s: StandbyStatus) -> None:
               f"{repo['time']} from {repo['source']}")
     else:
         print("repository: no snapshot yet")
+    if "archive" in repo:
+        for line in status_lines(repo["archive"]):
+            print(line)
     repair = s.last_repair
     if repair:
         print(f"last gap repair: {repair['table']} after {repair.get('reason')} at "

@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from drtool.cluster.base import Cluster, Row, TextBatch
-from drtool.errors import ClusterError, ClusterUnreachable
-from drtool.model import DocText, FeedChange, FeedOverflow, FeedReady, KeyText, TableName
+from drtool.errors import ClusterError, ClusterUnreachable, FeedOverflowed
+from drtool.model import (
+    DocText, FeedChange, FeedEvent, FeedOverflow, FeedReady, KeyText, TableName,
+)
 from drtool.util.throttle import RateLimiter
 
 
@@ -20,6 +22,7 @@ class ChangeSink(Protocol):
 
     def record(self, key: KeyText, doc: DocText | None) -> None: ...
 
+READY_TIMEOUT = 60.0
 RESUME_ATTEMPTS = 5
 RESUME_BASE_DELAY = 0.2
 
@@ -112,3 +115,18 @@ class FeedCollector:
             await self._task
         with contextlib.suppress(Exception):
             await self._feed.aclose()
+
+
+async def feed_ready(feed: AsyncIterator[FeedEvent], name: str) -> None:
+    """Wait for a new feed's FeedReady. Raises ClusterUnreachable after ``READY_TIMEOUT``,
+    FeedOverflowed when it starts by dropping changes, ClusterError for anything else."""
+    try:
+        first = await asyncio.wait_for(feed.__anext__(), READY_TIMEOUT)
+    except TimeoutError:
+        raise ClusterUnreachable(f"{name}: the changefeed was not ready after "
+                                 f"{READY_TIMEOUT:g} s") from None
+    if isinstance(first, FeedOverflow):
+        raise FeedOverflowed(f"{name}: the changefeed overflowed before it was ready: "
+                             f"{first.message}")
+    if not isinstance(first, FeedReady):
+        raise ClusterError(f"{name}: changefeed did not start with ready")

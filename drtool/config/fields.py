@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from drtool.errors import PolicyError
+from drtool.util.units import DURATION_EXPECTED, parse_duration
 
 T = TypeVar("T")
 
@@ -178,6 +179,15 @@ class Section:
         except ValueError as err:
             text = str(err)
             raise self.error(key, text[9:] if text.startswith("expected ") else what, value) from None
+
+    def positive_duration(self, key: str) -> float | None:
+        """A policy duration ("90s", "1h30m") greater than zero, in seconds; None when absent."""
+        if not self.has(key):
+            return None
+        got = self.parsed(key, parse_duration, DURATION_EXPECTED)
+        if got <= 0:
+            raise self.error(key, f"a positive {DURATION_EXPECTED[2:]}", self.data[key])
+        return got
 
     def integer(self, key: str, *, minimum: int = 0) -> int | None:
         """An integer >= ``minimum`` (booleans refused), None when absent."""

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drtool.errors import NotFound, PolicyError
+from drtool.config.archive import KEYS as ARCHIVE_KEYS
+from drtool.config.archive import ArchivePolicy, parse_archive
 from drtool.config.clusters import KEYS as CLUSTER_KEYS
 from drtool.config.clusters import ClusterPolicy, parse_cluster
 from drtool.config.failover import KEYS as FAILOVER_KEYS
@@ -49,13 +51,13 @@ from drtool.model import TableName
 
 __all__ = [
     "SCHEMA", "ClusterPolicy", "EncryptionPolicy", "FailoverPolicy", "Policy",
-    "ReplicationPolicy", "RepositoryPolicy", "RetentionPolicy", "SchedulePolicy",
+    "ArchivePolicy", "ReplicationPolicy", "RepositoryPolicy", "RetentionPolicy", "SchedulePolicy",
     "TablesPolicy", "ThrottlePolicy", "load_policy",
 ]
 
 SCHEMA: dict[str, tuple[str, ...]] = {
     "": ("name", "primary", "standby", "repository", "encryption", "tables", "throttle",
-         "schedule", "retention", "failover", "replication"),
+         "schedule", "retention", "failover", "replication", "archive"),
     "primary": CLUSTER_KEYS,
     "standby": CLUSTER_KEYS,
     "repository": REPOSITORY_KEYS,
@@ -66,6 +68,7 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     "retention": RETENTION_KEYS,
     "failover": FAILOVER_KEYS,
     "replication": REPLICATION_KEYS,
+    "archive": ARCHIVE_KEYS,
 }
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -87,6 +90,7 @@ class Policy:
     retention: RetentionPolicy
     failover: FailoverPolicy
     replication: ReplicationPolicy = ReplicationPolicy()
+    archive: ArchivePolicy | None = None  # None: no [archive] section (no change log)
     #: The drtool command the policy was loaded for, named in "section missing" errors.
     command: str | None = field(default=None, compare=False)
 
@@ -107,6 +111,7 @@ _SECTION_HINTS = {
     "repository": 'add [repository] with url = "file:///path" or "sftp://user@host/path"',
     "encryption": "add [encryption] with recipients, identity_file or passphrase_env",
     "standby": "add [standby] with the standby cluster's hosts",
+    "archive": "add [archive] (slice_every, spool) and run drtool replicate to keep a change log",
 }
 
 
@@ -149,6 +154,7 @@ def load_policy(path: str | Path, *, command: str | None = None) -> Policy:
         retention=parse_retention(section("retention")),
         failover=parse_failover(section("failover"), file, base),
         replication=replication,
+        archive=parse_archive(section("archive"), base, name),
         command=command,
     )
 

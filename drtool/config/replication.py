@@ -10,7 +10,6 @@ import re
 from dataclasses import dataclass
 
 from drtool.config.fields import Section
-from drtool.util.units import DURATION_EXPECTED, parse_duration
 
 KEYS = ("state_db", "lag_threshold", "lease_ttl", "schema_poll", "changefeed_queue_size",
         "batch_size", "drop_tables", "standby_shards", "standby_replicas", "share_tables")
@@ -52,12 +51,8 @@ def parse_replication(sec: Section | None) -> ReplicationPolicy:
         raise sec.error("state_db", "a database name of letters, digits and '_' (not rethinkdb)", db)
 
     def seconds(key: str, value: float) -> float:
-        if not sec.has(key):
-            return value
-        got = sec.parsed(key, parse_duration, DURATION_EXPECTED)
-        if got <= 0:
-            raise sec.error(key, f"a positive {DURATION_EXPECTED[2:]}", sec.data[key])
-        return got
+        got = sec.positive_duration(key)
+        return value if got is None else got
 
     def integer(key: str, value: int | None, minimum: int = 1) -> int | None:
         got = sec.integer(key, minimum=minimum)

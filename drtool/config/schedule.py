@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from drtool.config.fields import Section
-from drtool.util.units import DURATION_EXPECTED, PERCENT_EXPECTED, parse_duration, parse_percent
+from drtool.util.units import PERCENT_EXPECTED, parse_percent
 
 SCHEDULE_KEYS = ("snapshot_every", "snapshot_from", "full_after_layers", "full_after_delta",
                  "prune")
-RETENTION_KEYS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly")
+RETENTION_KEYS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
+                  "keep_log")
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,15 @@ class SchedulePolicy:
 
 @dataclass(frozen=True)
 class RetentionPolicy:
-    """How many snapshots to keep, restic style; None = rule not used. All None = keep all."""
+    """How many snapshots to keep, restic style; None = rule not used. All None = keep all.
+    ``keep_log``: seconds of change log kept restorable (None: the whole log is kept)."""
 
     keep_last: int | None = None
     keep_hourly: int | None = None
     keep_daily: int | None = None
     keep_weekly: int | None = None
     keep_monthly: int | None = None
+    keep_log: float | None = None
 
 
 def parse_schedule(sec: Section | None) -> SchedulePolicy:
@@ -61,11 +64,7 @@ def parse_schedule(sec: Section | None) -> SchedulePolicy:
     PolicyError; whether snapshot_from = "standby" has a [standby] is the loader's check."""
     if sec is None:
         return SchedulePolicy()
-    every = None
-    if sec.has("snapshot_every"):
-        every = sec.parsed("snapshot_every", parse_duration, DURATION_EXPECTED)
-        if every <= 0:
-            raise sec.error("snapshot_every", f"a positive {DURATION_EXPECTED[2:]}", sec.data["snapshot_every"])
+    every = sec.positive_duration("snapshot_every")
     defaults = SchedulePolicy()
     layers = sec.integer("full_after_layers", minimum=1)
     delta = (sec.parsed("full_after_delta", parse_percent, PERCENT_EXPECTED)
@@ -82,4 +81,5 @@ def parse_retention(sec: Section | None) -> RetentionPolicy:
     PolicyError for a key that is not a non-negative integer."""
     if sec is None:
         return RetentionPolicy()
-    return RetentionPolicy(**{key: sec.integer(key) for key in RETENTION_KEYS})
+    return RetentionPolicy(**{key: sec.integer(key) for key in RETENTION_KEYS
+                              if key != "keep_log"}, keep_log=sec.positive_duration("keep_log"))

@@ -32,6 +32,7 @@ from drtool.repo import objects as O
 from drtool.repo.config import build_config, parse_config
 from drtool.repo.locks import HeldLock, LockStore
 from drtool.storage.base import Storage
+from drtool.repo.log_objects import LogObjects
 from drtool.repo.snapshots import SnapshotCatalog
 from drtool.util.workers import run_sized
 
@@ -54,7 +55,7 @@ class StoredObject:
     new: bool  # False when an identical object already existed (deduplicated)
 
 
-class Repository(SnapshotCatalog):
+class Repository(SnapshotCatalog, LogObjects):
     """See module docstring. Construct with ``create`` or ``open``; never directly."""
 
     storage: Storage
@@ -249,22 +250,25 @@ class Repository(SnapshotCatalog):
         Raises ObjectNotFound, IntegrityError (naming the object), EncryptionKeyError (this
         process holds no key able to read data)."""
         name = O.data_name(object_id)
-        blob = await self.storage.get(name)
-        failed = IntegrityError(
-            f"data object {object_id} failed authentication (truncated, corrupted or swapped)"
-        )
+        plaintext = await self._open_sealed_data(name, await self.storage.get(name),
+                                                 f"data object {object_id}", object_id)
+        if self._keys.object_id(plaintext) != object_id:
+            raise IntegrityError(f"data object {object_id} does not match its id (forged)")
+        return plaintext
+
+    async def _open_sealed_data(self, name: str, blob: bytes, what: str, object_id: str) -> bytes:
+        """Authenticate and decrypt an object sealed under a session data key (a data object,
+        or a slice after its magic was swapped back). Raises IntegrityError naming ``what``."""
+        failed = IntegrityError(f"{what} failed authentication (truncated, corrupted or swapped)")
         try:
             keyid = O.data_keyid(blob).hex()
         except O.SealedObjectError:
             raise failed from None
         data_key = await self._data_key(keyid, object_id)
         try:
-            plaintext = await run_sized(O.open_data, data_key, name, blob)
+            return await run_sized(O.open_data, data_key, name, blob)
         except O.SealedObjectError:
             raise failed from None
-        if self._keys.object_id(plaintext) != object_id:
-            raise IntegrityError(f"data object {object_id} does not match its id (forged)")
-        return plaintext
 
     async def _data_key(self, keyid: str, object_id: str) -> bytes:
         if self._session is not None and self._session[0] == keyid:

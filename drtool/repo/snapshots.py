@@ -72,13 +72,18 @@ class SnapshotCatalog:
                         "snapshots lists the ones it holds")
 
     async def resolve(self, ref: str) -> Manifest:
-        """``latest``, a full id or a unique id prefix -> its manifest. Raises NotFound
+        """``latest`` (the newest snapshot that is not a change-log base), a full id or a
+        unique id prefix -> its manifest. Raises NotFound
         (no such snapshot, or no snapshot at all) and UsageError (ambiguous prefix)."""
         ids = await self.list_snapshots()
-        if ref == "latest":
-            if not ids:
-                raise NotFound(f"{self.storage.location}: the repository has no snapshots")
-            return await self.load_manifest(ids[-1])
+        if ref == "latest":  # the newest that is not a change-log base (one table's, FORMAT §10.3)
+            for sid in reversed(ids):
+                manifest = await self.load_manifest(sid)
+                if "log" not in manifest.extra:
+                    return manifest
+            raise NotFound(f"{self.storage.location}: the repository has no snapshots"
+                           + (" besides the change log's bases (give one by its id)" if ids
+                              else ""))
         if ref in ids:
             return await self.load_manifest(ref)
         matches = [i for i in ids if ref and i.startswith(ref)]

@@ -176,7 +176,11 @@ def rerun_hint(snapshot_id: str, targets: Sequence[TableName]) -> str:
 
 async def delta_table(repo: Repository, cluster: Cluster, entry: TableEntry, target: TableName,
                       options: DeltaOptions, *, snapshot_id: str,
-                      progress: Progress = NullProgress()) -> DeltaReport:
+                      progress: Progress = NullProgress(), rows_of=None) -> DeltaReport:
+    """``rows_of(i)`` (default: the snapshot's ``range_rows``): the documents ``entry`` holds
+    in recorded range ``i``; a restore to a time passes its state's (``entry`` then carries
+    that state's ranges over its base's layers)."""
+    rows_of = rows_of or partial(range_rows, repo, entry)
     try:
         live_meta = await cluster.table_meta(target)
     except NotFound:
@@ -208,7 +212,7 @@ async def delta_table(repo: Repository, cluster: Cluster, entry: TableEntry, tar
         async def repair(group: list[int]) -> None:
             # The search compares chunk folds computed alike on both sides (the recorded
             # range digests are segment digests, another function: FORMAT.md §6.2).
-            snap = SnapshotRanges([(ranges[i], await range_rows(repo, entry, i)) for i in group])
+            snap = SnapshotRanges([(ranges[i], await rows_of(i)) for i in group])
             found = await find_differences(Side(snap, target, options.search), live,  # type: ignore[arg-type]
                                            [ranges[i] for i in group], options.search)
             await _apply(cluster, target, snap, found, options, report)

@@ -46,8 +46,11 @@ async def diff_against_snapshot(
 async def diff_table_snapshot(
     cluster: Cluster, repo: Repository, entry: TableEntry | None, table: TableName, *,
     role: str, label: str, options: DiffOptions = DiffOptions(),
-    progress: Progress = NullProgress(),
+    progress: Progress = NullProgress(), hashes_of=None,
 ) -> TableDiff:
+    """``hashes_of(i)`` (default: the snapshot's, from its index objects): key -> r.uuid of
+    every document ``entry`` holds in recorded range ``i``; a diff against a time passes its
+    state's (``entry`` then carries that state's ranges)."""
     started = time.monotonic()
     task = f"diff {table}"
     progress.start(task, entry.doc_count if entry else None)
@@ -70,7 +73,7 @@ async def diff_table_snapshot(
                 result.missing_count = result.source_count
                 result.extra_count = result.target_count
         else:
-            await _compare_ranges(side, repo, entry, result)
+            await _compare_ranges(side, repo, entry, result, hashes_of)
         result.traffic.add(side.traffic)
         result.seconds = time.monotonic() - started
         return result
@@ -83,7 +86,8 @@ def recorded_ranges(entry: TableEntry) -> list[KeyRange]:
     return [(after, r.upto) for after, r in zip(bounds, entry.ranges)]
 
 
-async def _compare_ranges(side: Side, repo: Repository, entry: TableEntry, result: TableDiff) -> None:
+async def _compare_ranges(side: Side, repo: Repository, entry: TableEntry, result: TableDiff,
+                          hashes_of=None) -> None:
     ranges = recorded_ranges(entry)
     live = await side.segment_digests(ranges)
     result.source_count = sum(n for n, _ in live)
@@ -99,10 +103,10 @@ async def _compare_ranges(side: Side, repo: Repository, entry: TableEntry, resul
                             "not listed (the snapshot's ranges do not follow its segments)")
         return
     found = Differences()
-    recorded = ParentState(repo, entry)
+    hashes_of = hashes_of or ParentState(repo, entry).hashes
     for i in differing:
         live_docs = await _live_hashes(side, ranges[i])
-        snap = await recorded.hashes(i)
+        snap = await hashes_of(i)
         snap_docs = sorted(((k, 1, h) for k, h in snap.items()), key=lambda c: key_order(c[0]))
         merge_docs(live_docs, snap_docs, found)
         found.regions.append(ranges[i])

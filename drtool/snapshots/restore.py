@@ -111,8 +111,11 @@ async def restore_snapshot(
 
 async def restore_table(
     repo: Repository, cluster: Cluster, entry: TableEntry, target: TableName,
-    options: RestoreOptions, *, progress: Progress = NullProgress(),
+    options: RestoreOptions, *, progress: Progress = NullProgress(), state=None,
 ) -> TableRestore:
+    """Restore ``entry`` into ``target``. ``state`` (a ``changelog.state.StateAt`` over
+    ``entry`` as its base): restore the documents it yields instead, and check the digests
+    of the state it describes once they are written."""
     report = TableRestore(entry.name, target, documents=entry.doc_count,
                           digest_expected=entry.digest)
     task = str(target)
@@ -120,7 +123,11 @@ async def restore_table(
     try:
         existing = await _prepare_table(cluster, entry.meta, target, options, report)
         conflict: ConflictMode = options.conflict or "error"
-        await _load(repo, cluster, entry, target, conflict, options, report, progress, task)
+        texts = final_texts(repo, entry) if state is None else state.texts()
+        await _load(cluster, entry, texts, target, conflict, options, report, progress, task)
+        if state is not None:
+            entry = state.entry()
+            report.documents, report.digest_expected = entry.doc_count, entry.digest
         await cluster.sync(target)
         await _build_indexes_and_hook(cluster, entry.meta, existing, target, report)
         await _check_digest(cluster, entry, target, report)
@@ -165,9 +172,8 @@ async def _prepare_table(
 
 
 async def _load(
-    repo: Repository, cluster: Cluster, entry: TableEntry, target: TableName,
-    conflict: ConflictMode, options: RestoreOptions, report: TableRestore,
-    progress: Progress, task: str,
+    cluster: Cluster, entry: TableEntry, texts_of, target: TableName, conflict: ConflictMode,
+    options: RestoreOptions, report: TableRestore, progress: Progress, task: str,
 ) -> None:
     slots = asyncio.Semaphore(options.batches_in_flight)
     jobs: list[asyncio.Task] = []  # every batch stays here until its result was checked
@@ -189,7 +195,7 @@ async def _load(
             job.result()
 
     try:
-        async with aclosing(final_texts(repo, entry)) as segments:
+        async with aclosing(texts_of) as segments:
             async for _object_id, texts in segments:
                 for start in range(0, len(texts), options.batch_size):
                     await slots.acquire()

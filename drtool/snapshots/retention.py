@@ -60,7 +60,7 @@ def check_rules(rules: RetentionPolicy) -> None:
         value = getattr(rules, rule)
         if value is not None and value < 0:
             raise UsageError(f"--{rule.replace('_', '-')} must be >= 0, got {value}")
-    if not any(getattr(rules, rule) for rule in RULES):
+    if not any(getattr(rules, rule) for rule in RULES) and rules.keep_log is None:
         raise UsageError(
             "no retention rule given: pass --keep-last/--keep-hourly/--keep-daily/--keep-weekly/"
             "--keep-monthly or set them in [retention] of the policy (refusing to forget everything)")
@@ -173,6 +173,8 @@ class ForgetReport:
     dry_run: bool
     decisions: list[Decision] = field(default_factory=list)
     prune: PruneReport | None = None
+    log_deleted: int = 0  # change-log objects outside keep_log (dry run: would be)
+    log_bytes: int = 0
     held: list[str] = field(default_factory=list)  # removed, but under Object Lock still
     waiting: Waiting = field(default_factory=Waiting)  # those manifests
 
@@ -188,7 +190,8 @@ class ForgetReport:
         return {"dry_run": self.dry_run, "kept": [asdict(d) for d in self.kept],
                 "removed": [asdict(d) for d in self.removed],
                 "prune": self.prune.to_json() if self.prune else None,
-                "held": self.held, "waiting": asdict(self.waiting)}
+                "held": self.held, "waiting": asdict(self.waiting),
+                "log_deleted": self.log_deleted, "log_bytes": self.log_bytes}
 
 
 def _locked(repo: Repository, dry_run: bool, purpose: str):
@@ -202,15 +205,24 @@ def _check(held: HeldLock | None) -> None:
 
 
 async def forget(repo: Repository, rules: RetentionPolicy, *, dry_run: bool = False,
-                 prune: bool = False) -> ForgetReport:
+                 prune: bool = False, log=None) -> ForgetReport:
     """Remove the manifests of the snapshots ``rules`` do not keep (and with ``prune``, the
-    data objects they alone referenced). Raises UsageError (no rule), RepositoryError (locked
-    by a running snapshot or prune; prune refused because a manifest is unreadable)."""
+    data objects they alone referenced). ``log(repo)`` (drtool.changelog.retention, given by
+    the caller): a plan whose ``bases`` (the change log's) are decided by it alone: kept when
+    in its ``keep``, not counted by the rules; its ``delete`` log objects are deleted after
+    the manifests. Raises UsageError (no
+    rule), RepositoryError (locked by a running snapshot or prune; prune refused because a
+    manifest is unreadable)."""
     check_rules(rules)
     report = ForgetReport(dry_run)
     async with _locked(repo, dry_run, "forget") as held:
         found = await candidates(repo)
-        keep = select(found, rules)
+        plan = await log(repo) if log is not None else None
+        counted = [c for c in found if plan is None or c.id not in plan.bases]
+        keep = select(counted, rules) if any(getattr(rules, r) for r in RULES) else {
+            c.id: [] for c in counted}  # keep_log alone: snapshots are not forgotten
+        for sid, reasons in (plan.keep.items() if plan else ()):
+            keep.setdefault(sid, []).extend(reasons)
         for c in sorted(found, key=lambda c: (c.time, c.id)):
             report.decisions.append(Decision(c.id, c.time.strftime("%Y-%m-%dT%H:%M:%SZ"),
                                              c.id in keep, keep.get(c.id, [])))
@@ -222,6 +234,11 @@ async def forget(repo: Repository, rules: RetentionPolicy, *, dry_run: bool = Fa
                 _check(held)
                 if not await delete_unless_retained(repo.delete_manifest(d.id), 0, report.waiting):
                     report.held.append(d.id)  # stays, and keeps what it references
+        if plan is not None:
+            report.log_deleted, report.log_bytes = len(plan.delete), plan.bytes
+            for name in plan.delete if not dry_run else ():
+                _check(held)
+                await delete_unless_retained(repo.delete_log(name), 0, report.waiting)
         if prune:
             gone = {d.id for d in report.removed} - set(report.held)
             report.prune = await _prune(repo, held, dry_run=dry_run, excluding=gone,

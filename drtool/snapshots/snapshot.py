@@ -60,6 +60,7 @@ class SnapshotOptions:
 async def take_snapshot(
     repo: Repository, cluster: Cluster, tables: list[TableName], *, policy_name: str,
     source: str, progress: Progress = NullProgress(), options: SnapshotOptions = SnapshotOptions(),
+    extra: dict | None = None,
 ) -> Manifest:
     """Snapshot ``tables`` and write the manifest; return it.
 
@@ -87,6 +88,7 @@ async def take_snapshot(
             tables=tuple(entry for entry, _ in results),
             parent=built_on[-1] if built_on else None,
             bytes_new=sum(new for _, new in results),
+            extra=dict(extra or {}),
         )
         await repo.put_manifest(manifest)
         return manifest

@@ -31,7 +31,7 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = " ".join(p for p in (f"snapshot {self.snapshot}",
+        where = " ".join(p for p in (self.snapshot and f"snapshot {self.snapshot}",
                                      self.table and f"table {self.table}",
                                      self.object and f"object {self.object}") if p)
         return f"{where}: {self.message}"

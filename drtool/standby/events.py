@@ -51,6 +51,23 @@ class Metrics:
         """This process is runner ``runner`` (its lease holder id), now ``role``: "active"
         (holds the runner lease), "spare" (waits for it) or "idle"."""
 
+    def log_break(self, table: str, cause: str) -> None:
+        """The change log of ``table`` broke (cause: feed-overflow, connection-lost, ...)."""
+
+    def slice_sealed(self, table: str, entries: int, nbytes: int) -> None:
+        """A slice of ``entries`` changes (``nbytes`` sealed) entered the spool."""
+
+    def slice_uploaded(self, nbytes: int) -> None:
+        """A sealed slice of ``nbytes`` reached the repository."""
+
+    def restorable_from(self, table: str, seconds: float) -> None:
+        """The current timeline of ``table`` is restorable from ``seconds`` (epoch, the
+        primary's clock)."""
+
+    def archive(self, lag: float | None, spool_bytes: int) -> None:
+        """The archive's lag (the repository's RPO, seconds; None: not known yet) and the
+        spool's size now."""
+
 
 class Events:
     """One line per event plus metrics. ``fmt`` is "text" or "json"."""

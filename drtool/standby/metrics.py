@@ -50,6 +50,24 @@ class PrometheusMetrics(Metrics):
         self._runner = Gauge("drtool_runner_role", "1 for the role this runner process has "
                              "now (active, spare, idle), by its runner id", ["runner", "role"],
                              registry=reg)
+        self._archive_lag = Gauge("drtool_archive_lag_seconds", "Primary time now minus the "
+                                  "end of the newest slice in the repository, oldest table "
+                                  "first: the repository's RPO", registry=reg)
+        self._spool = Gauge("drtool_archive_spool_bytes", "Sealed slices waiting in the spool",
+                            registry=reg)
+        self._sealed = Counter("drtool_archive_slices_sealed", "Slices sealed into the spool",
+                               ["table"], registry=reg)
+        self._changes = Counter("drtool_archive_changes", "Changes in sealed slices", ["table"],
+                                registry=reg)
+        self._uploaded = Counter("drtool_archive_slices_uploaded", "Slices uploaded",
+                                 registry=reg)
+        self._uploaded_bytes = Counter("drtool_archive_bytes_uploaded", "Slice bytes uploaded",
+                                       registry=reg)
+        self._breaks = Counter("drtool_archive_breaks", "Breaks of a table's change log",
+                               ["table", "cause"], registry=reg)
+        self._window = Gauge("drtool_archive_restorable_from_timestamp_seconds", "Start of the "
+                             "current timeline's restorable window, per table", ["table"],
+                             registry=reg)
         self._server: Any = None
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
@@ -103,3 +121,22 @@ class PrometheusMetrics(Metrics):
     def runner(self, runner: str, role: str) -> None:
         for name in RUNNER_ROLES:
             self._runner.labels(runner, name).set(1 if name == role else 0)
+
+    def log_break(self, table: str, cause: str) -> None:
+        self._breaks.labels(table, cause).inc()
+
+    def slice_sealed(self, table: str, entries: int, nbytes: int) -> None:
+        self._sealed.labels(table).inc()
+        self._changes.labels(table).inc(entries)
+
+    def slice_uploaded(self, nbytes: int) -> None:
+        self._uploaded.inc()
+        self._uploaded_bytes.inc(nbytes)
+
+    def archive(self, lag: float | None, spool_bytes: int) -> None:
+        if lag is not None:
+            self._archive_lag.set(lag)
+        self._spool.set(spool_bytes)
+
+    def restorable_from(self, table: str, seconds: float) -> None:
+        self._window.labels(table).set(seconds)

@@ -42,6 +42,7 @@ from collections.abc import Awaitable, Callable
 
 from drtool.cluster import Connector
 from drtool.cluster.base import Cluster
+from drtool.changelog.service import ArchiveService
 from drtool.wiring.open import connect_role
 from drtool.coordination.leases import FencedCluster, LeaseKeeper
 from drtool.coordination.state import (
@@ -59,6 +60,7 @@ from drtool.standby.events import Events
 from drtool.wiring.snapshots import read_limit
 from drtool.standby.schedule import SnapshotSchedule
 from drtool.standby.share import TableShare
+from drtool.standby.catalogue import CataloguePoll
 from drtool.standby.spare import TICK, Spare
 from drtool.standby.table import BACKOFF_FIRST, BACKOFF_MAX, TableReplicator
 from drtool.standby.tableinfo import TableSettings
@@ -75,13 +77,14 @@ def new_holder(generation: int = 0) -> LeaseHolder:
     return LeaseHolder(f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}", host, os.getpid(), generation)
 
 
-class Runner(Spare):
+class Runner(Spare, CataloguePoll):
     def __init__(self, policy: Policy, events: Events, *, users_sync: UsersSync | None = None,
                  holder: LeaseHolder | None = None, connector: Connector | None = None,
                  wait: bool = True) -> None:
-        if policy.standby is None:
+        if policy.standby is None and policy.archive is None:
             raise UsageError(f"{policy.path}: no [standby] section: drtool replicate needs the "
-                             "standby cluster to replicate into")
+                             "standby cluster to replicate into (or [archive] to keep only "
+                             "the change log)")
         self.policy, self.events, self.users_sync = policy, events, users_sync
         self.connector = connector  # how the clusters are reached (drtool.cluster)
         self.holder = holder or new_holder()
@@ -96,6 +99,7 @@ class Runner(Spare):
         self._tasks: dict[TableName, asyncio.Task] = {}
         self._record: dict = {}
         self.share: TableShare | None = None  # with share_tables: this runner's tables
+        self.archive = ArchiveService(policy, events) if policy.archive else None
 
     def stop(self) -> None:
         """Ask the runner to finish (safe from a signal handler via the loop)."""
@@ -105,6 +109,12 @@ class Runner(Spare):
     # --- the whole run --------------------------------------------------------------------
     async def run(self) -> None:
         try:
+            if self.policy.standby is None:  # [archive] alone: the change log, no standby
+                self._clusters["primary"] = primary = await connect_role(
+                    self.policy, "primary", self.connector)
+                self.state = "running"
+                await self.archive.run(primary, self._stop, lambda: self._policy_tables(primary))
+                return
             self._clusters["standby"] = await connect_role(self.policy, "standby",
                                                            self.connector)
             self._clusters["primary"] = await connect_role(self.policy, "primary",
@@ -217,6 +227,7 @@ class Runner(Spare):
                         "snapshot": previous.get("snapshot")}
         outcome: list[BaseException] = []
         background: list[asyncio.Task] = []
+        archive: asyncio.Task | None = None
         try:
             await t_store.put_runner(self._record)
             settings = self._settings(source_role)
@@ -233,8 +244,14 @@ class Runner(Spare):
                 asyncio.create_task(self._poll(source, target, t_store, roles, settings)),
                 asyncio.create_task(schedule.run(self._halt)),
             ]
+            if self.archive is not None:  # the log follows the current primary
+                archive = asyncio.create_task(
+                    self.archive.run(source, self._halt, lambda: self._policy_tables(source)))
             await self._halt.wait()
         finally:
+            if archive is not None:  # it seals its open slices and empties the spool
+                self._halt.set()
+                await asyncio.gather(archive, return_exceptions=True)
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -351,50 +368,3 @@ class Runner(Spare):
                 f"{now.primary}) but this runner started at generation {started.generation} "
                 f"replicating into the {started.target}: a failover happened; not writing into "
                 "it any more (start drtool replicate again to follow the new roles)")
-
-    # --- the catalogue --------------------------------------------------------------------
-    async def _poll(self, source: Cluster, target: Cluster, store: StateStore, roles: Roles,
-                    settings: TableSettings) -> None:
-        every = self.policy.replication.schema_poll
-        while not self._halt.is_set():
-            try:
-                if self.users_sync is not None:
-                    await self.users_sync(source, target)
-                await self.poll_once(source, target, store, roles, settings)
-            except DrtoolError as err:
-                self.events.metrics.error("schema")
-                self.events.warn("schema-poll-failed", f"reading the {roles.source}'s "
-                                 f"catalogue: {err}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._halt.wait(), every)
-
-    async def poll_once(self, source: Cluster, target: Cluster, store: StateStore,
-                        roles: Roles, settings: TableSettings) -> None:
-        """Follow the source's catalogue once: start new tables, follow index and hook changes
-        of streaming ones, report (and with ``drop_tables`` drop) dropped ones (shared: any)."""
-        present = set(await self._selected(source))
-        heartbeat = TableName(self.policy.replication.state_db, HEARTBEAT)
-        for table in sorted(present - set(self.replicators)):
-            self.events.emit("table-added", f"{table}: new table on the {roles.source}",
-                             table=str(table))
-            self._start_table(table, source, target, store, roles, settings)
-        gone = set(self.replicators) - present - {heartbeat}
-        if self.policy.replication.share_tables:  # the tables are the sharing runners'
-            everywhere = set(await self._policy_tables(source))
-            gone |= {s.table for s in await store.table_states()} - everywhere
-        for table in sorted(gone):
-            await self._stop_table(table)
-            dropping = self.policy.replication.drop_tables
-            self.events.warn("table-dropped", f"{table}: dropped on the {roles.source}; "
-                             + ("dropping it on the " + roles.target if dropping else
-                                f"kept on the {roles.target} (set [replication] drop_tables "
-                                "to drop it too)"), table=str(table))
-            if dropping:
-                await target.drop_table(table)
-            if settings.hook_fence is not None:
-                await settings.hook_fence.forget(table)
-            await store.forget_table_state(table)
-        for table, rep in list(self.replicators.items()):
-            if rep.state == "streaming" and table != heartbeat:
-                with contextlib.suppress(DrtoolError):
-                    await rep.follow_schema()

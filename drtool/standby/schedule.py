@@ -15,6 +15,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
+from drtool.changelog.retention import log_retention
 from drtool.cluster.base import Cluster
 from drtool.snapshots import retention
 from drtool.config.policy import select_tables
@@ -40,7 +41,8 @@ async def snapshot_once(policy: Policy, cluster: Cluster, role: str) -> dict:
                   "bytes_new": manifest.bytes_new, "tables": len(manifest.tables),
                   "source": role}
         if policy.retention != RetentionPolicy():
-            report = await retention.forget(repo, policy.retention, prune=policy.schedule.prune)
+            report = await retention.forget(repo, policy.retention, prune=policy.schedule.prune,
+                                            log=log_retention(policy.retention))
             record["forgot"] = len(report.removed)
             if report.prune is not None:
                 record["pruned_bytes"] = report.prune.bytes_deleted

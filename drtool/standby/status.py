@@ -15,12 +15,13 @@ from typing import TypeVar
 
 from drtool.cluster import Connector
 from drtool.cluster.base import Cluster
+from drtool.changelog.status import archive_status
 from drtool.wiring.open import connect_role, open_repository
 from drtool.coordination.state import (
     HEARTBEAT, LEASES, ROLES, RUNNER, TABLES, Heartbeat, Lease, Roles, TableState, lag_seconds,
     newest_roles, runner_lease, spare_lease, state_store, table_lease,
 )
-from drtool.errors import ClusterError, ClusterUnreachable, DrtoolError, UsageError
+from drtool.errors import ClusterError, ClusterUnreachable, DrtoolError, NotFound, UsageError
 from drtool.compare.diff import table_meta_or_none
 from drtool.compare.shape import is_drtool_fence
 from drtool.coordination.users_sync import users_problems
@@ -142,7 +143,7 @@ async def read_status(policy: Policy, connector: Connector | None = None) -> Sta
             if roles.source in clusters:
                 out.problems += await users_problems(clusters[roles.source],
                                                      clusters[roles.target], policy)
-    out.repository = await _repository(policy)
+    out.repository = await repository_status(policy)
     out.problems[:0] = list(out.unreachable.values()) + out.unreadable
     if roles.target not in out.unreachable and not out.unreadable:
         _judge_heartbeat(out)
@@ -194,15 +195,19 @@ def _judge_heartbeat(out: StandbyStatus) -> None:
         out.problems.append(f"lag {out.lag:.1f} s is above the threshold {out.threshold:g} s")
 
 
-async def _repository(policy: Policy) -> dict:
+async def repository_status(policy: Policy) -> dict:
     """The newest snapshot in the repository, or why it cannot be read."""
     try:
         async with await open_repository(policy) as repo:
             ids = await repo.list_snapshots()
-            if not ids:
-                return {"snapshots": 0}
-            latest = await repo.resolve("latest")
-            return {"snapshots": len(ids), "latest": latest.id, "time": latest.time,
+            out: dict = {"snapshots": len(ids)}
+            if policy.archive is not None:
+                out["archive"] = await archive_status(repo, policy.archive.spool)
+            try:
+                latest = await repo.resolve("latest")
+            except NotFound:  # none, or only the change log's bases
+                return out
+            return {**out, "latest": latest.id, "time": latest.time,
                     "source": latest.source, "documents": latest.doc_count}
     except DrtoolError as err:
         return {"error": str(err)}

@@ -14,8 +14,8 @@ while the next batch is read. Applying a change the copy or repair already wrote
 Any gap ends the cycle and starts a new one (new feed first, then a repair): a feed overflow,
 a dropped connection to either cluster (backoff 1 s doubling to 30 s while the outage lasts,
 back to 1 s once the table streams again; every outage is logged once, with its cause), a
-server restart (the standby may have lost soft-durability writes: the repair finds them). A target table whose
-primary key differs is reported as an error and never overwritten.
+server restart (the standby may have lost soft-durability writes: the repair finds them). A
+target table whose primary key differs is reported as an error and never overwritten.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from contextlib import aclosing
 from typing import TypeVar
 
 from drtool.cluster.base import Cluster
+from drtool.cluster.scanning import feed_ready
 from drtool.coordination.state import StateStore, TableState
 from drtool.errors import (
     ClusterError,
@@ -44,7 +45,6 @@ from drtool.standby.tableinfo import Stats, TableSettings
 
 T = TypeVar("T")
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
-READY_TIMEOUT = 60.0
 
 
 class Gap(Exception):
@@ -150,13 +150,7 @@ class TableReplicator(CatchUp):
     async def _cycle(self, reason: str, after_loss: bool) -> None:
         feed = self.source.changes(self.table, queue_size=self.settings.queue_size)
         async with aclosing(feed):
-            try:
-                first = await asyncio.wait_for(feed.__anext__(), READY_TIMEOUT)
-            except TimeoutError:
-                raise ClusterUnreachable(f"{self._name}: the changefeed was not ready after "
-                                         f"{READY_TIMEOUT:g} s") from None
-            if not isinstance(first, FeedReady):
-                raise ClusterError(f"{self._name}: changefeed did not start with ready")
+            await feed_ready(feed, self._name)
             if after_loss:
                 self.events.emit("connection-restored", f"{self._name}: connected again",
                                  table=self._name)

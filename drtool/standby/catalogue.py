@@ -1,0 +1,66 @@
+"""Following the source's catalogue: the part of the runner (``Runner``,
+drtool.standby.runner) that polls it every ``schema_poll`` (new tables, index and hook changes,
+dropped tables; the users/permissions sync hook)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from drtool.cluster.base import Cluster
+from drtool.coordination.roles import Roles
+from drtool.coordination.state import HEARTBEAT, StateStore
+from drtool.errors import DrtoolError
+from drtool.model import TableName
+from drtool.standby.tableinfo import TableSettings
+
+
+class CataloguePoll:
+    """Mixed into Runner: needs ``policy``, ``events``, ``users_sync``, ``replicators``,
+    ``_halt``, ``_selected``, ``_policy_tables``, ``_start_table`` and ``_stop_table``."""
+
+    async def _poll(self, source: Cluster, target: Cluster, store: StateStore, roles: Roles,
+                    settings: TableSettings) -> None:
+        every = self.policy.replication.schema_poll
+        while not self._halt.is_set():
+            try:
+                if self.users_sync is not None:
+                    await self.users_sync(source, target)
+                await self.poll_once(source, target, store, roles, settings)
+            except DrtoolError as err:
+                self.events.metrics.error("schema")
+                self.events.warn("schema-poll-failed", f"reading the {roles.source}'s "
+                                 f"catalogue: {err}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._halt.wait(), every)
+
+    async def poll_once(self, source: Cluster, target: Cluster, store: StateStore,
+                        roles: Roles, settings: TableSettings) -> None:
+        """Follow the source's catalogue once: start new tables, follow index and hook changes
+        of streaming ones, report (and with ``drop_tables`` drop) dropped ones (shared: any)."""
+        present = set(await self._selected(source))
+        heartbeat = TableName(self.policy.replication.state_db, HEARTBEAT)
+        for table in sorted(present - set(self.replicators)):
+            self.events.emit("table-added", f"{table}: new table on the {roles.source}",
+                             table=str(table))
+            self._start_table(table, source, target, store, roles, settings)
+        gone = set(self.replicators) - present - {heartbeat}
+        if self.policy.replication.share_tables:  # the tables are the sharing runners'
+            everywhere = set(await self._policy_tables(source))
+            gone |= {s.table for s in await store.table_states()} - everywhere
+        for table in sorted(gone):
+            await self._stop_table(table)
+            dropping = self.policy.replication.drop_tables
+            self.events.warn("table-dropped", f"{table}: dropped on the {roles.source}; "
+                             + ("dropping it on the " + roles.target if dropping else
+                                f"kept on the {roles.target} (set [replication] drop_tables "
+                                "to drop it too)"), table=str(table))
+            if dropping:
+                await target.drop_table(table)
+            if settings.hook_fence is not None:
+                await settings.hook_fence.forget(table)
+            await store.forget_table_state(table)
+        for table, rep in list(self.replicators.items()):
+            if rep.state == "streaming" and table != heartbeat:
+                with contextlib.suppress(DrtoolError):
+                    await rep.follow_schema()
