@@ -3,32 +3,15 @@ refused write batches, durability and write acks kept, write results checked."""
 
 from __future__ import annotations
 
-
 import pytest
 
-from drtool.model import IndexDef, TableName
-from drtool.cluster.fake import FakeServer
+from drtool.model import TableName
 from tests.conftest import (
     load_table,
     on_cluster,
     sample_docs,
     table_texts,
 )
-
-
-INDEX_BLOB = FakeServer.index_blob('function(var1) { return var1("n"); }')
-HOOK_BLOB = FakeServer.hook_blob()
-
-
-def _seed(server, n: int = 3000, pad: int = 400) -> TableName:
-    table = load_table(server, "app.users", sample_docs(n, pad=pad))
-
-    async def schema(cluster):
-        await cluster.create_index(table, IndexDef("by_n", INDEX_BLOB))
-        await cluster.set_write_hook(table, HOOK_BLOB)
-
-    on_cluster(server, schema)
-    return table
 
 
 def test_interrupted_restore_says_what_to_do(deployment, cli, primary_server, monkeypatch):

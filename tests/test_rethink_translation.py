@@ -4,9 +4,7 @@ metadata, feed events."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import socket
 
 import pytest
 from rethinkdb import errors as rerr
@@ -20,27 +18,10 @@ from drtool.errors import (
     ClusterUnreachable,
     NotFound,
 )
-from drtool.model import ClusterConfig, FeedChange, FeedOverflow, FeedReady, TableName
+from drtool.model import FeedChange, FeedOverflow, FeedReady, TableName
 
 SECRET = "s3cret-Passw0rd"
 T = TableName("d", "t")
-ATOM, SEQUENCE, PARTIAL, RUNTIME_ERROR = 1, 2, 3, 18
-START, CONTINUE, STOP = 1, 2, 3
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def config(*hosts: str, timeout: float = 2.0, password: str = SECRET) -> ClusterConfig:
-    return ClusterConfig(role="primary", hosts=hosts, password=password, connect_timeout=timeout)
-
-
-async def listener(handle) -> tuple[asyncio.AbstractServer, str]:
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return server, f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
 
 
 # --- translation --------------------------------------------------------------------------
