@@ -38,7 +38,7 @@ from drtool.errors import (
     OwnershipError,
     SchemaMismatch,
 )
-from drtool.model import FeedChange, FeedEvent, FeedOverflow, FeedReady, TableName, WriteResult
+from drtool.model import FeedChange, FeedEvent, FeedOverflow, TableName, WriteResult
 from drtool.standby.events import Events
 from drtool.standby.table_catchup import CatchUp
 from drtool.standby.tableinfo import Stats, TableSettings
@@ -59,7 +59,7 @@ class Stopped(Exception):
     """The replicator was asked to stop while copying or repairing."""
 
 
-class TableReplicator(CatchUp):
+class TableReplicator:
     """Keeps ``table`` on ``target`` equal to ``table`` on ``source`` (see module doc).
 
     ``run()`` returns once ``stop()`` was called and what had been read was applied; errors
@@ -77,7 +77,8 @@ class TableReplicator(CatchUp):
         self._stop = asyncio.Event()
         self._repair_reason: str | None = None
         self._streamed = False  # the current cycle reached streaming (an outage ends it)
-        self._name = str(table)
+        self.name = str(table)
+        self.catchup = CatchUp(self)  # shape, initial copy, repair
 
     def stop(self) -> None:
         self._stop.set()
@@ -86,6 +87,10 @@ class TableReplicator(CatchUp):
         """Repair the table soon (new feed, then digest comparison), e.g. after the target
         restarted: it may have lost soft-durability writes although no write failed."""
         self._repair_reason = reason
+
+    async def follow_schema(self) -> list[str]:
+        """Give the target table the source's indexes and hook now (see CatchUp)."""
+        return await self.catchup.follow_schema()
 
     @property
     def stopping(self) -> bool:
@@ -103,44 +108,44 @@ class TableReplicator(CatchUp):
                     return
                 except Gap as gap:
                     reason, delay, lost = gap.reason, BACKOFF_FIRST, False
-                    self.events.warn(gap.reason, f"{self._name}: {gap}; repairing the table",
-                                     table=self._name)
+                    self.events.warn(gap.reason, f"{self.name}: {gap}; repairing the table",
+                                     table=self.name)
                 except ClusterUnreachable as err:
                     if self._streamed:  # streaming again since the last outage: a new one
                         lost, delay, self._streamed = False, BACKOFF_FIRST, False
                     if not lost:
-                        self.events.warn("connection-lost", f"{self._name}: {err}; retrying "
-                                         f"in {delay:g} s", table=self._name)
+                        self.events.warn("connection-lost", f"{self.name}: {err}; retrying "
+                                         f"in {delay:g} s", table=self.name)
                     self.events.metrics.error("unreachable")
-                    await self._record("repairing", f"connection lost: {err}", quiet=True)
+                    await self.record("repairing", f"connection lost: {err}", quiet=True)
                     reason, lost = "disconnect", True
                     await self._sleep(delay)
                     delay = min(delay * 2, BACKOFF_MAX)
                 except OwnershipError as err:  # the lease's fence: write nothing until renewed
                     if reason != "lease":
-                        self.events.warn("fenced", f"{self._name}: {err}", table=self._name)
+                        self.events.warn("fenced", f"{self.name}: {err}", table=self.name)
                     reason = "lease"
                     await self._sleep(BACKOFF_FIRST)
                 except NotFound as err:
-                    await self._fail("missing", f"{self._name}: {err}", BACKOFF_MAX)
+                    await self._fail("missing", f"{self.name}: {err}", BACKOFF_MAX)
                     reason = "start"
                 except SchemaMismatch as err:
                     await self._fail("schema", str(err), BACKOFF_MAX)
                     reason = "start"
                 except DrtoolError as err:
-                    await self._fail("cluster", f"{self._name}: {err}", delay)
+                    await self._fail("cluster", f"{self.name}: {err}", delay)
                     reason, delay = "error", min(delay * 2, BACKOFF_MAX)
                 except Exception as err:  # noqa: BLE001 - a bug must not end months of running
-                    await self._fail("internal", f"{self._name}: internal error "
+                    await self._fail("internal", f"{self.name}: internal error "
                                      f"{type(err).__name__}: {err}", BACKOFF_MAX)
                     reason = "error"
         finally:
-            await self._record("stopped", None, quiet=True)
+            await self.record("stopped", None, quiet=True)
 
     async def _fail(self, kind: str, message: str, wait: float) -> None:
         self.events.metrics.error(kind)
-        self.events.warn("table-error", message, table=self._name, kind=kind)
-        await self._record("error", message, quiet=True)
+        self.events.warn("table-error", message, table=self.name, kind=kind)
+        await self.record("error", message, quiet=True)
         await self._sleep(wait)
 
     async def _sleep(self, seconds: float) -> None:
@@ -150,16 +155,16 @@ class TableReplicator(CatchUp):
     async def _cycle(self, reason: str, after_loss: bool) -> None:
         feed = self.source.changes(self.table, queue_size=self.settings.queue_size)
         async with aclosing(feed):
-            await feed_ready(feed, self._name)
+            await feed_ready(feed, self.name)
             if after_loss:
-                self.events.emit("connection-restored", f"{self._name}: connected again",
-                                 table=self._name)
-            created = await self._until_stopped(self._prepare())
+                self.events.emit("connection-restored", f"{self.name}: connected again",
+                                 table=self.name)
+            created = await self._until_stopped(self.catchup.prepare())
             if created:
-                await self._until_stopped(self._copy())
+                await self._until_stopped(self.catchup.copy())
             else:
-                await self._until_stopped(self._repair(reason))
-            await self._record("streaming", None)
+                await self._until_stopped(self.catchup.repair(reason))
+            await self.record("streaming", None)
             self._streamed = True
             await self._stream(feed)
 
@@ -208,7 +213,7 @@ class TableReplicator(CatchUp):
         except Exception as err:  # noqa: BLE001 - handed to the applying side, in order
             await queue.put(err)
             return
-        await queue.put(ClusterUnreachable(f"{self._name}: the changefeed ended"))
+        await queue.put(ClusterUnreachable(f"{self.name}: the changefeed ended"))
 
     async def _apply_queued(self, queue: asyncio.Queue, *, block: bool) -> None:
         """Take one batch from the queue (waiting up to half a second for the first event
@@ -248,12 +253,12 @@ class TableReplicator(CatchUp):
         docs = [d for d in batch.values() if d is not None]
         keys = [k for k, d in batch.items() if d is None]
         started = time.monotonic()
-        await self._write(docs, keys)
+        await self.write(docs, keys)
         self.events.metrics.batch_latency(time.monotonic() - started)
-        self.events.metrics.applied(self._name, len(batch), sum(len(d) for d in docs))
+        self.events.metrics.applied(self.name, len(batch), sum(len(d) for d in docs))
         self.stats.note_applied(len(batch))
 
-    async def _write(self, docs: list[str], keys: list[str]) -> None:
+    async def write(self, docs: list[str], keys: list[str]) -> None:
         """Upsert ``docs`` and delete ``keys`` (disjoint sets) on the target, concurrently."""
         async def upsert() -> WriteResult:
             return await self.target.insert_texts(self.table, docs, conflict="replace",
@@ -265,19 +270,19 @@ class TableReplicator(CatchUp):
         written, deleted = await asyncio.gather(upsert(), delete())
         for result in (written, deleted):
             if result.errors:
-                raise ClusterError(f"writing to {self.target_role} table {self._name} failed: "
+                raise ClusterError(f"writing to {self.target_role} table {self.name} failed: "
                                    f"{result.first_error}")
         if written.written != len(docs):
-            raise ClusterError(f"writing to {self.target_role} table {self._name}: the server "
+            raise ClusterError(f"writing to {self.target_role} table {self.name}: the server "
                                f"acknowledged {written.written} of {len(docs)} documents")
 
     # --- state for drtool status ----------------------------------------------------------
-    async def _record(self, state: str, message: str | None, *, progress: dict | None = None,
+    async def record(self, state: str, message: str | None, *, progress: dict | None = None,
                       quiet: bool = False) -> None:
         changed = state != self.state
         self.state = state
         if changed:
-            self.events.metrics.table_state(self._name, state)
+            self.events.metrics.table_state(self.name, state)
         if not self.settings.record_state:
             return
         record = TableState(self.table, state, message, progress, self.stats.last_repair)
