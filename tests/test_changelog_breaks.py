@@ -91,6 +91,14 @@ class Setup:
         self.archive.stop()
         await asyncio.wait_for(self.task, 30)
 
+    async def wait_restorable(self, at: int) -> None:
+        """Until the repository's timelines cover ``at``: the base marker of a timeline begun
+        after a break may reach the repository after the archiver counts the timeline
+        restorable and after slices past ``at`` were uploaded (seen in a loaded CI run)."""
+        async def covered():
+            return any(lo <= at < hi for lo, hi in restorable(await load_timelines(self.repo, T)))
+        await wait_until(covered, f"{at} restorable from the repository")
+
     async def state_at(self, at: int) -> list[str]:
         [p] = await prepare(self.repo, [T], at, {})
         return [t async for _, texts in p.state.texts() for t in texts]
@@ -125,6 +133,7 @@ async def test_overflow_disconnect_and_restart_each_start_a_timeline_with_a_base
     end = int(primary_server.now() * 1000)
     await wait_until(lambda: s2.archive.uploaded_until and
                      min(s2.archive.uploaded_until.values()) > end, "uploaded past the end")
+    await s2.wait_restorable(end)
     timelines = await load_timelines(s2.repo, T)
     assert len(timelines) >= 4 and all(tl.bases for tl in timelines)
     spans = restorable(timelines)
@@ -152,6 +161,7 @@ async def test_repository_unreachable_is_caught_up_from_the_spool_without_a_brea
     end = int(primary_server.now() * 1000)
     await wait_until(lambda: min(s.archive.uploaded_until.values()) > end and
                      not s.spool.pending(), "the spool emptied")
+    await s.wait_restorable(end)
     assert s.archiver.state.breaks == {}
     timelines = await load_timelines(s.repo, T)
     assert len(timelines) == 1 and len(restorable(timelines)) == 1
@@ -172,6 +182,7 @@ async def test_a_full_spool_is_a_reported_break(tmp_path, primary_server: FakeSe
     await wait_until(lambda: s.archiver.restorable, "the new timeline restorable")
     end = int(primary_server.now() * 1000)
     await wait_until(lambda: min(s.archive.uploaded_until.values()) > end, "caught up")
+    await s.wait_restorable(end)
     timelines = await load_timelines(s.repo, T)
     assert len(timelines) >= 2
     assert await s.state_at(end) == primary_server.texts(T)
@@ -190,6 +201,7 @@ async def test_merging_keeps_every_state_and_fewer_objects(tmp_path, primary_ser
         await asyncio.sleep(0.15)
     end = int(primary_server.now() * 1000)
     await wait_until(lambda: min(s.archive.uploaded_until.values()) > end, "uploaded")
+    await s.wait_restorable(end)
     await s.stop()
     before = [await s.state_at(t) for t in times]
     count = len([n for n in await s.repo.list_log() if "/s-" in n])
@@ -216,6 +228,7 @@ async def test_periodic_bases_on_one_timeline_shorten_restores_and_let_retention
     primary_server.put_texts(T, sample_docs(3, start=7000, pad=10))
     end = int(primary_server.now() * 1000)
     await wait_until(lambda: min(s.archive.uploaded_until.values()) > end, "uploaded")
+    await s.wait_restorable(end)
     await s.stop()
     [tl] = await load_timelines(s.repo, T)
     assert len(tl.bases) >= 3 and len(restorable([tl])) == 1
