@@ -76,9 +76,22 @@ class LocalCluster:
         for server in self.servers:
             server.start()
             until(server.answering, f"{server.name} to answer")
-        until(lambda: self.count_connected() == len(self.servers),
-              f"the {len(self.servers)} servers of {self.name} to see each other")
+        try:
+            until(lambda: self.count_connected() == len(self.servers),
+                  f"the {len(self.servers)} servers of {self.name} to see each other",
+                  timeout=2 * WAIT)
+        except AssertionError as err:  # failed once in a loaded CI run: say what the logs say
+            raise AssertionError(f"{err}; server logs:\n{self.log_tails()}") from None
         return self
+
+    def log_tails(self, lines: int = 8) -> str:
+        """The last lines of each server's log file (in its data directory)."""
+        out = []
+        for server in self.servers:
+            log = Path(server.data) / "log_file"
+            text = log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else []
+            out.append(f"--- {server.name} ({server.address}):\n" + "\n".join(text))
+        return "\n".join(out)
 
     def connect(self, skip: int | None = None, timeout: float = 5):
         """A connection to the first server that answers (``skip``: not that one)."""
