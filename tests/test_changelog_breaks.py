@@ -27,6 +27,7 @@ from tests.conftest import connect_fake, sample_docs
 from tests.replication_helpers import wait_until
 
 T = TableName("app", "t")
+DELTA_MS = 1000  # the documented δ: writes acknowledged before T − δ are in a restore to T
 
 
 class FlakyStorage(MemoryStorage):
@@ -130,7 +131,7 @@ async def test_overflow_disconnect_and_restart_each_start_a_timeline_with_a_base
     s2 = await Setup(tmp_path, primary_server, queue_size=10,  # the runner restarted
                      storage=s.storage).start()
     primary_server.put_texts(T, sample_docs(3, start=900, pad=50))
-    end = int(primary_server.now() * 1000)
+    end = int(primary_server.now() * 1000) + DELTA_MS  # stamped when read
     await wait_until(lambda: s2.archive.uploaded_until and
                      min(s2.archive.uploaded_until.values()) > end, "uploaded past the end")
     await s2.wait_restorable(end)
@@ -158,7 +159,7 @@ async def test_repository_unreachable_is_caught_up_from_the_spool_without_a_brea
         await asyncio.sleep(0.3)
     await wait_until(lambda: len(s.spool.pending()) >= 3, "slices waiting in the spool")
     s.storage.down = False
-    end = int(primary_server.now() * 1000)
+    end = int(primary_server.now() * 1000) + DELTA_MS  # stamped when read
     await wait_until(lambda: min(s.archive.uploaded_until.values()) > end and
                      not s.spool.pending(), "the spool emptied")
     await s.wait_restorable(end)
@@ -180,7 +181,7 @@ async def test_a_full_spool_is_a_reported_break(tmp_path, primary_server: FakeSe
     s.spool.limit = 1 << 30
     s.storage.down = False  # the timeline begun after the break gets its base now
     await wait_until(lambda: s.archiver.restorable, "the new timeline restorable")
-    end = int(primary_server.now() * 1000)
+    end = int(primary_server.now() * 1000) + DELTA_MS  # stamped when read
     await wait_until(lambda: min(s.archive.uploaded_until.values()) > end, "caught up")
     await s.wait_restorable(end)
     timelines = await load_timelines(s.repo, T)
