@@ -200,7 +200,7 @@ async def test_merging_keeps_every_state_and_fewer_objects(tmp_path, primary_ser
         primary_server.put_texts(T, sample_docs(2, start=3000 + 2 * i, pad=10))
         times.append(int(primary_server.now() * 1000))
         await asyncio.sleep(0.15)
-    end = int(primary_server.now() * 1000)
+    end = int(primary_server.now() * 1000) + DELTA_MS  # stamped when read
     await wait_until(lambda: min(s.archive.uploaded_until.values()) > end, "uploaded")
     await s.wait_restorable(end)
     await s.stop()
@@ -210,7 +210,7 @@ async def test_merging_keeps_every_state_and_fewer_objects(tmp_path, primary_ser
     after_count = len([n for n in await s.repo.list_log() if "/s-" in n])
     assert report.merged >= 1 and after_count < count
     assert [await s.state_at(t) for t in times] == before
-    assert before[-1] == primary_server.texts(T)
+    assert await s.state_at(end) == primary_server.texts(T)  # δ after the last write
     from drtool.changelog.verify_log import verify_log
     _, problems = await verify_log(s.repo, read_data=True)
     assert problems == []
@@ -227,7 +227,7 @@ async def test_periodic_bases_on_one_timeline_shorten_restores_and_let_retention
     await s.start()
     await wait_until(lambda: len(s.bases_written) >= 3, "three bases on the timeline")
     primary_server.put_texts(T, sample_docs(3, start=7000, pad=10))
-    end = int(primary_server.now() * 1000)
+    end = int(primary_server.now() * 1000) + DELTA_MS  # stamped when read
     await wait_until(lambda: min(s.archive.uploaded_until.values()) > end, "uploaded")
     await s.wait_restorable(end)
     await s.stop()
