@@ -88,7 +88,13 @@ class LogDeployment:
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
         self.proc.send_signal(sig)
-        code = self.proc.wait(WAIT)
+        try:
+            code = self.proc.wait(WAIT)
+        except subprocess.TimeoutExpired:  # ask it what it waits for (SIGUSR1), then fail
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            raise AssertionError("the runner did not stop within "
+                                 f"{WAIT:g} s; it logged:\n{self.log.read_text()[-8000:]}") from None
         self.proc = None
         return code
 
@@ -169,4 +175,8 @@ def test_table_emptied_by_mistake_brought_back_by_restore_at_and_delta(log_dep: 
     assert before.stderr.strip().count("\n") == 0 and "nearest restorable times" in before.stderr
     with d.conn() as c:
         assert "never" not in r.db(d.db).table_list().run(c)
+    d.proc.send_signal(signal.SIGUSR1)  # what it is doing, in its log; it goes on
+    wait_until(lambda: "tasks: what the runner is doing" in d.log.read_text(), "the task list")
+    assert f"task archive {d.db}.t:" in d.log.read_text()
+    assert d.proc.poll() is None
     assert d.stop() == 0

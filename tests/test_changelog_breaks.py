@@ -6,10 +6,12 @@ one's open slice is visible, and restoring to the end gives the table as it is."
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
 from drtool.repo import crypto
+from drtool.changelog import archive as archive_module
 from drtool.changelog.archive import Archive
 from drtool.changelog.archiver import ArchiveSettings
 from drtool.changelog.restore_at import prepare
@@ -21,7 +23,7 @@ from drtool.snapshots.snapshot import take_snapshot
 from drtool.errors import StorageUnreachable, UsageError
 from drtool.model import TableName
 from drtool.repo.repository import KeySources, Repository
-from drtool.standby.events import Events
+from drtool.standby.events import LOGGER, Events
 from drtool.storage.memory import MemoryStorage
 from tests.conftest import connect_fake, sample_docs
 from tests.replication_helpers import wait_until
@@ -48,8 +50,9 @@ class FlakyStorage(MemoryStorage):
 
 class Setup:
     def __init__(self, tmp_path, server: FakeServer, queue_size: int = 1_000_000,
-                 spool_limit: int = 1 << 30, storage: FlakyStorage | None = None) -> None:
-        self.tmp, self.server = tmp_path, server
+                 spool_limit: int = 1 << 30, storage: FlakyStorage | None = None,
+                 tables: tuple[TableName, ...] = (T,), wrap=lambda cluster: cluster) -> None:
+        self.tmp, self.server, self.tables, self.wrap = tmp_path, server, tables, wrap
         self.storage = storage or FlakyStorage()
         self.queue_size, self.spool_limit = queue_size, spool_limit
         self.base_every = 0.0
@@ -62,7 +65,7 @@ class Setup:
             self.repo = await Repository.create(self.storage, KeySources(identity_file=ident))
         else:
             self.repo = await Repository.open(self.storage, KeySources(identity_file=ident))
-        self.cluster = connect_fake(self.server)
+        self.cluster = self.wrap(connect_fake(self.server))
 
         async def make_base(table, extra):
             sid = (await take_snapshot(self.repo, self.cluster, [table], policy_name="t",
@@ -75,7 +78,7 @@ class Setup:
                                ArchiveSettings(slice_every=0.3, queue_size=self.queue_size,
                                                base_every=self.base_every),
                                make_base)
-        self.task = asyncio.create_task(self.archive.run([T]))
+        self.task = asyncio.create_task(self.archive.run(list(self.tables)))
         await wait_until(lambda: self.archiver and self.archiver.restorable,
                          "a base and a sealed slice past it")
         return self
@@ -168,6 +171,53 @@ async def test_repository_unreachable_is_caught_up_from_the_spool_without_a_brea
     assert len(timelines) == 1 and len(restorable(timelines)) == 1
     assert await s.state_at(end) == primary_server.texts(T)
     await s.stop()
+
+
+class FeedNeverReady:
+    """The fake cluster, except that a feed on ``stuck`` never becomes ready (as on a table
+    whose server does not answer)."""
+
+    def __init__(self, cluster, stuck: TableName) -> None:
+        self.cluster, self.stuck, self.asked = cluster, stuck, asyncio.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.cluster, name)
+
+    async def changes(self, table, **options):
+        if table == self.stuck:
+            self.asked.set()
+            await asyncio.Event().wait()
+        async for event in self.cluster.changes(table, **options):
+            yield event
+
+
+async def test_stop_does_not_wait_for_a_feed_that_is_not_ready(tmp_path, primary_server):
+    await _table(primary_server)
+    stuck = TableName("app", "stuck")
+    s = await Setup(tmp_path, primary_server, tables=(T, stuck),
+                    wrap=lambda c: FeedNeverReady(c, stuck)).start()
+    await asyncio.wait_for(s.cluster.asked.wait(), 10)
+    primary_server.put_texts(T, sample_docs(5, start=5000))
+    end = int(primary_server.now() * 1000)
+    await s.stop()  # within 30 s, though a feed waits up to a minute to be ready
+    assert s.archive.archivers[stuck].state.timeline is None
+    assert s.archiver.state.sealed_until >= end  # T's open slice was sealed, and uploaded:
+    assert await s.state_at(s.archiver.state.sealed_until - 1) == primary_server.texts(T)
+
+
+async def test_an_archiver_that_cannot_seal_is_cancelled_after_the_grace_and_the_run_ends(
+        tmp_path, primary_server, monkeypatch, caplog):
+    await _table(primary_server)
+    s = await Setup(tmp_path, primary_server).start()
+    monkeypatch.setattr(archive_module, "STOP_GRACE", 0.5)
+
+    async def hung(name, blob):  # a spool on a disk that stopped answering
+        await asyncio.Event().wait()
+    s.spool.put = hung
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        await s.stop()  # the archiver's last seal never ends: cancelled after the grace
+    assert "1 table archiver(s) did not stop within 0.5 s" in caplog.text
+    assert str(T) in caplog.text
 
 
 async def test_a_full_spool_is_a_reported_break(tmp_path, primary_server: FakeServer):

@@ -5,7 +5,8 @@ starts archivers for new tables and stops those of tables gone. The clock is mea
 second on the source cluster. The uploader moves sealed slices from the spool into the
 repository oldest first; while the repository is unreachable they wait in the spool (retried
 every few seconds) and are uploaded when it answers again: no break unless the spool fills.
-On ``stop()`` every archiver seals its open slice, and the uploader keeps going for up to
+On ``stop()`` every archiver seals its open slice (within ``STOP_GRACE`` seconds, or it is
+cancelled and that slice dropped), and the uploader keeps going for up to
 ``FLUSH_TIMEOUT`` seconds to empty the spool (what is left is uploaded by the next run).
 Every ``MERGE_EVERY`` seconds the aged slices of each table are merged (changelog.merge).
 """
@@ -28,6 +29,7 @@ from drtool.changelog.report import Reporter
 
 CLOCK_EVERY = 1.0
 FLUSH_TIMEOUT = 30.0
+STOP_GRACE = 15.0  # seconds an archiver gets to seal its open slice when asked to stop
 UPLOAD_RETRY = 2.0
 MERGE_EVERY = 60.0
 
@@ -42,6 +44,7 @@ class Archive:
         self.clock = PrimaryClock(cluster.server_time)  # type: ignore[attr-defined]
         self.archivers: dict[TableName, TableArchiver] = {}
         self._tasks: dict[TableName, asyncio.Task] = {}
+        self._retired: set[asyncio.Task] = set()  # archivers of tables no longer followed
         self._stop = asyncio.Event()
         self.uploaded_slices = 0
         self.uploaded_bytes = 0
@@ -54,16 +57,14 @@ class Archive:
         """Archive ``tables`` until ``stop()``. Raises ClusterUnreachable when the primary's
         clock cannot be read at start."""
         await self.clock.measure()
-        ticks = asyncio.create_task(self._ticks())
-        uploader = asyncio.create_task(self._upload_loop())
-        merger = asyncio.create_task(self._merge_loop())
+        ticks = asyncio.create_task(self._ticks(), name="archive clock")
+        uploader = asyncio.create_task(self._upload_loop(), name="archive upload")
+        merger = asyncio.create_task(self._merge_loop(), name="archive merge")
         try:
             self.follow(tables)
             await self._stop.wait()
         finally:
-            for archiver in self.archivers.values():
-                archiver.stop()
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            await self._stop_archivers()
             for task in (ticks, uploader, merger):  # one uploader at a time: the flush next
                 task.cancel()
             await asyncio.gather(ticks, uploader, merger, return_exceptions=True)
@@ -76,10 +77,31 @@ class Archive:
                 archiver = TableArchiver(self.cluster, table, self.repo, self.clock, self.spool,
                                          self.events, self.settings, self.make_base)
                 self.archivers[table] = archiver
-                self._tasks[table] = asyncio.create_task(archiver.run())
+                self._tasks[table] = asyncio.create_task(archiver.run(),
+                                                        name=f"archive {table}")
         for table in set(self.archivers) - set(tables):
             self.archivers.pop(table).stop()
-            self._tasks.pop(table)
+            self._retired.add(self._tasks.pop(table))
+        self._retired = {task for task in self._retired if not task.done()}
+
+    async def _stop_archivers(self) -> None:
+        """Ask every archiver to stop (each seals its open slice) and wait for them, those of
+        tables no longer followed too, at most ``STOP_GRACE`` seconds; one still running then
+        is cancelled (its open slice is dropped, as if the runner had been killed)."""
+        for archiver in self.archivers.values():
+            archiver.stop()
+        tasks = {*self._tasks.values(), *self._retired}
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=STOP_GRACE)
+        for task in late:
+            task.cancel()
+        names = sorted(str(t) for t, task in self._tasks.items() if task in late)
+        if late:
+            self.events.warn("log-stop-late", f"{len(late)} table archiver(s) did not stop "
+                             f"within {STOP_GRACE:g} s and were cancelled (their open slices "
+                             f"are dropped): {', '.join(names) or 'tables no longer followed'}")
+            await asyncio.wait(late, timeout=STOP_GRACE)
 
     async def _ticks(self) -> None:
         while True:

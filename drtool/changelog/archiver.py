@@ -36,6 +36,7 @@ from drtool.errors import ClusterUnreachable, DrtoolError, FeedOverflowed, Stora
 from drtool.model import FeedChange, FeedOverflow, TableName
 from drtool.repo.repository import Repository
 from drtool.changelog.report import Reporter
+from drtool.util.tasks import Stopped, unless_stopped
 
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 SEAL_CHECK = 0.1  # seconds between checks whether the open slice is due
@@ -110,6 +111,8 @@ class TableArchiver:
             try:
                 await self._timeline()
                 delay = BACKOFF_FIRST
+            except Stopped:  # asked to stop before the new feed was ready: nothing to seal
+                return
             except Break as brk:  # the next timeline starts at once
                 self._note_break(brk.reason, str(brk))
                 delay = BACKOFF_FIRST
@@ -136,7 +139,7 @@ class TableArchiver:
         """One timeline, until a break (raised) or ``stop()``."""
         feed = self.cluster.changes(self.table, queue_size=self.settings.queue_size)
         async with aclosing(feed):
-            await feed_ready(feed, self._name)
+            await unless_stopped(self._stop, feed_ready(feed, self._name))
             opened = self.clock.now_ms()
             timeline = new_timeline(opened)
             self.state.timeline, self.state.base = timeline, None
@@ -174,8 +177,9 @@ class TableArchiver:
                 self.state.sealed_until = t1
                 self.events.metrics.slice_sealed(self._name, len(slice_), len(blob))
 
-            reader = asyncio.create_task(read())
-            base = asyncio.create_task(self._bases(timeline, opened))
+            reader = asyncio.create_task(read(), name=f"archive {self._name} feed")
+            base = asyncio.create_task(self._bases(timeline, opened),
+                                       name=f"archive {self._name} bases")
             every = int(self.settings.slice_every * 1000)
             try:
                 while True:

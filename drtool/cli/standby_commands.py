@@ -19,6 +19,7 @@ from drtool.coordination.users_sync import runner_users_sync
 from drtool.standby.runner import Runner
 from drtool.changelog.status import status_lines
 from drtool.standby.status import StandbyStatus, read_status, repository_status
+from drtool.util.tasks import describe_tasks
 
 TEXT_LOG = "%(asctime)s %(levelname)s %(message)s"
 
@@ -60,10 +61,12 @@ def replicate(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.stop)
+        loop.add_signal_handler(signal.SIGUSR1, lambda: events.emit(
+            "tasks", "what the runner is doing:\n  " + "\n  ".join(describe_tasks())))
         try:
             await runner.run()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
 
     try:

@@ -195,7 +195,7 @@ class Runner(Spare, CataloguePoll):
             self.policy.replication.lease_ttl, roles,
             lambda: self._policy_tables(self._clusters[roles.source]))
         self.share, done = share, asyncio.Event()
-        task = asyncio.create_task(share.run(done, TICK))
+        task = asyncio.create_task(share.run(done, TICK), name="table share")
         try:
             return await self._direction(roles)
         finally:
@@ -240,9 +240,11 @@ class Runner(Spare, CataloguePoll):
                 self.policy, self.events, self._clusters.__getitem__, self._save_snapshot(t_store),
                 last=(previous.get("snapshot") or {}).get("time"))
             background = [
-                asyncio.create_task(self._ticks(s_store, t_store, keeper, roles, outcome)),
-                asyncio.create_task(self._poll(source, target, t_store, roles, settings)),
-                asyncio.create_task(schedule.run(self._halt)),
+                asyncio.create_task(self._ticks(s_store, t_store, keeper, roles, outcome),
+                                    name="runner ticks"),
+                asyncio.create_task(self._poll(source, target, t_store, roles, settings),
+                                    name="catalogue poll"),
+                asyncio.create_task(schedule.run(self._halt), name="snapshot schedule"),
             ]
             if self.archive is not None:  # the log follows the current primary
                 archive = asyncio.create_task(
@@ -292,7 +294,7 @@ class Runner(Spare, CataloguePoll):
         rep = TableReplicator(source, target, table, store, self.events, settings,
                               source_role=roles.source, target_role=roles.target)
         self.replicators[table] = rep
-        self._tasks[table] = asyncio.create_task(rep.run())
+        self._tasks[table] = asyncio.create_task(rep.run(), name=f"replicate {table}")
 
     async def _stop_table(self, table: TableName) -> None:
         rep, task = self.replicators.pop(table, None), self._tasks.pop(table, None)

@@ -86,7 +86,7 @@ class TableShare:
                               table, self.store, self.events, self.settings,
                               source_role=self.roles.source, target_role=self.roles.target)
         self._keepers[table], self.replicators[table] = keeper, rep
-        self._tasks[table] = asyncio.create_task(rep.run())
+        self._tasks[table] = asyncio.create_task(rep.run(), name=f"replicate {table}")
         self.events.emit("table-taken", f"{table}: replicated by runner {self.holder.id}",
                          table=str(table), runner=self.holder.id)
 

@@ -42,6 +42,7 @@ from drtool.model import FeedChange, FeedEvent, FeedOverflow, TableName, WriteRe
 from drtool.standby.events import Events
 from drtool.standby.table_catchup import CatchUp
 from drtool.standby.tableinfo import Stats, TableSettings
+from drtool.util.tasks import Stopped, unless_stopped
 
 T = TypeVar("T")
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
@@ -53,10 +54,6 @@ class Gap(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
-
-
-class Stopped(Exception):
-    """The replicator was asked to stop while copying or repairing."""
 
 
 class TableReplicator:
@@ -155,7 +152,7 @@ class TableReplicator:
     async def _cycle(self, reason: str, after_loss: bool) -> None:
         feed = self.source.changes(self.table, queue_size=self.settings.queue_size)
         async with aclosing(feed):
-            await feed_ready(feed, self.name)
+            await self._until_stopped(feed_ready(feed, self.name))
             if after_loss:
                 self.events.emit("connection-restored", f"{self.name}: connected again",
                                  table=self.name)
@@ -169,20 +166,9 @@ class TableReplicator:
             await self._stream(feed)
 
     async def _until_stopped(self, work: Awaitable[T]) -> T:
-        """Run ``work``; abandon it when the replicator is asked to stop (the next start
-        repairs whatever it left half done)."""
-        task = asyncio.ensure_future(work)
-        stop = asyncio.ensure_future(self._stop.wait())
-        try:
-            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-            raise Stopped()
-        return task.result()
+        """Run ``work``; abandon it when the replicator is asked to stop (raises Stopped; the
+        next start repairs whatever it left half done)."""
+        return await unless_stopped(self._stop, work)
 
     # --- streaming ------------------------------------------------------------------------
     async def _stream(self, feed: AsyncIterator[FeedEvent]) -> None:
