@@ -154,3 +154,33 @@ async def test_standby_back_after_an_outage_is_repaired_even_without_failed_writ
         await wait_equal(policy)
         assert rep.stats.last_repair["reason"] == "reconnect"
         assert rep.stats.last_repair["written"] == 2
+
+
+async def test_a_trickle_of_single_changes_is_written_a_few_at_a_time(
+        policy, primary_server: FakeServer, standby_server: FakeServer):
+    """Changes arriving one by one, a millisecond apart, are gathered into batches (COALESCE)
+    instead of one write each: fewer apply batches than changes, and nothing lost."""
+    from drtool.standby.events import Events, Metrics
+
+    class Batches(Metrics):
+        def __init__(self) -> None:
+            self.count = 0
+
+        def batch_latency(self, seconds: float) -> None:
+            self.count += 1
+
+    t = TableName("app", "trickle")
+    primary = connect_fake(primary_server)
+    await primary.ensure_db("app")
+    await primary.create_table(t, primary_key="id", shards=1, replicas=1)
+    batches = Batches()
+    async with Background(policy, Events(metrics=batches)) as bg:
+        await bg.streaming(1)
+        await asyncio.sleep(1.5)  # the heartbeat table's own batches, then count from here
+        before = batches.count
+        for i in range(100):
+            primary_server.put_texts(t, [doc(i)])
+            await asyncio.sleep(0.001)
+        await wait_equal(policy)
+        heartbeats = 5  # at most this many of the batches are the heartbeat's meanwhile
+        assert batches.count - before <= 100 / 3 + heartbeats, batches.count - before
