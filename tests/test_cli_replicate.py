@@ -191,3 +191,31 @@ def test_status_names_a_state_table_it_cannot_read_and_shows_the_rest(tmp_path, 
         else:
             assert f"problem: {problem}" in result.stdout, result.stdout
             assert "app.t" in result.stdout and "lag: " in result.stdout
+
+
+def test_status_names_a_table_a_cluster_cannot_serve_now_and_why(tmp_path, primary_server,
+                                                                 standby_server):
+    """A selected table with a shard on a server that is down (on a real cluster: "Cannot
+    perform read: primary replica for shard ... not available") is named with the cluster and
+    the server's reason, whatever the state tables say; status does not die."""
+    dep, cli, policy = setup(tmp_path, lag_threshold='"1h"')
+    load_table(primary_server, "app.t", ['{"id":%d}' % i for i in range(30)])
+    load_table(primary_server, "app.u", ['{"id":%d}' % i for i in range(3)])
+    replicate_until_streaming(policy)
+    why = ('standby fake-standby:28015 table app.t: the cluster is not available: Cannot '
+           'perform read: primary replica for shard ["", +inf) not available; try again later')
+    for form in ([], ["--json"]):
+        standby_server.fail_next("key_bounds", ClusterUnreachable(why))  # app.t's probe
+        result = cli("status", *form)
+        assert result.exit_code == 1 and result.stderr == "", result.stdout + result.stderr
+        problem = f"app.t: unavailable on the standby: {why}"
+        if form:
+            found = json.loads(result.stdout)
+            assert found["unavailable"] == [{"table": "app.t", "cluster": "standby",
+                                             "reason": why}]
+            assert found["problems"] == [problem]
+            assert [t["state"] for t in found["tables"]] == ["stopped", "stopped"]
+        else:
+            assert f"problem: {problem}" in result.stdout, result.stdout
+    healthy = json.loads(cli("status", "--json").stdout)
+    assert healthy["unavailable"] == [] and healthy["healthy"] is True, healthy
