@@ -10,7 +10,7 @@ import pytest
 from drtool.cluster.fake import FakeServer
 from drtool.config.policy import load_policy
 from drtool.model import TableName
-from drtool.standby.events import LOGGER
+from drtool.standby.events import LOGGER, Events, Metrics
 
 from tests.conftest import connect_fake, write_policy
 from tests.replication_helpers import Background, replication_section, wait_equal, wait_until
@@ -81,3 +81,33 @@ async def test_a_standby_outage_ends_the_backoff_once_the_standby_answers_again(
         assert rep.stats.repairs == 1
     restored = [m for m in caplog.messages if m == "connection-restored: app.t: connected again"]
     assert len(restored) == 1, caplog.messages
+
+
+class SchemaErrors(Metrics):
+    def __init__(self) -> None:
+        self.count = 0
+
+    def error(self, kind: str) -> None:
+        self.count += kind == "schema"
+
+
+async def test_the_catalogue_poll_warns_once_per_outage_and_says_when_it_works_again(
+        policy, primary_server: FakeServer, standby_server: FakeServer, caplog):
+    """An outage lasting several polls (a server of the standby down for a minute) is one
+    warning, not one a poll; the first poll that works again says so."""
+    caplog.set_level("INFO", logger=LOGGER)
+    await twenty_documents(primary_server)
+    metrics = SchemaErrors()
+    async with Background(policy, Events(metrics=metrics)) as bg:
+        await bg.streaming(1)
+        primary_server.down = True
+        await wait_until(lambda: metrics.count >= 3, "three polls to fail")
+        primary_server.down = False
+        await wait_until(lambda: any(m.startswith("schema-poll-restored:")
+                                     for m in caplog.messages), "a poll to work again")
+    failed = [m for m in caplog.messages if m.startswith("schema-poll-failed:")]
+    assert len(failed) == 1, failed
+    assert "lost connection to fake-primary:28015" in failed[0], failed
+    restored = [m for m in caplog.messages if m.startswith("schema-poll-restored:")]
+    assert restored[0].startswith("schema-poll-restored: the primary's catalogue is read "
+                                  "again after "), restored
