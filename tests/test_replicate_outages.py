@@ -109,5 +109,5 @@ async def test_the_catalogue_poll_warns_once_per_outage_and_says_when_it_works_a
     assert len(failed) == 1, failed
     assert "lost connection to fake-primary:28015" in failed[0], failed
     restored = [m for m in caplog.messages if m.startswith("schema-poll-restored:")]
-    assert restored[0].startswith("schema-poll-restored: the primary's catalogue is read "
+    assert restored[0].startswith("schema-poll-restored: following the primary's catalogue "
                                   "again after "), restored

@@ -30,13 +30,13 @@ class CataloguePoll:
                     await self.users_sync(source, target)
                 await self.poll_once(source, target, store, roles, settings)
                 if failed:
-                    self.events.emit("schema-poll-restored", f"the {roles.source}'s catalogue "
-                                     f"is read again after {failed} failed polls")
+                    self.events.emit("schema-poll-restored", f"following the {roles.source}'s "
+                                     f"catalogue again after {failed} failed polls")
                 failed = 0
             except DrtoolError as err:
                 self.events.metrics.error("schema")
                 if not failed:
-                    self.events.warn("schema-poll-failed", f"reading the {roles.source}'s "
+                    self.events.warn("schema-poll-failed", f"following the {roles.source}'s "
                                      f"catalogue: {err} (said once until a poll works again)")
                 failed += 1
             with contextlib.suppress(TimeoutError):
