@@ -65,9 +65,12 @@ def test_runner_through_a_standby_server_killed_and_restarted(tmp_path, clusters
 
         def reported():
             got = status_json(d)
+            tables = f"cannot read {d.state_db}.tables on the standby: "  # 2 replicas, 1 up
             return got if any(u["table"] == name and u["cluster"] == "standby"
-                              for u in got["unavailable"]) else None
-        got = until(reported, f"status to name {name} unavailable on the standby")
+                              for u in got["unavailable"]) and any(
+                x.startswith(tables) for x in got["unreadable"]) else None
+        got = until(reported, f"status to name {name} unavailable on the standby and its "
+                    "state tables unreadable")
         why = next(u["reason"] for u in got["unavailable"] if u["table"] == name)
         assert why.startswith(f"standby 127.0.0.1:{standby.servers[1].port} table {name}: the "
                               "cluster is not available: "), why

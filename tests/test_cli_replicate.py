@@ -219,3 +219,26 @@ def test_status_names_a_table_a_cluster_cannot_serve_now_and_why(tmp_path, prima
             assert f"problem: {problem}" in result.stdout, result.stdout
     healthy = json.loads(cli("status", "--json").stdout)
     assert healthy["unavailable"] == [] and healthy["healthy"] is True, healthy
+
+
+def test_status_text_does_not_say_nobody_holds_a_lease_it_cannot_read(tmp_path, primary_server,
+                                                                      standby_server):
+    """The standby's state tables all unreadable (a server of two down: they lost their
+    quorum): the text says the runner and the lag are unknown, not that nobody holds the
+    lease or that there is no heartbeat."""
+    dep, cli, policy = setup(tmp_path, lag_threshold='"1h"')
+    load_table(primary_server, "app.t", ['{"id":%d}' % i for i in range(3)])
+    replicate_until_streaming(policy)
+    gone = ClusterUnreachable("standby fake-standby:28015 table drtool.leases: the cluster is not "
+                              "available: Cannot perform read: The primary replica isn't "
+                              "connected to a quorum of replicas; try again later")
+    standby_server.fail_next("get_docs", gone, times=100)
+    standby_server.fail_next("scan", gone, times=100)
+    result = cli("status")
+    assert result.exit_code == 1 and result.stderr == "", result.stdout + result.stderr
+    db = policy.replication.state_db
+    assert (f"runner: unknown: cannot read {db}.leases on the standby (see the problems)"
+            in result.stdout), result.stdout
+    assert (f"lag: unknown: cannot read {db}.heartbeat on the standby (see the problems) "
+            "(threshold 3600 s)" in result.stdout), result.stdout
+    assert "none holds the lease" not in result.stdout

@@ -53,6 +53,10 @@ class StandbyStatus:
     unreachable: dict[str, str] = field(default_factory=dict)
     #: state tables that could not be read (the cluster answers; their servers do not)
     unreadable: list[str] = field(default_factory=list)
+    #: (role, state table) of each of them, e.g. ("standby", "leases")
+    unread: set[tuple[str, str]] = field(default_factory=set)
+    #: the policy's ``[replication] state_db``
+    state_db: str = "drtool"
     #: selected tables a cluster that answers cannot serve now: {"table", "cluster", "reason"}
     unavailable: list[dict] = field(default_factory=list)
     #: seconds since the newest heartbeat, by this machine's clock (the source is down)
@@ -122,7 +126,8 @@ async def read_status(policy: Policy, connector: Connector | None = None) -> Sta
                 clusters[role] = await stack.enter_async_context(cluster)
             except ClusterUnreachable as err:
                 out.unreachable[role] = str(err)
-        readable = _Reader(out, policy.replication.state_db)
+        out.state_db = policy.replication.state_db
+        readable = _Reader(out, out.state_db)
         found = [await readable(role, ROLES, state_store(c, policy).read_roles(), None)
                  for role, c in clusters.items()]
         out.roles = roles = newest_roles(*[r for r in found if r is not None])
@@ -175,6 +180,7 @@ class _Reader:
         try:
             return await read
         except (ClusterError, ClusterUnreachable) as err:
+            self.out.unread.add((role, table))
             problem = f"cannot read {self.db}.{table} on the {role}: {err}"
             if problem not in self.out.unreadable:  # e.g. three reads of the leases
                 self.out.unreadable.append(problem)
