@@ -76,6 +76,13 @@ def test_runner_through_a_standby_server_killed_and_restarted(tmp_path, clusters
                               "cluster is not available: "), why
         assert f"{name}: unavailable on the standby: {why}" in got["problems"]
         assert got["healthy"] is False
+        for args in (["diff", "-q"], ["replicate", "--no-wait"]):  # one line: try again later
+            done = drtool(d.policy, *args, timeout=120)
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode == 3 and len(lines) == 1, (args, done.stderr)
+            assert lines[0].startswith("drtool: error: standby ") and lines[0].endswith(
+                "; try again later") and "the cluster is not available" in lines[0], (
+                args, done.stderr)
         before = writer.acked  # a long outage: the table's backoff grows past 1 s meanwhile
         until(lambda: writer.acked > before + 800, "the application to write on meanwhile")
         assert d.proc.poll() is None, d.log.read_text()  # the runner waits, it does not die
@@ -86,6 +93,7 @@ def test_runner_through_a_standby_server_killed_and_restarted(tmp_path, clusters
         d.equal()  # drtool diff exits 0: nothing the application wrote was lost
         with d.conn("standby") as c:
             assert r.db(d.db).table("t").count().run(c) == 2000 + acked
+
         def recovered():
             got = status_json(d)
             return got["healthy"] and got["lease"]["pid"] == d.proc.pid
