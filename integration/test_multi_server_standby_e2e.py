@@ -21,7 +21,7 @@ import json
 import pytest
 from rethinkdb import RethinkDB
 
-from clusters import LocalCluster, Writer, until
+from clusters import Writer, until
 from test_multi_server_e2e import MultiDeployment, cluster_pair, make_tables, replicas_of
 from test_replicate_e2e import drtool
 
