@@ -15,6 +15,8 @@ that behaves like an application.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -172,3 +174,18 @@ class Writer(threading.Thread):
         self._halt.set()
         self.join(WAIT)
         return self.acked
+
+
+def stop_runner(proc: subprocess.Popen, log: Path, sig: int = signal.SIGTERM,
+                timeout: float = WAIT) -> int:
+    """Send ``sig`` to a ``drtool replicate`` process and return its exit code. One that has
+    not exited after ``timeout`` is asked what it waits for (SIGUSR1: its tasks, in its log)
+    and the test fails with the end of that log."""
+    proc.send_signal(sig)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        raise AssertionError(f"the runner did not stop within {timeout:g} s; it logged:\n"
+                             f"{log.read_text()[-8000:]}") from None

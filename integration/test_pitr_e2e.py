@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from rethinkdb import RethinkDB
 
+from clusters import stop_runner
+
 r = RethinkDB()
 WAIT = 90.0
 
@@ -87,14 +89,7 @@ class LogDeployment:
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
-        self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(WAIT)
-        except subprocess.TimeoutExpired:  # ask it what it waits for (SIGUSR1), then fail
-            self.proc.send_signal(signal.SIGUSR1)
-            time.sleep(2)
-            raise AssertionError("the runner did not stop within "
-                                 f"{WAIT:g} s; it logged:\n{self.log.read_text()[-8000:]}") from None
+        code = stop_runner(self.proc, self.log, sig, WAIT)
         self.proc = None
         return code
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from rethinkdb import RethinkDB
 
-from clusters import wait_until
+from clusters import stop_runner, wait_until
 from conftest import ThrowawayServer
 
 r = RethinkDB()
@@ -84,8 +84,7 @@ class Deployment:
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
-        self.proc.send_signal(sig)
-        code = self.proc.wait(WAIT)
+        code = stop_runner(self.proc, self.log, sig, WAIT)
         self.proc = None
         return code
 

@@ -19,7 +19,7 @@ from drtool.cluster import fake
 from drtool.cluster.fake import FakeServer
 from drtool.model import ClusterConfig, TableName
 
-pytest_plugins = ("tests.sshd", "tests.s3server", "tests.real_servers")  # sshd, S3 servers; summary
+pytest_plugins = ("tests.sshd", "tests.s3server")  # sshd, S3 servers (tests.real_servers: -p)
 
 PRIMARY_HOST = "fake-primary:28015"
 STANDBY_HOST = "fake-standby:28015"

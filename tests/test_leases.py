@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from drtool.coordination.leases import FencedCluster, LeaseExpired, LeaseKeeper, take_lease
-from drtool.coordination.roles import spare_lease
+from drtool.coordination.roles import member_lease, spare_lease
 from drtool.coordination.state import LeaseHolder, StateStore, runner_lease
 from drtool.model import TableName
 
@@ -69,6 +69,17 @@ async def test_spares_are_listed_until_they_expire_or_leave(store: StateStore):
     await store.renew_lease(spare_lease(p, "s2"), s2, ttl=-1)
     await store.release_lease(spare_lease(p, "s1"), "s1")
     assert await store.leases(spare_lease(p)) == []
+
+
+async def test_a_members_note_is_stored_with_each_renewal_and_read_back(store: StateStore):
+    name, a = member_lease(store.policy, "a"), LeaseHolder("a", "h1", 1)
+    await store.acquire_lease(name, a, ttl=30, note={"tables": 3, "streaming": 2, "lag": 1.5})
+    await store.acquire_lease(name, a, ttl=30, note={"tables": 3, "streaming": 3, "lag": 0.0})
+    [lease] = await store.leases(member_lease(store.policy))
+    assert lease.holder == "a" and lease.note == {"tables": 3, "streaming": 3, "lag": 0.0}
+    assert lease.token == 1  # the note changes nothing of the lease itself
+    await store.acquire_lease(runner_lease(store.policy), a, ttl=30)
+    assert (await store.read_lease(runner_lease(store.policy))).note is None
 
 
 async def test_no_write_passes_the_fence_after_the_local_deadline(store: StateStore):

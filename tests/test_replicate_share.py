@@ -10,10 +10,11 @@ import asyncio
 import pytest
 
 from drtool.cluster import fake
+from drtool.cluster.fake.server import FakeCluster
 from drtool.config.policy import load_policy
 from drtool.coordination.state import LeaseHolder
 from drtool.model import TableName
-from drtool.standby.share import table_owner
+from drtool.standby.share import table_owners
 from drtool.standby.status import read_status
 
 from tests.conftest import connect_fake, write_policy
@@ -43,21 +44,32 @@ def shared(bg: Background) -> set[TableName]:
                                         if r.state == "streaming"}
 
 
-def test_the_owner_of_a_table_follows_rendezvous_hashing():
-    owners = {t: table_owner(t, ["runner-a", "runner-b"]) for t in TABLES}
-    assert set(owners.values()) == {"runner-a", "runner-b"}  # these ids split these tables
-    for t in TABLES:  # a member leaving moves only the tables it had
-        assert table_owner(t, ["runner-a"]) == "runner-a"
-        if owners[t] == "runner-a":
-            assert table_owner(t, ["runner-a", "runner-b", "runner-c"]) in ("runner-a",
-                                                                            "runner-c")
-    assert table_owner(TABLES[0], []) is None
+def owner(table: TableName, members: list[str]) -> str:
+    return table_owners(TABLES, members)[table]
+
+
+def test_the_tables_are_split_as_evenly_as_the_numbers_allow_and_move_little():
+    for n_tables in range(1, 13):
+        tables = [TableName("app", f"x{i}") for i in range(n_tables)]
+        for members in (["runner-a", "runner-b"], ["runner-a", "runner-b", "runner-c"],
+                        [f"r{i}" for i in range(5)]):
+            owners = table_owners(tables, members)
+            assert set(owners) == set(tables)
+            counts = [list(owners.values()).count(m) for m in members]
+            assert max(counts) - min(counts) <= 1, (n_tables, members, counts)
+            assert table_owners(list(reversed(tables)), list(reversed(members))) == owners
+    two = table_owners(TABLES, ["runner-a", "runner-b"])
+    three = table_owners(TABLES, ["runner-a", "runner-b", "runner-c"])
+    moved = {t for t in TABLES if two[t] != three[t]}
+    assert len(moved) <= 3 and all(three[t] == "runner-c" for t in moved)  # only to the new one
+    assert set(table_owners(TABLES, ["runner-a"]).values()) == {"runner-a"}
+    assert table_owners(TABLES, []) == {}
 
 
 async def test_two_runners_split_the_tables_and_rebalance_when_one_stops(
         policy, primary_server, standby_server):
     await make_tables(primary_server)
-    mine = {h.id: {t for t in TABLES if table_owner(t, [A.id, B.id]) == h.id} for h in (A, B)}
+    mine = {h.id: {t for t in TABLES if owner(t, [A.id, B.id]) == h.id} for h in (A, B)}
     a = Background(policy, holder=A)
     await a.__aenter__()
     async with Background(policy, holder=B) as b:
@@ -68,7 +80,8 @@ async def test_two_runners_split_the_tables_and_rebalance_when_one_stops(
         await wait_equal(policy)
         status = await read_status(policy, fake.NETWORK)
         owners = status.to_json()["owners"]
-        assert owners == {str(t): table_owner(t, [A.id, B.id]) for t in TABLES}
+        assert owners == {str(t): owner(t, [A.id, B.id]) for t in TABLES}
+        assert sorted(owners.values()) == [A.id] * 3 + [B.id] * 3  # as even as it gets
         await a.__aexit__(None, None, None)  # runner a stops: b takes its tables over
         await wait_until(lambda: shared(b) == set(TABLES), "runner b to hold every table")
         taken = b.runner.share.replicators
@@ -90,10 +103,57 @@ def test_status_shows_each_runners_share(tmp_path, primary_server, standby_serve
         await make_tables(primary_server)
         async with Background(policy, holder=A) as a:
             await wait_until(lambda: shared(a) == set(TABLES), "runner a to hold every table")
-            return await asyncio.to_thread(Cli(dep.path), "status")  # its own loop
+            for _ in range(20):  # its record says so from its next renewal (every second)
+                text = await asyncio.to_thread(Cli(dep.path), "status")  # its own loop
+                if "6 of 6 tables streaming" in text.stdout:
+                    break
+                await asyncio.sleep(0.25)
+            return text
     text = asyncio.run(go())
     assert text.exit_code == 0, text.stdout
-    assert ("shares: runner runner-a replicates " + ", ".join(map(str, TABLES))) in text.stdout
+    assert ("shares: runner runner-a replicates " + ", ".join(map(str, TABLES))
+            + " (on machine-a, 6 of 6 tables streaming, lag 0.000 s)") in text.stdout
+
+
+async def test_each_runners_lag_is_its_oldest_change_not_yet_applied(
+        policy, primary_server, standby_server, monkeypatch):
+    """A runner whose writes into one of its tables hang shows a growing lag in status (its
+    own, in its membership record); the other runner shows none; both go back to 0."""
+    await make_tables(primary_server)
+    stuck, held, hang = TABLES[0], asyncio.Event(), []
+    write = FakeCluster.insert_texts
+
+    async def hanging(self, table, docs, **options):
+        if hang and table == stuck and self.server is standby_server:
+            await held.wait()
+        return await write(self, table, docs, **options)
+    monkeypatch.setattr(FakeCluster, "insert_texts", hanging)
+    slow, other = (A, B) if owner(stuck, [A.id, B.id]) == A.id else (B, A)
+
+    def runners(status) -> dict:
+        return {x["runner"]: x for x in status.to_json()["runners"]}
+
+    async def lag_of(holder) -> float:
+        return runners(await read_status(policy, fake.NETWORK))[holder.id]["lag"]
+
+    async with Background(policy, holder=A) as a, Background(policy, holder=B) as b:
+        await wait_until(lambda: len(shared(a)) == 3 and len(shared(b)) == 3, "3 + 3 tables")
+        hang.append(True)
+        primary_server.put_texts(stuck, ['{"id":"waits"}'])
+        for _ in range(30):  # the record is renewed every second
+            if await lag_of(slow) >= 1.0:
+                break
+            await asyncio.sleep(0.2)
+        status = runners(await read_status(policy, fake.NETWORK))
+        assert status[slow.id]["lag"] >= 1.0 and status[other.id]["lag"] == 0.0
+        assert status[slow.id]["tables"] == 3 and status[slow.id]["host"] == slow.host
+        held.set()
+        await wait_equal(policy)
+        for _ in range(30):
+            if await lag_of(slow) == 0.0:
+                break
+            await asyncio.sleep(0.2)
+        assert await lag_of(slow) == 0.0
 
 
 
@@ -106,7 +166,7 @@ async def test_sharing_runners_let_go_of_their_tables_for_a_planned_failover(
     await a.__aenter__()
     try:
         async with Background(policy, holder=B) as b:
-            mine = {t for t in TABLES if table_owner(t, [A.id, B.id]) == B.id}
+            mine = {t for t in TABLES if owner(t, [A.id, B.id]) == B.id}
             await wait_until(lambda: shared(b) == mine, "runner b to hold its share")
             lines: list[str] = []
             await planned_failover(policy, connector=fake.NETWORK, say=lines.append)

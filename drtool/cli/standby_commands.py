@@ -144,8 +144,10 @@ def _print_status(s: StandbyStatus) -> None:
     by_runner: dict[str, list[str]] = {}
     for table, owner in sorted(s.owners.items()):
         by_runner.setdefault(owner, []).append(table)
+    notes = {m.holder: m for m in s.members}
     for owner, tables in by_runner.items():
-        print(f"shares: runner {owner} replicates {', '.join(tables)}")
+        print(f"shares: runner {owner} replicates {', '.join(tables)}"
+              + _member_detail(notes.get(owner)))
     for spare in s.spares:
         print(f"spare: runner {spare.holder} on {spare.host} (pid {spare.pid}) waits to take over")
     if s.runner:
@@ -185,3 +187,12 @@ def _detail(t) -> str:
     if t.state == "copying" and t.progress:
         return f"{t.progress.get('done')} of ~{t.progress.get('total')} documents"
     return t.message or ""
+
+
+def _member_detail(member) -> str:
+    """`` (on HOST, N of M tables streaming, lag X s)`` from a sharing runner's record."""
+    if member is None or not member.note:
+        return ""
+    note = member.note
+    return (f" (on {member.host}, {note.get('streaming')} of {note.get('tables')} tables "
+            f"streaming, lag {note.get('lag', 0):.3f} s)")

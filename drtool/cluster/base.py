@@ -44,6 +44,8 @@ from drtool.model import (
 
 #: replicas of drtool's own (state) tables when the cluster has that many servers
 STATE_REPLICAS = 3
+#: seconds ``ensure_table`` waits for a table to be ready for writes
+STATE_READY_TIMEOUT = 20.0
 
 class Cluster(ABC):
     """A connected cluster. Obtain one with ``drtool.cluster.connect(config)``."""
@@ -226,8 +228,11 @@ class Cluster(ABC):
         is down, tried again by the next call). Return True if this call created the table. Safe when several processes call it at once: the
         server can create two databases or tables of one name when creations race (observed
         on 2.4.4: "Table `d.t` is ambiguous; there are multiple tables with that name"), so
-        duplicates are removed, every caller keeping the same one (the smallest id). For
-        drtool's own small tables, not for user data."""
+        duplicates are removed, every caller keeping the same one (the smallest id). Waits
+        until the table is ready for writes (a majority of its replicas answer; not all of
+        them, which never happens while a server is down), at most STATE_READY_TIMEOUT
+        seconds, then raises ClusterUnreachable naming the table. For drtool's own small
+        tables, not for user data."""
 
     @abstractmethod
     async def drop_table(self, table: TableName) -> None:

@@ -68,6 +68,8 @@ class Lease:
     expires: float
     now: float
     token: int = 0
+    #: what the holder says of itself with each renewal (a sharing runner: its tables, lag)
+    note: dict | None = None
 
     @property
     def expired(self) -> bool:
@@ -82,7 +84,8 @@ class Lease:
         doc = json.loads(text)
         return cls(doc["id"], str(doc.get("holder")), str(doc.get("host")),
                    int(doc.get("pid", 0)), int(doc.get("generation", 0)),
-                   epoch(doc.get("expires")) or 0.0, now, int(doc.get("token", 0)))
+                   epoch(doc.get("expires")) or 0.0, now, int(doc.get("token", 0)),
+                   doc.get("note"))
 
 
 @dataclass(frozen=True)
@@ -195,15 +198,17 @@ class StateStore:
         return doc.get("holder"), int(doc.get("token", 0))
 
     async def acquire_lease(self, name: str, holder: LeaseHolder, ttl: float, *,
-                            instead_of: str | None = None) -> LeaseResult:
+                            instead_of: str | None = None, note: dict | None = None
+                            ) -> LeaseResult:
         """Take the lease if it is free, already ours, expired on the server's clock, or (with
-        ``instead_of``, a holder known to be gone) held by that holder instead of ours; it then lasts ``ttl`` seconds and its
+        ``instead_of``, a holder known to be gone) held by that holder instead of ours; it
+        then lasts ``ttl`` seconds, carries ``note`` (replacing the previous one) and its
         ``token`` is one more than the stored one (the same when it was ours already).
         Refused: ``acquired`` False and the holder's lease."""
         was, token = await self._stored_token(name)
         return await self._lease(name, holder, ttl, Guard(
             fields=(("holder", key_literal(instead_of or holder.id)),), expired="expires"),
-            token if was == holder.id else token + 1)
+            token if was == holder.id else token + 1, note)
 
     async def renew_lease(self, name: str, holder: LeaseHolder, ttl: float, *,
                           token: int | None = None) -> LeaseResult:
@@ -216,9 +221,10 @@ class StateStore:
             if_absent=False, fields=(("holder", key_literal(holder.id)),)), token)
 
     async def _lease(self, name: str, holder: LeaseHolder, ttl: float, guard: Guard,
-                     token: int) -> LeaseResult:
+                     token: int, note: dict | None = None) -> LeaseResult:
         doc = doc_text({"id": name, "holder": holder.id, "host": holder.host, "pid": holder.pid,
-                        "generation": holder.generation, "token": int(token)})
+                        "generation": holder.generation, "token": int(token),
+                        **({"note": note} if note else {})})
         done = await self.cluster.write_state(self.table(LEASES), key_literal(name), doc, guard,
                                               now_fields={"expires": float(ttl)})
         lease = None if done.doc is None else Lease.from_doc(done.doc, done.now)

@@ -2,9 +2,10 @@
 
 The unit of ownership is a table: its lease ``table_lease(policy, table)`` on the replication
 target. Every sharing runner keeps a membership record (``member_lease``, expiring with
-``lease_ttl``); each table is assigned to one member by rendezvous hashing over the live
-members (``table_owner``: every runner computes the same answer from the same members, and
-a member joining or leaving moves only the tables it gains or had). Every second a runner:
+``lease_ttl``); each table is assigned to one member by rendezvous hashing with bounded load
+over the live members (``table_owners``: every runner computes the same answer from the same
+members and tables, the split is as even as the numbers allow, and a member joining or
+leaving moves few tables). Every second a runner:
 renews its record and the leases of the tables it replicates, gives up (drains, then
 releases) the tables now assigned to another member, and takes the free or expired leases of
 the tables assigned to it. A table changing hands is caught up like after a restart: the new
@@ -37,12 +38,28 @@ from drtool.standby.tableinfo import TableSettings
 DRAIN_TIMEOUT = 60.0
 
 
-def table_owner(table: TableName, members: list[str]) -> str | None:
-    """The member that should replicate ``table`` (rendezvous hashing); None without
-    members."""
-    def weight(member: str) -> bytes:
-        return hashlib.sha256(f"{member}\0{table}".encode()).digest()
-    return max(members, key=weight, default=None)
+def _weight(member: str, table: TableName) -> bytes:
+    return hashlib.sha256(f"{member}\0{table}".encode()).digest()
+
+
+def table_owners(tables: list[TableName], members: list[str]) -> dict[TableName, str]:
+    """Which member replicates each table: rendezvous hashing with bounded load. With n
+    tables and k members each member takes n // k tables, and n % k of them one more: each
+    table, in name order, goes to the member that ranks it highest among those with room
+    left. Every runner computes the same answer from the same members and tables; a member
+    joining or leaving moves few tables. Empty without members."""
+    if not members:
+        return {}
+    base, extra = divmod(len(set(tables)), len(members))
+    load = dict.fromkeys(members, 0)
+    owners: dict[TableName, str] = {}
+    for table in sorted(set(tables), key=str):
+        for member in sorted(members, key=lambda m: _weight(m, table), reverse=True):
+            if load[member] < base or (load[member] == base and extra > 0):
+                extra -= load[member] == base
+                owners[table], load[member] = member, load[member] + 1
+                break
+    return owners
 
 
 class TableShare:
@@ -62,10 +79,11 @@ class TableShare:
     async def tick(self) -> None:
         """Renew, give up, take (see the module doc). Raises what the clusters raise."""
         await self.store.acquire_lease(member_lease(self.policy, self.holder.id), self.holder,
-                                       self.ttl)
+                                       self.ttl, note=self.note())
         members = [m.holder for m in await self.store.leases(member_lease(self.policy))]
         tables = await self.selected()
-        mine = {t for t in tables if table_owner(t, members) == self.holder.id}
+        mine = {t for t, owner in table_owners(tables, members).items()
+                if owner == self.holder.id}
         for table in sorted(set(self.replicators) - mine):
             self.events.emit("table-handed-over", f"{table}: now another runner's (runners: "
                              f"{len(members)}); draining it", table=str(table))
@@ -80,6 +98,15 @@ class TableShare:
                                  self.ttl)
             if (await keeper.take()).acquired:
                 self._start(table, keeper)
+
+    def note(self) -> dict:
+        """What this runner says of itself in its membership record (``drtool status``): its
+        tables, how many stream, and its lag (the oldest change read and not yet applied, in
+        seconds, over the tables that stream)."""
+        reps = self.replicators.values()
+        streaming = [rep for rep in reps if rep.state == "streaming"]
+        return {"tables": len(self.replicators), "streaming": len(streaming),
+                "lag": round(max((rep.backlog_age() for rep in streaming), default=0.0), 3)}
 
     def _start(self, table: TableName, keeper: LeaseKeeper) -> None:
         rep = TableReplicator(self.source, FencedCluster(self.target, keeper),  # type: ignore[arg-type]

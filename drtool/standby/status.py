@@ -23,6 +23,7 @@ from drtool.coordination.state import (
     HEARTBEAT, LEASES, ROLES, RUNNER, TABLES, Heartbeat, Lease, Roles, TableState, lag_seconds,
     newest_roles, runner_lease, spare_lease, state_store, table_lease,
 )
+from drtool.coordination.roles import member_lease
 from drtool.errors import ClusterError, ClusterUnreachable, DrtoolError, NotFound, UsageError
 from drtool.compare.diff import table_meta_or_none
 from drtool.compare.shape import is_drtool_fence
@@ -45,6 +46,9 @@ class StandbyStatus:
     spares: list[Lease] = field(default_factory=list)
     #: with ``share_tables``: table -> the runner holding its lease
     owners: dict[str, str] = field(default_factory=dict)
+    #: with ``share_tables``: the live sharing runners' membership records (``Lease.note``:
+    #: tables, streaming, lag in seconds)
+    members: list[Lease] = field(default_factory=list)
     runner: dict | None = None
     tables: list[TableState] = field(default_factory=list)
     repository: dict = field(default_factory=dict)
@@ -91,6 +95,8 @@ class StandbyStatus:
                 "time": self.heartbeat.time},
             "lease": lease, "runner": self.runner,
             "owners": self.owners,
+            "runners": [{"runner": x.holder, "host": x.host, "pid": x.pid,
+                         **(x.note or {})} for x in self.members],
             "spares": [{"runner": x.holder, "host": x.host, "pid": x.pid, "expires": x.expires}
                        for x in self.spares],
             "tables": [{"table": str(t.table), "state": t.state, "message": t.message,
@@ -144,6 +150,8 @@ async def read_status(policy: Policy, connector: Connector | None = None) -> Sta
                                        target.read_lease(runner_lease(policy.name)), None)
             out.spares = await readable(roles.target, LEASES,
                                         target.leases(spare_lease(policy.name)), [])
+            out.members = await readable(roles.target, LEASES,
+                                         target.leases(member_lease(policy.name)), [])
             prefix = table_lease(policy.name, "")
             out.owners = {x.name[len(prefix):]: x.holder for x in await readable(
                 roles.target, LEASES, target.leases(prefix), [])}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
 from typing import TypeVar
@@ -76,6 +77,10 @@ class TableReplicator:
         self._repair_reason: str | None = None
         self._wake = asyncio.Event()  # a repair request ends a backoff (set by request_repair)
         self._streamed = False  # the current cycle reached streaming (an outage ends it)
+        #: when each change read and not yet applied arrived (monotonic), oldest first; the
+        #: batch being written holds the first arrival of its changes in ``_writing``
+        self._arrivals: deque[float] = deque()
+        self._writing: float | None = None
         self.name = str(table)
         self.catchup = CatchUp(self)  # shape, initial copy, repair
 
@@ -97,6 +102,14 @@ class TableReplicator:
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    def backlog_age(self) -> float:
+        """Seconds the oldest change this replicator has read waits to be applied (0 when it
+        has applied everything it read): its share of the replication lag, as this runner
+        sees it."""
+        oldest = self._writing if self._writing is not None else (
+            self._arrivals[0] if self._arrivals else None)
+        return 0.0 if oldest is None else max(0.0, time.monotonic() - oldest)
 
     # --- the loop -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -187,6 +200,7 @@ class TableReplicator:
     # --- streaming ------------------------------------------------------------------------
     async def _stream(self, feed: AsyncIterator[FeedEvent]) -> None:
         queue: asyncio.Queue = asyncio.Queue(maxsize=self.settings.batch_size * 4)
+        self._arrivals.clear()
         reader = asyncio.create_task(self._read(feed, queue))
         try:
             while True:
@@ -203,10 +217,13 @@ class TableReplicator:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
+            self._arrivals.clear()
+            self._writing = None
 
     async def _read(self, feed: AsyncIterator[FeedEvent], queue: asyncio.Queue) -> None:
         try:
             async for event in feed:
+                self._arrivals.append(time.monotonic())
                 await queue.put(event)
         except asyncio.CancelledError:
             raise
@@ -234,6 +251,8 @@ class TableReplicator:
             items = []
         while len(items) < self.settings.batch_size and not queue.empty():
             items.append(queue.get_nowait())
+        taken = [self._arrivals.popleft() for _ in items if self._arrivals]
+        self._writing = taken[0] if taken else None
         for item in items:
             if isinstance(item, FeedChange):
                 batch.pop(item.key, None)  # keep the LAST change of each key, in order
@@ -244,8 +263,11 @@ class TableReplicator:
             elif isinstance(item, BaseException):
                 problem = item
                 break
-        if batch:
-            await self._apply(batch)
+        try:
+            if batch:
+                await self._apply(batch)
+        finally:
+            self._writing = None
         if problem is not None:
             raise problem
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drtool.cluster.base import STATE_REPLICAS
+from drtool.cluster.base import STATE_READY_TIMEOUT, STATE_REPLICAS
 from drtool.errors import ClusterError, ClusterUnreachable, NotFound
 from drtool.model import IndexDef, TableName
 
@@ -67,7 +67,13 @@ class RethinkSchemaMixin:
             {"db": table.db, "name": table.table}))
         if not created:
             await self._follow_servers(table, want)
-        await self._session.fetch(self._table(table).wait(), table)
+        try:  # not all_replicas_ready (the default): never true while a server is down
+            await self._session.fetch(self._table(table).wait(
+                wait_for="ready_for_writes", timeout=STATE_READY_TIMEOUT), table)
+        except ClusterError as err:
+            raise ClusterUnreachable(
+                f"{self.description}: drtool's table {table} is not ready for writes after "
+                f"{STATE_READY_TIMEOUT:g} s (its servers do not answer: {err})") from None
         return created
 
     async def _state_replicas(self) -> int:
