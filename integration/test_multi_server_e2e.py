@@ -26,15 +26,22 @@ from test_replicate_e2e import Deployment, drtool
 r = RethinkDB()
 
 
-@pytest.fixture(scope="module")
-def clusters(tmp_path_factory):
+def cluster_pair(tmp_path_factory, primaries: int, standbys: int):
+    """A module fixture's body: a primary and a standby LocalCluster of that many servers,
+    started, stopped after the module."""
     base = tmp_path_factory.mktemp("clusters")
-    primary, standby = LocalCluster(base, "primary", 3), LocalCluster(base, "standby", 1)
+    primary = LocalCluster(base, "primary", primaries)
+    standby = LocalCluster(base, "standby", standbys)
     try:
         yield primary.start(), standby.start()
     finally:
         primary.stop()
         standby.stop()
+
+
+@pytest.fixture(scope="module")
+def clusters(tmp_path_factory):
+    yield from cluster_pair(tmp_path_factory, 3, 1)
 
 
 class MultiDeployment(Deployment):
@@ -43,16 +50,19 @@ class MultiDeployment(Deployment):
     def __init__(self, tmp_path, primary: LocalCluster, standby: LocalCluster) -> None:
         super().__init__(tmp_path, primary.addresses[0], standby.addresses[0],
                          standby_replicas="1")
-        self.cluster = primary
-        text = self.policy.read_text().replace(
-            f'hosts = ["{primary.addresses[0]}"]',
-            "hosts = [" + ", ".join(f'"{a}"' for a in primary.addresses) + "]")
+        self.clusters = {"primary": primary, "standby": standby}
+        text = self.policy.read_text()
+        for cluster in (primary, standby):
+            text = text.replace(f'hosts = ["{cluster.addresses[0]}"]',
+                                "hosts = [" + ", ".join(f'"{a}"' for a in cluster.addresses)
+                                + "]")
         self.policy.write_text(text)
         assert subprocess.run([sys.executable, "-m", "drtool", "keygen", "--out",
                                str(tmp_path / "id.txt")], capture_output=True).returncode == 0
 
     def conn(self, which: str = "primary"):
-        return self.cluster.connect() if which == "primary" else super().conn(which)
+        """A connection to the first server of that cluster that answers."""
+        return self.clusters[which].connect()
 
 
 def make_tables(d: MultiDeployment, tables: dict[str, tuple[int, int, int]]) -> None:

@@ -24,6 +24,16 @@ def setup(tmp_path, **replication: str):
     return dep, cli, load_policy(dep.path)
 
 
+def streaming(tmp_path, primary_server, **tables: int):
+    """A policy (lag threshold 1 h) whose tables ``app.<name>`` of that many documents a
+    runner has replicated and stopped."""
+    dep, cli, policy = setup(tmp_path, lag_threshold='"1h"')
+    for name, n in tables.items():
+        load_table(primary_server, f"app.{name}", ['{"id":%d}' % i for i in range(n)])
+    replicate_until_streaming(policy, len(tables))
+    return cli, policy
+
+
 def one_line(result) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -129,9 +139,7 @@ def test_status_before_any_runner_and_after_one(tmp_path, primary_server, standb
 def test_status_with_the_primary_down_shows_what_the_standby_holds(tmp_path, primary_server,
                                                                    standby_server):
     """The disaster case: the operator needs status most when the primary is gone."""
-    dep, cli, policy = setup(tmp_path, lag_threshold='"1h"')
-    load_table(primary_server, "app.t", ['{"id":%d}' % i for i in range(30)])
-    replicate_until_streaming(policy)
+    cli, policy = streaming(tmp_path, primary_server, t=30)
     primary_server.down = True
     text = cli("status")
     assert text.exit_code == 3, text.stdout + text.stderr
@@ -169,9 +177,7 @@ def test_status_names_a_state_table_it_cannot_read_and_shows_the_rest(tmp_path, 
                                                                       standby_server):
     """A state table whose servers are down (on a real cluster: "None of the replicas for
     this table are accessible") is named in one problem line; status does not die."""
-    dep, cli, policy = setup(tmp_path, lag_threshold='"1h"')
-    load_table(primary_server, "app.t", ['{"id":%d}' % i for i in range(30)])
-    replicate_until_streaming(policy)
+    cli, policy = streaming(tmp_path, primary_server, t=30)
     gone = ClusterUnreachable("standby fake-standby:28015 table drtool.roles: the cluster is not "
                               "available: None of the replicas for this table are accessible; "
                               "try again later")
@@ -191,3 +197,49 @@ def test_status_names_a_state_table_it_cannot_read_and_shows_the_rest(tmp_path, 
         else:
             assert f"problem: {problem}" in result.stdout, result.stdout
             assert "app.t" in result.stdout and "lag: " in result.stdout
+
+
+def test_status_names_a_table_a_cluster_cannot_serve_now_and_why(tmp_path, primary_server,
+                                                                 standby_server):
+    """A selected table with a shard on a server that is down (on a real cluster: "Cannot
+    perform read: primary replica for shard ... not available") is named with the cluster and
+    the server's reason, whatever the state tables say; status does not die."""
+    cli, policy = streaming(tmp_path, primary_server, t=30, u=3)
+    why = ('standby fake-standby:28015 table app.t: the cluster is not available: Cannot '
+           'perform read: primary replica for shard ["", +inf) not available; try again later')
+    for form in ([], ["--json"]):
+        standby_server.fail_next("key_bounds", ClusterUnreachable(why))  # app.t's probe
+        result = cli("status", *form)
+        assert result.exit_code == 1 and result.stderr == "", result.stdout + result.stderr
+        problem = f"app.t: unavailable on the standby: {why}"
+        if form:
+            found = json.loads(result.stdout)
+            assert found["unavailable"] == [{"table": "app.t", "cluster": "standby",
+                                             "reason": why}]
+            assert found["problems"] == [problem]
+            assert [t["state"] for t in found["tables"]] == ["stopped", "stopped"]
+        else:
+            assert f"problem: {problem}" in result.stdout, result.stdout
+    healthy = json.loads(cli("status", "--json").stdout)
+    assert healthy["unavailable"] == [] and healthy["healthy"] is True, healthy
+
+
+def test_status_text_does_not_say_nobody_holds_a_lease_it_cannot_read(tmp_path, primary_server,
+                                                                      standby_server):
+    """The standby's state tables all unreadable (a server of two down: they lost their
+    quorum): the text says the runner and the lag are unknown, not that nobody holds the
+    lease or that there is no heartbeat."""
+    cli, policy = streaming(tmp_path, primary_server, t=3)
+    gone = ClusterUnreachable("standby fake-standby:28015 table drtool.leases: the cluster is not "
+                              "available: Cannot perform read: The primary replica isn't "
+                              "connected to a quorum of replicas; try again later")
+    standby_server.fail_next("get_docs", gone, times=100)
+    standby_server.fail_next("scan", gone, times=100)
+    result = cli("status")
+    assert result.exit_code == 1 and result.stderr == "", result.stdout + result.stderr
+    db = policy.replication.state_db
+    assert (f"runner: unknown: cannot read {db}.leases on the standby (see the problems)"
+            in result.stdout), result.stdout
+    assert (f"lag: unknown: cannot read {db}.heartbeat on the standby (see the problems) "
+            "(threshold 3600 s)" in result.stdout), result.stdout
+    assert "none holds the lease" not in result.stdout

@@ -12,7 +12,7 @@ import typer
 
 from drtool.cli import render
 from drtool.cli.common import JsonOpt, connector, PolicyOpt, policy_from, reports_errors, run
-from drtool.coordination.state import format_time
+from drtool.coordination.state import HEARTBEAT, LEASES, format_time
 from drtool.errors import CheckFailed, ClusterUnreachable, UsageError
 from drtool.standby.events import LOGGER, Events, Metrics
 from drtool.coordination.users_sync import runner_users_sync
@@ -109,6 +109,10 @@ def status(ctx: typer.Context, policy: PolicyOpt = None, json: JsonOpt = False) 
         raise typer.Exit(CheckFailed.exit_code)
 
 
+def _unread(s: StandbyStatus, table: str) -> str:
+    return f"cannot read {s.state_db}.{table} on the {s.roles.target} (see the problems)"
+
+
 def _print_status(s: StandbyStatus) -> None:
     r = s.roles
     print(f"policy {s.policy}: {'healthy' if s.healthy else 'NOT HEALTHY'}")
@@ -125,10 +129,14 @@ def _print_status(s: StandbyStatus) -> None:
                f"{format_time(s.heartbeat.time)}, {s.heartbeat_age:.1f} s ago")
     elif r.target in s.unreachable:
         lag = f"unknown: the {r.target} does not answer"
+    elif (r.target, HEARTBEAT) in s.unread:
+        lag = f"unknown: {_unread(s, HEARTBEAT)}"
     else:
         lag = "unknown (no heartbeat)"
     print(f"lag: {lag} (threshold {s.threshold:g} s)")
-    if s.lease is None:
+    if s.lease is None and (r.target, LEASES) in s.unread:
+        print(f"runner: unknown: {_unread(s, LEASES)}")
+    elif s.lease is None:
         print("runner: none holds the lease")
     else:
         state = "EXPIRED" if s.lease.expired else "held"

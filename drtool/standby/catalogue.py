@@ -1,6 +1,7 @@
 """Following the source's catalogue: the part of the runner (``Runner``,
 drtool.standby.runner) that polls it every ``schema_poll`` (new tables, index and hook changes,
-dropped tables; the users/permissions sync hook)."""
+dropped tables; the users/permissions sync hook). Polls failing in a row (an outage) are one
+warning, and the first poll that works again one line."""
 
 from __future__ import annotations
 
@@ -22,15 +23,22 @@ class CataloguePoll:
     async def _poll(self, source: Cluster, target: Cluster, store: StateStore, roles: Roles,
                     settings: TableSettings) -> None:
         every = self.policy.replication.schema_poll
+        failed = 0  # polls failed in a row: an outage is one warning, its end one line
         while not self._halt.is_set():
             try:
                 if self.users_sync is not None:
                     await self.users_sync(source, target)
                 await self.poll_once(source, target, store, roles, settings)
+                if failed:
+                    self.events.emit("schema-poll-restored", f"following the {roles.source}'s "
+                                     f"catalogue again after {failed} failed polls")
+                failed = 0
             except DrtoolError as err:
                 self.events.metrics.error("schema")
-                self.events.warn("schema-poll-failed", f"reading the {roles.source}'s "
-                                 f"catalogue: {err}")
+                if not failed:
+                    self.events.warn("schema-poll-failed", f"following the {roles.source}'s "
+                                     f"catalogue: {err} (said once until a poll works again)")
+                failed += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._halt.wait(), every)
 

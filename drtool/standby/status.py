@@ -2,14 +2,16 @@
 so it works whether or not a runner is running.
 
 Healthy means: both clusters answer, a heartbeat is visible on the replication target, the
-lag is at most ``[replication] lag_threshold``, and no table is in the ``error`` state.
+lag is at most ``[replication] lag_threshold``, no table is in the ``error`` state and every
+selected table can be read on both clusters now (a table with a shard on a server that is down
+is named with the server's reason, whatever the state tables say: they may be down too).
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -27,6 +29,7 @@ from drtool.compare.diff import table_meta_or_none
 from drtool.compare.shape import is_drtool_fence
 from drtool.coordination.users_sync import users_problems
 from drtool.config.policy import Policy
+from drtool.util.tasks import gather_bounded
 
 T = TypeVar("T")
 
@@ -54,6 +57,12 @@ class StandbyStatus:
     unreachable: dict[str, str] = field(default_factory=dict)
     #: state tables that could not be read (the cluster answers; their servers do not)
     unreadable: list[str] = field(default_factory=list)
+    #: (role, state table) of each of them, e.g. ("standby", "leases")
+    unread: set[tuple[str, str]] = field(default_factory=set)
+    #: the policy's ``[replication] state_db``
+    state_db: str = "drtool"
+    #: selected tables a cluster that answers cannot serve now: {"table", "cluster", "reason"}
+    unavailable: list[dict] = field(default_factory=list)
     #: seconds since the newest heartbeat, by this machine's clock (the source is down)
     heartbeat_age: float | None = None
     #: with ``[failover] fence = "write-hook"``: table -> whether drtool's fence hook is on it
@@ -78,6 +87,7 @@ class StandbyStatus:
             "lag_threshold": self.threshold,
             "unreachable": self.unreachable,
             "unreadable": self.unreadable,
+            "unavailable": self.unavailable,
             "heartbeat_age_seconds": (None if self.heartbeat_age is None
                                       else round(self.heartbeat_age, 3)),
             "heartbeat": None if self.heartbeat is None else {
@@ -122,7 +132,8 @@ async def read_status(policy: Policy, connector: Connector | None = None) -> Sta
                 clusters[role] = await stack.enter_async_context(cluster)
             except ClusterUnreachable as err:
                 out.unreachable[role] = str(err)
-        readable = _Reader(out, policy.replication.state_db)
+        out.state_db = policy.replication.state_db
+        readable = _Reader(out, out.state_db)
         found = [await readable(role, ROLES, state_store(c, policy).read_roles(), None)
                  for role, c in clusters.items()]
         out.roles = roles = newest_roles(*[r for r in found if r is not None])
@@ -148,11 +159,13 @@ async def read_status(policy: Policy, connector: Connector | None = None) -> Sta
             out.tables = await readable(roles.target, TABLES, target.table_states(), [])
             if policy.failover.fence == "write-hook":
                 out.fenced = await _fenced(clusters[roles.target], out.tables)
+            out.unavailable = await _unavailable(clusters, roles, policy)
             if roles.source in clusters:
                 out.problems += await users_problems(clusters[roles.source],
                                                      clusters[roles.target], policy)
     out.repository = await repository_status(policy)
-    out.problems[:0] = list(out.unreachable.values()) + out.unreadable
+    out.problems[:0] = list(out.unreachable.values()) + out.unreadable + [
+        f"{u['table']}: unavailable on the {u['cluster']}: {u['reason']}" for u in out.unavailable]
     if roles.target not in out.unreachable and not out.unreadable:
         _judge_heartbeat(out)
     out.problems.extend(f"{t.table}: {t.message}" for t in out.tables if t.state == "error")
@@ -175,8 +188,43 @@ class _Reader:
         try:
             return await read
         except (ClusterError, ClusterUnreachable) as err:
-            self.out.unreadable.append(f"cannot read {self.db}.{table} on the {role}: {err}")
+            self.out.unread.add((role, table))
+            problem = f"cannot read {self.db}.{table} on the {role}: {err}"
+            if problem not in self.out.unreadable:  # e.g. three reads of the leases
+                self.out.unreadable.append(problem)
             return default
+
+
+#: how many tables status probes at once on each cluster
+PROBES = 8
+
+
+async def _unavailable(clusters: dict[str, Cluster], roles: Roles, policy: Policy) -> list[dict]:
+    """The selected tables (as listed on the source, or on the target when the source does
+    not answer) that a cluster which answers cannot read now: one cheap read each
+    (``key_bounds``, it touches every shard), ClusterUnreachable naming the server's reason
+    ("primary replica for shard ... not available"). A table missing on a cluster is not
+    listed (the runner creates it); a catalogue that cannot be read gives no list."""
+    lister = clusters.get(roles.source) or clusters.get(roles.target)
+    try:
+        tables = [] if lister is None else [
+            t for t in await lister.list_tables() if policy.tables.selects(t)]
+    except (ClusterError, ClusterUnreachable):
+        return []
+    found: list[dict] = []
+
+    def probe(role: str, cluster: Cluster, table) -> Callable[[], Awaitable[None]]:
+        async def read() -> None:
+            try:
+                await cluster.key_bounds(table)
+            except NotFound:
+                pass
+            except ClusterUnreachable as err:
+                found.append({"table": str(table), "cluster": role, "reason": str(err)})
+        return read
+    for role, cluster in clusters.items():
+        await gather_bounded([probe(role, cluster, t) for t in tables], PROBES)
+    return sorted(found, key=lambda u: (u["table"], u["cluster"]))
 
 
 async def _fenced(target: Cluster, tables: list[TableState]) -> dict[str, bool]:

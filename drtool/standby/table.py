@@ -14,8 +14,9 @@ while the next batch is read. Applying a change the copy or repair already wrote
 
 Any gap ends the cycle and starts a new one (new feed first, then a repair): a feed overflow,
 a dropped connection to either cluster (backoff 1 s doubling to 30 s while the outage lasts,
-back to 1 s once the table streams again; every outage is logged once, with its cause), a
-server restart (the standby may have lost soft-durability writes: the repair finds them). A
+back to 1 s once the table streams again; every outage is logged once, with its cause, and its
+end once, when the table streams again; a repair request, made by the runner when both
+clusters answer again, ends the backoff at once), a server restart (the standby may have lost soft-durability writes: the repair finds them). A
 target table whose primary key differs is reported as an error and never overwritten.
 """
 
@@ -77,6 +78,7 @@ class TableReplicator:
         self.stats = Stats()
         self._stop = asyncio.Event()
         self._repair_reason: str | None = None
+        self._wake = asyncio.Event()  # a repair request ends a backoff (set by request_repair)
         self._streamed = False  # the current cycle reached streaming (an outage ends it)
         #: when each change read and not yet applied arrived (monotonic), oldest first; the
         #: batch being written holds the first arrival of its changes in ``_writing``
@@ -90,8 +92,11 @@ class TableReplicator:
 
     def request_repair(self, reason: str) -> None:
         """Repair the table soon (new feed, then digest comparison), e.g. after the target
-        restarted: it may have lost soft-durability writes although no write failed."""
+        restarted: it may have lost soft-durability writes although no write failed). A
+        replicator waiting in its backoff starts its next cycle at once; a request made before
+        a cycle begins is covered by that cycle's repair."""
         self._repair_reason = reason
+        self._wake.set()
 
     async def follow_schema(self) -> list[str]:
         """Give the target table the source's indexes and hook now (see CatchUp)."""
@@ -132,13 +137,13 @@ class TableReplicator:
                     self.events.metrics.error("unreachable")
                     await self.record("repairing", f"connection lost: {err}", quiet=True)
                     reason, lost = "disconnect", True
-                    await self._sleep(delay)
+                    await self._sleep(delay, wake=True)
                     delay = min(delay * 2, BACKOFF_MAX)
                 except OwnershipError as err:  # the lease's fence: write nothing until renewed
                     if reason != "lease":
                         self.events.warn("fenced", f"{self.name}: {err}", table=self.name)
                     reason = "lease"
-                    await self._sleep(BACKOFF_FIRST)
+                    await self._sleep(BACKOFF_FIRST, wake=True)
                 except NotFound as err:
                     await self._fail("missing", f"{self.name}: {err}", BACKOFF_MAX)
                     reason = "start"
@@ -161,22 +166,31 @@ class TableReplicator:
         await self.record("error", message, quiet=True)
         await self._sleep(wait)
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+    async def _sleep(self, seconds: float, *, wake: bool = False) -> None:
+        """Wait ``seconds`` or until stopped (``wake``: or until a repair is requested)."""
+        events = [self._stop, self._wake] if wake else [self._stop]
+        waits = [asyncio.ensure_future(e.wait()) for e in events]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
 
     async def _cycle(self, reason: str, after_loss: bool) -> None:
+        self._repair_reason = None  # this cycle's catch-up covers a request made before it
+        self._wake.clear()
         feed = self.source.changes(self.table, queue_size=self.settings.queue_size)
         async with aclosing(feed):
             await self._until_stopped(feed_ready(feed, self.name))
-            if after_loss:
-                self.events.emit("connection-restored", f"{self.name}: connected again",
-                                 table=self.name)
             created = await self._until_stopped(self.catchup.prepare())
             if created:
                 await self._until_stopped(self.catchup.copy())
             else:
                 await self._until_stopped(self.catchup.repair(reason))
+            if after_loss:  # both clusters served the catch-up: the outage is over
+                self.events.emit("connection-restored", f"{self.name}: connected again",
+                                 table=self.name)
             await self.record("streaming", None)
             self._streamed = True
             await self._stream(feed)
