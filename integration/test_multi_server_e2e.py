@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 from rethinkdb import RethinkDB
@@ -183,5 +184,36 @@ def test_every_command_moves_to_another_host_when_the_first_is_down(tmp_path, cl
             assert dry.returncode == 0, dry.stdout + dry.stderr
         finally:
             primary.restart(0)
+    finally:
+        d.cleanup()
+
+
+def test_a_snapshot_moves_to_another_server_when_the_one_it_reads_from_dies(tmp_path, clusters):
+    """A snapshot (throttled so that it lasts ~10 s) reads from the first server of ``hosts``;
+    that server is killed -9 a few seconds in: the snapshot goes on through another server,
+    finishes (exit 0), and restores equal to the table."""
+    primary, standby = clusters
+    d = MultiDeployment(tmp_path, primary, standby)
+    d.policy.write_text(d.policy.read_text() + '[throttle]\nprimary_reads = "3000docs/s"\n')
+    try:
+        make_tables(d, {"t": (3, 3, 30_000)})
+        assert drtool(d.policy, "init").returncode == 0
+        snap = subprocess.Popen([sys.executable, "-m", "drtool", "-p", str(d.policy),
+                                 "snapshot", "-q"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        time.sleep(3)  # 30,000 documents at 3,000/s: the scan is under way
+        assert snap.poll() is None, snap.communicate()
+        primary.kill(0)
+        try:
+            out, err = snap.communicate(timeout=300)
+            assert snap.returncode == 0, out + err
+        finally:
+            primary.restart(0)
+        [listed] = json.loads(drtool(d.policy, "snapshots", "--json").stdout)
+        restored = drtool(d.policy, "restore", listed["id"], "--to", "standby", "-q",
+                          timeout=300)
+        assert restored.returncode == 0, restored.stderr
+        equal = drtool(d.policy, "diff", "-q", "--table", f"{d.db}.t")
+        assert equal.returncode == 0, equal.stdout + equal.stderr
     finally:
         d.cleanup()

@@ -342,7 +342,7 @@ async def test_reconcile_repairs_documents_changed_on_the_source_meanwhile(both,
 
     busy = Busy(primary_server, p.description, (PRIMARY_HOST,))
     r = await reconcile_table(busy, s, T)
-    assert changed_behind and r.rounds == 2 and r.equal_after
+    assert changed_behind and r.rounds == 2 and r.equal_after and not r.still_changing
     assert '{"id":"k0000000","v":"newer"}' in standby_server.texts(T)
     assert standby_server.texts(T) == primary_server.texts(T)
 
@@ -363,6 +363,7 @@ async def test_reconcile_gives_up_when_the_source_never_settles(both, primary_se
                               options=ReconcileOptions(max_rounds=2))
     assert r.rounds == 2 and r.remaining == 1 and not r.equal_after
     assert "still differ after 2 rounds" in r.unresolved[0]
+    assert r.still_changing  # nothing else is wrong: failback lets the final diff finish it
     assert primary_server.texts(T) != standby_server.texts(T)
 
 

@@ -56,6 +56,8 @@ class TableReconcile:
     rounds: int = 0  # repair rounds run
     remaining: int = 0  # documents still differing after the last round
     unresolved: list[str] = field(default_factory=list)
+    #: the only thing left: documents the source kept changing through every round
+    still_changing: bool = False
     traffic: Traffic = field(default_factory=Traffic)  # writes and re-checks (diff: before)
 
     @property
@@ -163,6 +165,7 @@ async def _repair_rounds(source: Cluster, target: Cluster, rep: TableReconcile, 
         if not found.count:
             return
         if rep.rounds >= options.max_rounds:
+            rep.still_changing = not rep.unresolved
             rep.unresolved.append(
                 f"{found.count} documents still differ after {rep.rounds} rounds (the "
                 f"{rep.before.source_role} keeps changing them): run reconcile again")

@@ -12,7 +12,9 @@ Steps, before the planned switch of drtool.failover.planned (recorded in roles; 
    silently; done once (a resumed run never rewrites the file).
 3. ``reconcile``: it is made equal to the current primary by delta (diff/reconcile: only
    differing documents move, never a full copy); users and permissions copied (its fenced
-   write permissions kept).
+   write permissions kept). Documents the application keeps changing on the current primary
+   through every round are not an error here: the switch fences it, and its final diff
+   reconciles them with nothing changing any more.
 4. the planned switch back (fence the current primary, drain, stop replication, final diff,
    promote, unfence: the returning cluster's own recorded permissions restored last).
 """
@@ -128,12 +130,17 @@ async def _reconcile(run: FailoverRun, current: str, returning: str, tables,
     shape = DiffOptions(shape=target_shape(run.policy.replication, returning))
     results = await reconcile_tables(src, dst, tables, source_role=current,  # type: ignore[arg-type]
                                      target_role=returning, options=ReconcileOptions(diff=shape))
-    bad = [f"{r.table}: {'; '.join(r.unresolved)}" for r in results if not r.equal_after]
+    bad = [f"{r.table}: {'; '.join(r.unresolved)}" for r in results
+           if not r.equal_after and not r.still_changing]
     if bad:
         raise FailoverError(f"reconcile of the {returning} left differences ({' | '.join(bad)}); "
                             "fix them and run drtool failback again to resume")
     moved = sum(r.written + r.deleted for r in results)
     run.say(f"  reconciled the {returning}: {moved} documents written or deleted")
+    changing = sum(r.remaining for r in results if r.still_changing)
+    if changing:  # the application still writes: the switch fences it, then reconciles them
+        run.say(f"  {changing} documents are still changing on the {current}: the final diff "
+                f"reconciles them once it is fenced")
     kept = frozenset((u, d, t) for u, d, t, _ in fence.writes)
     await sync_users(src, dst, run.policy.failover, tables, keep_fenced=kept,  # type: ignore[arg-type]
                      fence_users=standby_fence_users(run.policy.failover))
