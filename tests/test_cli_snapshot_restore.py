@@ -141,6 +141,37 @@ def test_feed_overflow_rereads_the_table(deployment, cli, primary_server, standb
     assert table_texts(standby_server, "app.busy") == table_texts(primary_server, "app.busy")
 
 
+def test_a_feed_lost_mid_scan_starts_the_table_again_and_the_snapshot_finishes(
+        deployment, cli, primary_server, standby_server, monkeypatch):
+    """The feed's connection is lost half-way through the scan (the server it read from
+    died): the table is read again through a new feed, the snapshot finishes and restores
+    equal (with no retries left it would be exit 3, one line)."""
+    from drtool.snapshots import snapshot as snapshot_module
+
+    monkeypatch.setattr(snapshot_module, "RECONNECT_FIRST", 0.01)
+    load_table(primary_server, "app.moved", sample_docs(2000))
+    seen, fired = [], []
+
+    def lose_the_feed(scanned_table, key) -> None:
+        seen.append(key)
+        if len(seen) == 500 and not fired:
+            fired.append(True)
+            primary_server.drop_feeds(scanned_table)
+
+    primary_server.on_scan_row(lose_the_feed)
+    result = cli("snapshot", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert fired and len(seen) > 2000  # read again
+    assert cli("restore", "latest", "--to", "standby").exit_code == 0
+    assert table_texts(standby_server, "app.moved") == table_texts(primary_server, "app.moved")
+    monkeypatch.setattr(snapshot_module, "RECONNECTS", 0)
+    seen.clear(), fired.clear()
+    load_table(primary_server, "app.other", sample_docs(1000))
+    failed = cli("snapshot", "--table", "app.other")
+    assert failed.exit_code == 3 and failed.stderr.count("\n") == 1, failed.stderr
+    assert "changefeed on app.other was dropped" in failed.stderr
+
+
 def test_dropped_connection_resumes_the_scan(deployment, cli, primary_server, standby_server):
     load_table(primary_server, "app.flaky", sample_docs(2500))
     primary_server.fail_scan_after(1200)

@@ -27,13 +27,16 @@ from drtool.util.tasks import gather_bounded
 from drtool.snapshots.partition import table_parts
 from drtool.compare.shape import is_drtool_fence
 from drtool.snapshots.segments import Chunker, ChunkParams, PendingChanges, RangedChanges, SegmentWriter
-from drtool.errors import ClusterError
+from drtool.errors import ClusterError, ClusterUnreachable
 from drtool.repo.manifest import Manifest, SegmentRef, TableEntry
 from drtool.model import KeyText, TableName, utcnow
 from drtool.reql.ordering import key_order
 from drtool.repo.objects import new_snapshot_id
 from drtool.repo.repository import Repository
 from drtool.util.throttle import DocRateLimiter, RateLimiter
+
+
+RECONNECTS, RECONNECT_FIRST = 4, 1.0  # a table started again after a lost connection
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,30 @@ async def snapshot_table(
 ) -> tuple[TableEntry, int]:
     """Copy one table; return its manifest entry and the stored bytes it uploaded. With a
     ``parent`` (the table in an earlier snapshot) only what changed is stored, unless the
-    chain is too deep or the deltas too big (then the table is copied in full)."""
+    chain is too deep or the deltas too big (then the table is copied in full).
+
+    A lost connection (the server it reads from died: the cluster's other servers answer
+    once it has elected new primaries) starts the table again, up to ``RECONNECTS`` times
+    with a pause of 1, 2, 4... s: a new feed and a new read, through whichever server
+    answers; what was already stored is not uploaded again. Then ClusterUnreachable."""
+    delay = RECONNECT_FIRST
+    for lost in range(RECONNECTS + 1):
+        try:
+            return await _snapshot_table_once(repo, cluster, table, parent=parent,
+                                              progress=progress, options=options, reads=reads)
+        except ClusterUnreachable as err:
+            if lost == RECONNECTS:
+                raise
+            progress.note(str(table), f"{err}: reading the table again in {delay:g} s")
+            await asyncio.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+async def _snapshot_table_once(
+    repo: Repository, cluster: Cluster, table: TableName, *, parent: TableEntry | None,
+    progress: Progress, options: SnapshotOptions, reads: RateLimiter | None,
+) -> tuple[TableEntry, int]:
     task = str(table)
     chunker = Chunker(repo.boundary_hash, options.chunks)
     estimate = await cluster.doc_count_estimate(table)
