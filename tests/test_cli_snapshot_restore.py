@@ -122,17 +122,24 @@ def test_write_during_scan_is_in_the_snapshot(deployment, cli, primary_server, s
     assert restored == table_texts(primary_server, "app.live")
 
 
-def test_feed_overflow_rereads_the_table(deployment, cli, primary_server, standby_server):
-    load_table(primary_server, "app.busy", sample_docs(2000))
+def once_at_row(server, n: int, action) -> tuple[list, list]:
+    """Call ``action(table)`` when the ``n``th row is scanned (once); returns the rows seen
+    and whether it fired."""
     seen, fired = [], []
 
-    def overflow_once(scanned_table, key) -> None:
+    def hook(scanned_table, key) -> None:
         seen.append(key)
-        if len(seen) == 500 and not fired:
+        if len(seen) == n and not fired:
             fired.append(True)
-            primary_server.force_feed_overflow(TableName("app", "busy"))
+            action(scanned_table)
 
-    primary_server.on_scan_row(overflow_once)
+    server.on_scan_row(hook)
+    return seen, fired
+
+
+def test_feed_overflow_rereads_the_table(deployment, cli, primary_server, standby_server):
+    load_table(primary_server, "app.busy", sample_docs(2000))
+    seen, fired = once_at_row(primary_server, 500, primary_server.force_feed_overflow)
     result = cli("snapshot", "--json")
     assert result.exit_code == 0, result.stderr
     assert fired
@@ -150,15 +157,7 @@ def test_a_feed_lost_mid_scan_starts_the_table_again_and_the_snapshot_finishes(
 
     monkeypatch.setattr(snapshot_module, "RECONNECT_FIRST", 0.01)
     load_table(primary_server, "app.moved", sample_docs(2000))
-    seen, fired = [], []
-
-    def lose_the_feed(scanned_table, key) -> None:
-        seen.append(key)
-        if len(seen) == 500 and not fired:
-            fired.append(True)
-            primary_server.drop_feeds(scanned_table)
-
-    primary_server.on_scan_row(lose_the_feed)
+    seen, fired = once_at_row(primary_server, 500, primary_server.drop_feeds)
     result = cli("snapshot", "--json")
     assert result.exit_code == 0, result.stderr
     assert fired and len(seen) > 2000  # read again
