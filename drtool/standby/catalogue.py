@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 from drtool.cluster.base import Cluster
 from drtool.coordination.roles import Roles
-from drtool.coordination.state import HEARTBEAT, StateStore
+from drtool.coordination.state import HEARTBEAT, StateStore, state_store
 from drtool.errors import DrtoolError
 from drtool.model import TableName
 from drtool.standby.tableinfo import TableSettings
+
+
+FOLLOW_SERVERS_EVERY = 60.0  # seconds between checks for servers added to a cluster
 
 
 class CataloguePoll:
@@ -24,7 +28,11 @@ class CataloguePoll:
                     settings: TableSettings) -> None:
         every = self.policy.replication.schema_poll
         failed = 0  # polls failed in a row: an outage is one warning, its end one line
+        followed = time.monotonic()
         while not self._halt.is_set():
+            if time.monotonic() - followed >= FOLLOW_SERVERS_EVERY:
+                followed = time.monotonic()
+                await self.follow_servers(store, state_store(source, self.policy))
             try:
                 if self.users_sync is not None:
                     await self.users_sync(source, target)
@@ -41,6 +49,14 @@ class CataloguePoll:
                 failed += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._halt.wait(), every)
+
+    async def follow_servers(self, *stores: StateStore) -> None:
+        """drtool's own tables on each cluster get a replica on servers added since they were
+        made (``StateStore.ensure``: up to three; best effort, a cluster with a server down
+        is tried again at the next check)."""
+        for store in stores:
+            with contextlib.suppress(DrtoolError):
+                await store.ensure()
 
     async def poll_once(self, source: Cluster, target: Cluster, store: StateStore,
                         roles: Roles, settings: TableSettings) -> None:
