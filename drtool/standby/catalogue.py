@@ -28,27 +28,40 @@ class CataloguePoll:
                     settings: TableSettings) -> None:
         every = self.policy.replication.schema_poll
         failed = 0  # polls failed in a row: an outage is one warning, its end one line
-        followed = time.monotonic()
-        while not self._halt.is_set():
-            if time.monotonic() - followed >= FOLLOW_SERVERS_EVERY:
-                followed = time.monotonic()
-                await self.follow_servers(store, state_store(source, self.policy))
-            try:
-                if self.users_sync is not None:
-                    await self.users_sync(source, target)
-                await self.poll_once(source, target, store, roles, settings)
-                if failed:
-                    self.events.emit("schema-poll-restored", f"following the {roles.source}'s "
-                                     f"catalogue again after {failed} failed polls")
-                failed = 0
-            except DrtoolError as err:
-                self.events.metrics.error("schema")
-                if not failed:
-                    self.events.warn("schema-poll-failed", f"following the {roles.source}'s "
-                                     f"catalogue: {err} (said once until a poll works again)")
-                failed += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._halt.wait(), every)
+        followed, following = time.monotonic(), None
+        try:
+            while not self._halt.is_set():
+                if time.monotonic() - followed >= FOLLOW_SERVERS_EVERY and (
+                        following is None or following.done()):
+                    followed = time.monotonic()  # in a task of its own: it may wait for a
+                    following = asyncio.create_task(  # cluster with a server down
+                        self.follow_servers(store, state_store(source, self.policy)),
+                        name="follow servers")
+                failed = await self._poll_step(source, target, store, roles, settings, failed)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._halt.wait(), every)
+        finally:
+            if following is not None:
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
+
+    async def _poll_step(self, source: Cluster, target: Cluster, store: StateStore,
+                         roles: Roles, settings: TableSettings, failed: int) -> int:
+        """One poll; returns how many polls in a row have failed now."""
+        try:
+            if self.users_sync is not None:
+                await self.users_sync(source, target)
+            await self.poll_once(source, target, store, roles, settings)
+            if failed:
+                self.events.emit("schema-poll-restored", f"following the {roles.source}'s "
+                                 f"catalogue again after {failed} failed polls")
+            return 0
+        except DrtoolError as err:
+            self.events.metrics.error("schema")
+            if not failed:
+                self.events.warn("schema-poll-failed", f"following the {roles.source}'s "
+                                 f"catalogue: {err} (said once until a poll works again)")
+            return failed + 1
 
     async def follow_servers(self, *stores: StateStore) -> None:
         """drtool's own tables on each cluster get a replica on servers added since they were
