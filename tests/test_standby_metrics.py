@@ -37,6 +37,7 @@ def exercised() -> PrometheusMetrics:
     m.table_state("app.t", "streaming")
     m.snapshot(1700000000.0, True)
     m.runner("host-1-4242-abcdef", "spare")
+    m.backlog("host-1-4242-abcdef", 0.5)
     m.log_break("app.t", "feed-overflow")
     m.slice_sealed("app.t", 12, 3000)
     m.slice_uploaded(3000)
@@ -60,6 +61,7 @@ def test_metrics_served_and_closed():
     assert "drtool_last_snapshot_success 1.0" in text
     assert 'drtool_runner_role{role="spare",runner="host-1-4242-abcdef"} 1.0' in text
     assert 'drtool_runner_role{role="active",runner="host-1-4242-abcdef"} 0.0' in text
+    assert 'drtool_runner_backlog_seconds{runner="host-1-4242-abcdef"} 0.5' in text
     assert "drtool_archive_lag_seconds 10.5" in text
     assert 'drtool_archive_breaks_total{cause="feed-overflow",table="app.t"} 1.0' in text
     assert "drtool_archive_bytes_uploaded_total 3000.0" in text

@@ -51,6 +51,10 @@ class Metrics:
         """This process is runner ``runner`` (its lease holder id), now ``role``: "active"
         (holds the runner lease), "spare" (waits for it) or "idle"."""
 
+    def backlog(self, runner: str, seconds: float) -> None:
+        """Runner ``runner``'s oldest change read and not yet applied waits ``seconds``
+        (sharing runners; see ``TableShare.note``)."""
+
     def log_break(self, table: str, cause: str) -> None:
         """The change log of ``table`` broke (cause: feed-overflow, connection-lost, ...)."""
 

@@ -50,6 +50,9 @@ class PrometheusMetrics(Metrics):
         self._runner = Gauge("drtool_runner_role", "1 for the role this runner process has "
                              "now (active, spare, idle), by its runner id", ["runner", "role"],
                              registry=reg)
+        self._backlog = Gauge("drtool_runner_backlog_seconds", "How long the oldest change "
+                              "this runner has read waits to be applied (its share of the lag, "
+                              "with share_tables)", ["runner"], registry=reg)
         self._archive_lag = Gauge("drtool_archive_lag_seconds", "Primary time now minus the "
                                   "end of the newest slice in the repository, oldest table "
                                   "first: the repository's RPO", registry=reg)
@@ -121,6 +124,9 @@ class PrometheusMetrics(Metrics):
     def runner(self, runner: str, role: str) -> None:
         for name in RUNNER_ROLES:
             self._runner.labels(runner, name).set(1 if name == role else 0)
+
+    def backlog(self, runner: str, seconds: float) -> None:
+        self._backlog.labels(runner).set(seconds)
 
     def log_break(self, table: str, cause: str) -> None:
         self._breaks.labels(table, cause).inc()

@@ -78,8 +78,10 @@ class TableShare:
 
     async def tick(self) -> None:
         """Renew, give up, take (see the module doc). Raises what the clusters raise."""
+        note = self.note()
+        self.events.metrics.backlog(self.holder.id, note["lag"])
         await self.store.acquire_lease(member_lease(self.policy, self.holder.id), self.holder,
-                                       self.ttl, note=self.note())
+                                       self.ttl, note=note)
         members = [m.holder for m in await self.store.leases(member_lease(self.policy))]
         tables = await self.selected()
         mine = {t for t, owner in table_owners(tables, members).items()
