@@ -86,10 +86,11 @@ class TableShare:
         tables = await self.selected()
         mine = {t for t, owner in table_owners(tables, members).items()
                 if owner == self.holder.id}
-        for table in sorted(set(self.replicators) - mine):
+        handed = sorted(set(self.replicators) - mine)
+        for table in handed:
             self.events.emit("table-handed-over", f"{table}: now another runner's (runners: "
                              f"{len(members)}); draining it", table=str(table))
-            await self._give_up(table)
+        await asyncio.gather(*[self._give_up(t) for t in handed])  # at once: the tick renews
         for table, keeper in list(self._keepers.items()):
             if not (await keeper.renew()).acquired:
                 self.events.warn("table-lease-lost", f"{table}: another runner took it",
