@@ -147,6 +147,7 @@ def test_snapshot_with_a_server_down(tmp_path, clusters):
             assert done.returncode == 0, done.stderr
         finally:
             primary.restart(down)
+        primary.wait_ready(d.db)  # the restarted server may take its shards back: elections
         restored = drtool(d.policy, "restore", "latest", "--to", "standby", "-q", timeout=300)
         assert restored.returncode == 0, restored.stderr
         equal = drtool(d.policy, "diff", "-q", "--table", f"{d.db}.t")
@@ -210,6 +211,7 @@ def test_a_snapshot_moves_to_another_server_when_the_one_it_reads_from_dies(tmp_
             assert snap.returncode == 0, out + err
         finally:
             primary.restart(0)
+        primary.wait_ready(d.db)
         [listed] = json.loads(drtool(d.policy, "snapshots", "--json").stdout)
         restored = drtool(d.policy, "restore", listed["id"], "--to", "standby", "-q",
                           timeout=300)
