@@ -70,37 +70,21 @@ def db_name(primary: Server, standby: Server) -> Iterator[str]:
                 r.db_drop(name).run(conn)
 
 
-#: ports for the test's own servers: below the kernel's ephemeral range (32768-60999 on
-#: Linux), so that a port another test takes with bind(0) while the fake-cluster tests run
-#: beside these (pytest-xdist) is never one of a server's. Seen in CI: a stray connection to a
-#: RethinkDB 2.4.4 cluster port ("Received invalid clustering header") crashed the server
-#: ("Guarantee failed: [peer.ips().size() > 0]").
-SERVER_PORTS = range(20000, 27999)
-
-
-def server_port() -> int:
-    """A port of SERVER_PORTS nothing listens on now."""
-    import random
-    import socket
-
-    for port in random.sample(SERVER_PORTS, 200):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {SERVER_PORTS}")
-
-
 class ThrowawayServer:
     """A RethinkDB server of the test's own (``DRTOOL_RETHINKDB_BIN``) on free ports, in
     ``data``, so that a test can kill it (-9) and start it again on the same data."""
 
     def __init__(self, data, name: str, join: str | None = None) -> None:
+        import socket
+
+        def free_port() -> int:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                return s.getsockname()[1]
+
         self.data, self.name = data, name
         self.join = join  # "127.0.0.1:<cluster port>" of a server to join (multi-server)
-        self.port, self.cluster_port = server_port(), server_port()
+        self.port, self.cluster_port = free_port(), free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.proc = None
 
