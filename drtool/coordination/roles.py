@@ -29,6 +29,12 @@ def other_role(role: str) -> str:
     return "standby" if role == "primary" else "primary"
 
 
+def policy_leases(policy: str) -> str:
+    """The prefix of every lease and record id of ``policy`` (runner, spares, members,
+    tables, failover)."""
+    return f"{policy}:"
+
+
 def runner_lease(policy: str) -> str:
     """The id of the lease that makes one runner per policy."""
     return f"{policy}:runner"

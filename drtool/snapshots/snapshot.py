@@ -126,17 +126,16 @@ async def snapshot_table(
     with a pause of 1, 2, 4... s: a new feed and a new read, through whichever server
     answers; what was already stored is not uploaded again. Then ClusterUnreachable."""
     delay = RECONNECT_FIRST
-    for lost in range(RECONNECTS + 1):
+    for _ in range(RECONNECTS):
         try:
             return await _snapshot_table_once(repo, cluster, table, parent=parent,
                                               progress=progress, options=options, reads=reads)
         except ClusterUnreachable as err:
-            if lost == RECONNECTS:
-                raise
             progress.note(str(table), f"{err}: reading the table again in {delay:g} s")
             await asyncio.sleep(delay)
             delay *= 2
-    raise AssertionError("unreachable")
+    return await _snapshot_table_once(repo, cluster, table, parent=parent, progress=progress,
+                                      options=options, reads=reads)
 
 
 async def _snapshot_table_once(

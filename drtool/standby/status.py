@@ -23,7 +23,7 @@ from drtool.coordination.state import (
     HEARTBEAT, LEASES, ROLES, RUNNER, TABLES, Heartbeat, Lease, Roles, TableState, lag_seconds,
     newest_roles, runner_lease, spare_lease, state_store, table_lease,
 )
-from drtool.coordination.roles import member_lease
+from drtool.coordination.roles import member_lease, policy_leases
 from drtool.errors import ClusterError, ClusterUnreachable, DrtoolError, NotFound, UsageError
 from drtool.compare.diff import table_meta_or_none
 from drtool.compare.shape import is_drtool_fence
@@ -148,13 +148,15 @@ async def read_status(policy: Policy, connector: Connector | None = None) -> Sta
                                                None)
             out.lease = await readable(roles.target, LEASES,
                                        target.read_lease(runner_lease(policy.name)), None)
-            out.spares = await readable(roles.target, LEASES,
-                                        target.leases(spare_lease(policy.name)), [])
-            out.members = await readable(roles.target, LEASES,
-                                         target.leases(member_lease(policy.name)), [])
+            live = await readable(roles.target, LEASES, target.leases(
+                policy_leases(policy.name)), [])  # one read: spares, members, table owners
+
+            def having(prefix: str) -> list[Lease]:
+                return [x for x in live if x.name.startswith(prefix)]
+            out.spares = having(spare_lease(policy.name))
+            out.members = having(member_lease(policy.name))
             prefix = table_lease(policy.name, "")
-            out.owners = {x.name[len(prefix):]: x.holder for x in await readable(
-                roles.target, LEASES, target.leases(prefix), [])}
+            out.owners = {x.name[len(prefix):]: x.holder for x in having(prefix)}
             out.runner = await readable(roles.target, RUNNER, target.read_runner(), None)
             out.tables = await readable(roles.target, TABLES, target.table_states(), [])
             if policy.failover.fence == "write-hook":
@@ -190,7 +192,7 @@ class _Reader:
         except (ClusterError, ClusterUnreachable) as err:
             self.out.unread.add((role, table))
             problem = f"cannot read {self.db}.{table} on the {role}: {err}"
-            if problem not in self.out.unreadable:  # e.g. three reads of the leases
+            if problem not in self.out.unreadable:  # e.g. two reads of the leases
                 self.out.unreadable.append(problem)
             return default
 
