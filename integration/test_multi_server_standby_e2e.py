@@ -16,10 +16,17 @@ the runner can renew neither its lease nor its heartbeat, so it writes nothing m
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 from rethinkdb import RethinkDB
+
+from drtool.cluster import connect
+from drtool.cluster.rethink import schema as rethink_schema
+from drtool.coordination.state import StateStore
+from drtool.errors import ClusterUnreachable
+from drtool.model import ClusterConfig
 
 from clusters import Writer, until
 from test_multi_server_e2e import MultiDeployment, cluster_pair, make_tables, replicas_of
@@ -45,7 +52,20 @@ def status_json(d: MultiDeployment) -> dict:
     return json.loads(done.stdout)
 
 
-def test_runner_through_a_standby_server_killed_and_restarted(tmp_path, clusters):
+async def ensure_state_tables(cluster, state_db: str, monkeypatch) -> None:
+    """StateStore.ensure on ``cluster`` through the servers that answer, waiting at most
+    2 s for each state table to be ready for writes."""
+    monkeypatch.setattr(rethink_schema, "STATE_READY_TIMEOUT", 2.0)
+    alive = tuple(s.address for s in cluster.servers if s.proc is not None)
+    conn = await connect(ClusterConfig("standby", alive))
+    try:
+        await asyncio.wait_for(StateStore(conn, state_db, "p").ensure(), 60)  # never hangs
+    finally:
+        await conn.close()
+
+
+def test_runner_through_a_standby_server_killed_and_restarted(tmp_path, clusters,
+                                                              monkeypatch):
     primary, standby = clusters
     d = MultiDeployment(tmp_path, primary, standby)
     name = f"{d.db}.t"
@@ -83,6 +103,11 @@ def test_runner_through_a_standby_server_killed_and_restarted(tmp_path, clusters
             assert lines[0].startswith("drtool: error: standby ") and lines[0].endswith(
                 "; try again later") and "the cluster is not available" in lines[0], (
                 args, done.stderr)
+        with pytest.raises(ClusterUnreachable) as refused:  # no wait for ever: a limit
+            asyncio.run(ensure_state_tables(standby, d.state_db, monkeypatch))
+        assert str(refused.value).endswith(  # one line, naming the table
+            f"table {d.state_db}.heartbeat: the cluster is not available: Timed out while "
+            "waiting for tables; try again later")
         before = writer.acked  # a long outage: the table's backoff grows past 1 s meanwhile
         until(lambda: writer.acked > before + 800, "the application to write on meanwhile")
         assert d.proc.poll() is None, d.log.read_text()  # the runner waits, it does not die
