@@ -1,15 +1,16 @@
 """Bench: how much one runner carries, two runners splitting, and a spare's takeover (issue 17).
 
-    python bench/runners.py [--seconds 20] [--docs-bytes 500] [--tables 4]
+    python bench/runners.py [--seconds 20] [--docs-bytes 500] [--tables 4] [--feed-gather 0.1s]
 
 Needs ``DRTOOL_BENCH_RETHINKDB`` (primary) and ``DRTOOL_BENCH_RETHINKDB_STANDBY`` (host:port).
 Runners are ``python -m drtool replicate`` subprocesses; their CPU is read from
 ``/proc/<pid>/stat`` (user + system). Printed, one line each:
 
 * idle: CPU-s per second of one streaming runner with no writes (heartbeat, polls);
-* load at 500 and 2,000 changes/s and at the writer's maximum (4 writer threads, batched
-  inserts of new keys, ~``--docs-bytes`` documents, over ``--tables`` tables): changes/s
-  applied, runner CPU-s per 1,000 changes, heartbeat lag at the end of the window;
+* load at 500 and 2,000 changes/s and at the writer's maximum (4 writer threads, ~``--docs-bytes``
+  documents, over ``--tables`` tables), first inserts of new keys, then a mix of inserts,
+  updates of hot keys and deletes: changes/s written, runner CPU-s per 1,000 changes (in
+  all, and above its idle cost), heartbeat lag at the end of the window;
 * the same maximum with two runners sharing the tables (``share_tables``): each runner's
   tables and CPU-s per 1,000 changes;
 * takeover: a spare waiting, the active runner killed -9: seconds until the spare holds the
@@ -64,7 +65,8 @@ class Setup:
             "[standby]", f'hosts = ["{self.standby}"]', "[repository]",
             f'url = "file://{tmp / "repo"}"', "[tables]", f'include = ["{self.db}.*"]',
             "[replication]", f'state_db = "{self.state_db}"', 'lease_ttl = "3s"',
-            f"share_tables = {'true' if share else 'false'}"]) + "\n")
+            f"share_tables = {'true' if share else 'false'}",
+            f'feed_gather = "{args.feed_gather}"']) + "\n")
         self.procs: list[subprocess.Popen] = []
         with connect(self.primary) as c:
             r.db_create(self.db).run(c)
@@ -105,22 +107,37 @@ class Setup:
                         r.db_drop(db).run(c)
 
 
-def write(setup: Setup, rate: float | None, seconds: float) -> int:
-    """Insert new documents at ``rate``/s in total (None: as fast as 4 threads go);
-    returns how many were written."""
+def write(setup: Setup, rate: float | None, seconds: float, mix: str) -> int:
+    """Write at ``rate`` changes/s in total (None: as fast as 4 threads go; single documents
+    up to 500/s, 4 per request above, 100 at the maximum); returns how many changes were
+    written. ``mix`` "inserts": new keys only; "mixed": a third each of inserts of new keys,
+    updates of a writer's 500 hot keys and deletes of keys it inserted before."""
     body = "x" * max(0, setup.args.docs_bytes - 40)
     counts = [0] * 4
     end = time.monotonic() + seconds
+    batch = 100 if rate is None else (1 if rate <= 500 else 4)
+
+    def requests(i: int, n: int, table: str):
+        t = r.db(setup.db).table(table)
+        ids = [f"{i}-{n + k}" for k in range(batch)]
+        if mix == "inserts":
+            return [t.insert([{"id": k, "v": body} for k in ids], durability="soft")]
+        kind = (n // batch) % 3
+        if kind == 0:
+            return [t.insert([{"id": k, "v": body} for k in ids], durability="soft")]
+        if kind == 1:
+            hot = [{"id": f"{i}-hot-{(n + k) % 500}", "v": body, "n": n} for k in range(batch)]
+            return [t.insert(hot, conflict="replace", durability="soft")]
+        old = [f"{i}-{n - 2 * batch + k}" for k in range(batch)]  # inserted two steps ago
+        return [t.get_all(*old).delete(durability="soft")]
 
     def worker(i: int) -> None:
         with connect(setup.primary) as c:
             n, start = 0, time.monotonic()
             while time.monotonic() < end:
-                batch = 1 if rate is not None else 100
                 table = setup.tables[(n // batch + i) % len(setup.tables)]
-                r.db(setup.db).table(table).insert(
-                    [{"id": f"{i}-{n + k}", "v": body} for k in range(batch)],
-                    durability="soft").run(c)
+                for query in requests(i, n, table):
+                    query.run(c)
                 n += batch
                 counts[i] = n
                 if rate is not None:
@@ -134,17 +151,23 @@ def write(setup: Setup, rate: float | None, seconds: float) -> int:
     return sum(counts)
 
 
-def load(setup: Setup, runners: list[subprocess.Popen], rate: float | None) -> str:
+def load(setup: Setup, runners: list[subprocess.Popen], rate: float | None,
+         idle: float = 0.0, mix: str = "inserts") -> str:
+    """One load phase: changes/s, CPU-s per 1,000 changes of each runner (and, given the
+    ``idle`` CPU-s per second, what the changes cost above idling), the lag after it."""
     before = [cpu_seconds(p.pid) for p in runners]
     started = time.monotonic()
-    changes = write(setup, rate, setup.args.seconds)
+    changes = write(setup, rate, setup.args.seconds, mix)
     took = time.monotonic() - started
     time.sleep(2)  # the runners finish applying
+    window = time.monotonic() - started
     cpu = [cpu_seconds(p.pid) - b for p, b in zip(runners, before)]
     lag = setup.status().get("lag_seconds")
     per = " + ".join(f"{c / changes * 1000:.4f}" for c in cpu)
-    return (f"{'max' if rate is None else int(rate)}/s: {changes / took:,.0f} changes/s written, "
-            f"CPU-s per 1,000 changes {per}, lag after {lag} s")
+    above = (f" ({(sum(cpu) - idle * window) / changes * 1000:.4f} above idle)"
+             if idle and len(runners) == 1 else "")
+    return (f"{mix} {'max' if rate is None else int(rate)}/s: {changes / took:,.0f} changes/s "
+            f"written, CPU-s per 1,000 changes {per}{above}, lag after {lag} s")
 
 
 def main() -> None:
@@ -152,6 +175,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--docs-bytes", type=int, default=500)
     ap.add_argument("--tables", type=int, default=4)
+    ap.add_argument("--feed-gather", default="0.1s", help='[replication] feed_gather, "0s": none')
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         one = Setup(args, Path(tmp), share=False)
@@ -160,10 +184,11 @@ def main() -> None:
             one.streaming()
             before, t0 = cpu_seconds(runner.pid), time.monotonic()
             time.sleep(args.seconds)
-            print(f"idle: {(cpu_seconds(runner.pid) - before) / (time.monotonic() - t0):.4f} "
-                  "CPU-s per second")
-            for rate in (500, 2000, None):
-                print("one runner, " + load(one, [runner], rate))
+            idle = (cpu_seconds(runner.pid) - before) / (time.monotonic() - t0)
+            print(f"idle: {idle:.4f} CPU-s per second (feed_gather {args.feed_gather})")
+            for mix in ("inserts", "mixed"):
+                for rate in (500, 2000, None):
+                    print("one runner, " + load(one, [runner], rate, idle, mix), flush=True)
             spare = one.start()
             time.sleep(3)
             runner.send_signal(signal.SIGKILL)

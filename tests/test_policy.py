@@ -94,6 +94,12 @@ def test_minimal_policy_defaults(tmp_path):
     assert p.retention.keep_last is None and p.failover.app_users == ()
 
 
+def test_feed_gather(tmp_path):
+    assert load(tmp_path).replication.feed_gather == 0.1
+    assert load(tmp_path, extra='[replication]\nfeed_gather = "0s"').replication.feed_gather == 0
+    assert load(tmp_path, extra='[replication]\nfeed_gather = "0.2s"').replication.feed_gather == 0.2
+
+
 def test_hosts_are_normalised(tmp_path):
     p = load(tmp_path, primary='hosts = ["db1", "db2:1234", "10.0.0.1", "[::1]", "[2001:db8::1]:29015"]')
     assert p.primary.hosts == ("db1:28015", "db2:1234", "10.0.0.1:28015", "[::1]:28015", "[2001:db8::1]:29015")
@@ -256,6 +262,11 @@ CASES = {
     "zero delta": (dict(extra='[schedule]\nfull_after_delta = "0%"'), 'schedule.full_after_delta: expected a percentage like "30%", got "0%"'),
     "delta as number": (dict(extra="[schedule]\nfull_after_delta = 0.3"), 'schedule.full_after_delta: expected a percentage like "30%", got 0.3'),
     "standby without standby": (dict(extra='[schedule]\nsnapshot_from = "standby"'), 'schedule.snapshot_from: expected "primary" when there is no [standby] section, got "standby"'),
+    # replication
+    "lease_ttl too short": (dict(extra='[replication]\nlease_ttl = "2s"'), 'replication.lease_ttl: expected at least 3s (the lease is renewed every second), got "2s"'),
+    "bad state_db": (dict(extra='[replication]\nstate_db = "rethinkdb"'), "replication.state_db: expected a database name of letters, digits and '_' (not rethinkdb), got \"rethinkdb\""),
+    "feed_gather too long": (dict(extra='[replication]\nfeed_gather = "6s"'), 'replication.feed_gather: expected at most 5s (it adds to the lag), got "6s"'),
+    "feed_gather as number": (dict(extra="[replication]\nfeed_gather = 0.05"), 'replication.feed_gather: expected a duration like "6h", "90m" or "1h30m", got 0.05'),
     # tables
     "pattern without dot": (dict(extra='[tables]\ninclude = ["app"]'), 'tables.include[0]: expected a "db.table" glob like "app.*", got "app"'),
     "exclude without dot": (dict(extra='[tables]\nexclude = ["x.y", "logs"]'), 'tables.exclude[1]: expected a "db.table" glob like "logs.*", got "logs"'),

@@ -158,8 +158,9 @@ async def test_standby_back_after_an_outage_is_repaired_even_without_failed_writ
 
 async def test_a_trickle_of_single_changes_is_written_a_few_at_a_time(
         policy, primary_server: FakeServer, standby_server: FakeServer):
-    """Changes arriving one by one, a millisecond apart, are gathered into batches (COALESCE)
-    instead of one write each: fewer apply batches than changes, and nothing lost."""
+    """Changes arriving one by one, a millisecond apart, are gathered into batches (the feed
+    answers at most every ``feed_gather``) instead of one write each: fewer apply batches
+    than changes, and nothing lost."""
     from drtool.standby.events import Events, Metrics
 
     class Batches(Metrics):

@@ -320,11 +320,17 @@ class Cluster(ABC):
 
     # --- changefeeds ----------------------------------------------------------------------
     @abstractmethod
-    def changes(self, table: TableName) -> AsyncIterator[FeedEvent]:
+    def changes(self, table: TableName, *, queue_size: int = DEFAULT_FEED_QUEUE,
+                gather: float = 0.0) -> AsyncIterator[FeedEvent]:
         """Open a changefeed on its own connection. Yields FeedReady first (every write after
         it is delivered), then FeedChange(key, doc-or-None) in per-key order, and
         FeedOverflow when the server dropped changes (the feed then continues; what was
-        skipped is lost). Closing the iterator (``aclose``) closes the feed."""
+        skipped is lost). ``queue_size``: changes the server keeps for a slow reader before
+        dropping. ``gather`` > 0 (seconds): the server answers at most that often (its first
+        answer at once) and merges the unsent changes of one document into the last one
+        (RethinkDB's numeric ``squash``): far fewer answers for a trickle of changes, every
+        document's latest state still delivered, but not every intermediate one (for a
+        replica, not for a change log). Closing the iterator (``aclose``) closes the feed."""
 
     # --- lifecycle ------------------------------------------------------------------------
     @abstractmethod

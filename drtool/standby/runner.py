@@ -279,6 +279,7 @@ class Runner(Spare, CataloguePoll):
         if self.policy.failover.fence == "write-hook":
             fence = HookFence(self._store(self.roles.target), self.roles.generation)
         return TableSettings(queue_size=rep.changefeed_queue_size, batch_size=rep.batch_size,
+                             gather=rep.feed_gather,
                              shards=rep.standby_shards, replicas=rep.standby_replicas,
                              source_reads=reads, hook_fence=fence)
 

@@ -5,11 +5,12 @@ then bring the target up to date WITHOUT reading the feed (the server queues its
 ``changefeed_queue_size``): a table the target lacks is created like the source's and copied
 (reads limited by ``primary_reads``), a table it has is repaired by digest comparison
 (drtool.compare.reconcile: only what differs is read and written; never a full recopy). Then
-stream: the queued and new changes are applied in batches (a batch that is not full waits
-``COALESCE`` seconds for more, so that a trickle of single changes costs one write per few
-changes, not one each), each batch keeping the last change per key, upserts as canonical text (``insert(r.json(...), conflict='replace')``,
-write hook bypassed) and deletes by key, one batch after the other (so per-key order holds)
-while the next batch is read. Applying a change the copy or repair already wrote is harmless
+stream: the queued and new changes are applied in batches, each batch keeping the last change
+per key, upserts as canonical text (``insert(r.json(...), conflict='replace')``, write hook
+bypassed) and deletes by key, one batch after the other (so per-key order holds) while the
+next batch is read. The feed is opened with ``TableSettings.gather`` (the policy's
+``feed_gather``): the server answers at most that often, so that a trickle of single changes
+costs one answer and one write per few changes, not one each. Applying a change the copy or repair already wrote is harmless
 (every write is idempotent) and the feed's later changes win, so the target converges.
 
 Any gap ends the cycle and starts a new one (new feed first, then a repair): a feed overflow,
@@ -48,8 +49,6 @@ from drtool.standby.tableinfo import Stats, TableSettings
 from drtool.util.tasks import Stopped, unless_stopped
 
 T = TypeVar("T")
-#: seconds a batch that is not full waits for more changes before it is written
-COALESCE = 0.02
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 
 
@@ -180,7 +179,8 @@ class TableReplicator:
     async def _cycle(self, reason: str, after_loss: bool) -> None:
         self._repair_reason = None  # this cycle's catch-up covers a request made before it
         self._wake.clear()
-        feed = self.source.changes(self.table, queue_size=self.settings.queue_size)
+        feed = self.source.changes(self.table, queue_size=self.settings.queue_size,
+                                   gather=self.settings.gather)
         async with aclosing(feed):
             await self._until_stopped(feed_ready(feed, self.name))
             created = await self._until_stopped(self.catchup.prepare())
@@ -252,8 +252,6 @@ class TableReplicator:
             items = [first]
         else:
             items = []
-        if block and queue.qsize() + 1 < self.settings.batch_size:
-            await asyncio.sleep(COALESCE)  # a trickle: gather a few changes per write
         while len(items) < self.settings.batch_size and not queue.empty():
             items.append(queue.get_nowait())
         taken = [self._arrivals.popleft() for _ in items if self._arrivals]

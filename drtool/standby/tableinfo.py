@@ -12,6 +12,7 @@ from typing import Any
 class TableSettings:
     queue_size: int = 1_000_000
     batch_size: int = 1000
+    gather: float = 0.0  # seconds the source's feed may gather changes (Cluster.changes)
     shards: int | None = None  # override for tables created on the target
     replicas: int | None = None
     source_reads: float | None = None  # documents/s read by a copy (the primary's limit)

@@ -245,7 +245,8 @@ class RethinkCluster(RethinkDigestsMixin, RethinkSchemaMixin, RethinkUsersMixin,
 
     # --- changefeeds --------------------------------------------------------------------
     async def changes(self, table: TableName, *,
-                      queue_size: int = DEFAULT_FEED_QUEUE) -> AsyncIterator[FeedEvent]:
+                      queue_size: int = DEFAULT_FEED_QUEUE,
+                      gather: float = 0.0) -> AsyncIterator[FeedEvent]:
         pk, r = await self._primary_key(table), self._r
 
         def shape(ch: Any) -> Any:
@@ -257,7 +258,8 @@ class RethinkCluster(RethinkDigestsMixin, RethinkSchemaMixin, RethinkUsersMixin,
                  "doc": r.branch(deleted, None, ch["new_val"].to_json_string())})
 
         query = self._table(table).changes(
-            include_states=True, squash=False, changefeed_queue_size=int(queue_size)).map(shape)
+            include_states=True, squash=float(gather) if gather > 0 else False,
+            changefeed_queue_size=int(queue_size)).map(shape)
         async with aclosing(self._session.feed(query, table)) as items:
             async for item in items:
                 event = util.feed_event(item)
