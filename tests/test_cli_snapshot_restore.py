@@ -153,7 +153,7 @@ def test_a_feed_lost_mid_scan_starts_the_table_again_and_the_snapshot_finishes(
     """The feed's connection is lost half-way through the scan (the server it read from
     died): the table is read again through a new feed, the snapshot finishes and restores
     equal (with no retries left it would be exit 3, one line)."""
-    from drtool.snapshots import snapshot as snapshot_module
+    from drtool.util import retry as snapshot_module
 
     monkeypatch.setattr(snapshot_module, "RECONNECT_FIRST", 0.01)
     load_table(primary_server, "app.moved", sample_docs(2000))

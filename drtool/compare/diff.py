@@ -26,7 +26,7 @@ from drtool.compare.diff_ranges import (
     Traffic,
     find_differences,
 )
-from drtool.util.tasks import gather_bounded
+from drtool.util.retry import each_again_after_lost_connection
 from drtool.util.progress import NullProgress, Progress
 from drtool.config.policy import select_tables
 from drtool.compare.shape import ShapeRule, is_drtool_fence
@@ -233,12 +233,12 @@ async def diff_tables(
     target_role: str = "standby", options: DiffOptions = DiffOptions(),
     progress: Progress = NullProgress(),
 ) -> list[TableDiff]:
-    """``diff_table`` for each table, a few at a time; results in the order of ``tables``."""
-    return await gather_bounded(
-        [lambda t=t: diff_table(source, target, t, source_role=source_role,
-                                target_role=target_role, options=options, progress=progress)
-         for t in tables],
-        options.table_concurrency)
+    """``diff_table`` for each table, a few at a time; results in the order of ``tables``. A
+    table whose diff loses its connection to a cluster is compared again (drtool.util.retry)."""
+    return await each_again_after_lost_connection(
+        tables, lambda t: diff_table(source, target, t, source_role=source_role,
+                                     target_role=target_role, options=options, progress=progress),
+        options.table_concurrency, lambda t, text: progress.note(f"diff {t}", text))
 
 
 async def tables_of_both(policy: Policy, source: Cluster, target: Cluster,

@@ -20,7 +20,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from drtool.cluster.base import Cluster
-from drtool.util.tasks import gather_bounded
+from drtool.util.retry import each_again_after_lost_connection
 from drtool.compare.diff import DiffOptions, TableDiff, diff_table, shape_differences
 from drtool.compare.diff_ranges import Side, Traffic, find_differences
 from drtool.util.progress import NullProgress, Progress
@@ -235,9 +235,11 @@ async def reconcile_tables(
     target_role: str = "standby", options: ReconcileOptions = ReconcileOptions(),
     progress: Progress = NullProgress(),
 ) -> list[TableReconcile]:
-    """``reconcile_table`` for each table, a few at a time; results in the order of ``tables``."""
-    return await gather_bounded(
-        [lambda t=t: reconcile_table(source, target, t, source_role=source_role,
-                                     target_role=target_role, options=options, progress=progress)
-         for t in tables],
-        options.diff.table_concurrency)
+    """``reconcile_table`` for each table, a few at a time; results in the order of ``tables``.
+    A table whose reconcile loses its connection to a cluster starts again with a new diff
+    (its writes are idempotent; drtool.util.retry)."""
+    return await each_again_after_lost_connection(
+        tables, lambda t: reconcile_table(source, target, t, source_role=source_role,
+                                          target_role=target_role, options=options,
+                                          progress=progress),
+        options.diff.table_concurrency, lambda t, text: progress.note(f"reconcile {t}", text))

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from drtool.cluster.base import Cluster, ConflictMode
 from drtool.util.progress import NullProgress, Progress
+from drtool.util.retry import again_after_lost_connection
 from drtool.snapshots.layers import final_texts
 from drtool.compare.shape import apply_shape, create_table_like, plan_shape
 from drtool.reql.digest import fold_digests
@@ -115,23 +116,40 @@ async def restore_table(
 ) -> TableRestore:
     """Restore ``entry`` into ``target``. ``state`` (a ``changelog.state.StateAt`` over
     ``entry`` as its base): restore the documents it yields instead, and check the digests
-    of the state it describes once they are written."""
-    report = TableRestore(entry.name, target, documents=entry.doc_count,
-                          digest_expected=entry.digest)
+    of the state it describes once they are written.
+
+    A lost connection (drtool.util.retry) restores the table again from the start when that
+    is safe: into a table this restore created (then with ``conflict="replace"``: the
+    documents already there are its own), or with ``--conflict replace|skip``. With
+    ``conflict="error"`` into a table that existed, ClusterUnreachable."""
     task = str(target)
     progress.start(task, entry.doc_count)
-    try:
-        existing = await _prepare_table(cluster, entry.meta, target, options, report)
-        conflict: ConflictMode = options.conflict or "error"
-        texts = final_texts(repo, entry) if state is None else state.texts()
-        await _load(cluster, entry, texts, target, conflict, options, report, progress, task)
+    created = False  # by an earlier attempt
+
+    async def once(_attempt: int) -> TableRestore:
+        nonlocal created
+        report = TableRestore(entry.name, target, documents=entry.doc_count,
+                              digest_expected=entry.digest, created=created)
+        again = replace(options, conflict="replace") if created else options
+        existing = await _prepare_table(cluster, entry.meta, target, again, report)
+        created = report.created
+        if report.created:
+            existing, report.had_documents = None, False
+        await _load(cluster, entry, (final_texts(repo, entry) if state is None else state.texts()),
+                    target, again.conflict or "error", again, report, progress, task)
+        current = entry
         if state is not None:
-            entry = state.entry()
-            report.documents, report.digest_expected = entry.doc_count, entry.digest
+            current = state.entry()
+            report.documents, report.digest_expected = current.doc_count, current.digest
         await cluster.sync(target)
-        await _build_indexes_and_hook(cluster, entry.meta, existing, target, report)
-        await _check_digest(cluster, entry, target, report)
+        await _build_indexes_and_hook(cluster, current.meta, existing, target, report)
+        await _check_digest(cluster, current, target, report)
         return report
+
+    try:
+        return await again_after_lost_connection(
+            once, lambda text: progress.note(task, text),
+            repeatable=lambda: created or options.conflict in ("replace", "skip"))
     finally:
         progress.finish(task)
 

@@ -23,11 +23,12 @@ from drtool.cluster.base import Cluster
 from drtool.util.progress import NullProgress, Progress
 from drtool.snapshots.incremental import incremental_table, needs_full
 from drtool.cluster.scanning import FeedCollector, resumable_scan
+from drtool.util.retry import again_after_lost_connection
 from drtool.util.tasks import gather_bounded
 from drtool.snapshots.partition import table_parts
 from drtool.compare.shape import is_drtool_fence
 from drtool.snapshots.segments import Chunker, ChunkParams, PendingChanges, RangedChanges, SegmentWriter
-from drtool.errors import ClusterError, ClusterUnreachable
+from drtool.errors import ClusterError
 from drtool.repo.manifest import Manifest, SegmentRef, TableEntry
 from drtool.model import KeyText, TableName, utcnow
 from drtool.reql.ordering import key_order
@@ -36,7 +37,6 @@ from drtool.repo.repository import Repository
 from drtool.util.throttle import DocRateLimiter, RateLimiter
 
 
-RECONNECTS, RECONNECT_FIRST = 4, 1.0  # a table started again after a lost connection
 
 
 @dataclass(frozen=True)
@@ -121,21 +121,13 @@ async def snapshot_table(
     ``parent`` (the table in an earlier snapshot) only what changed is stored, unless the
     chain is too deep or the deltas too big (then the table is copied in full).
 
-    A lost connection (the server it reads from died: the cluster's other servers answer
-    once it has elected new primaries) starts the table again, up to ``RECONNECTS`` times
-    with a pause of 1, 2, 4... s: a new feed and a new read, through whichever server
-    answers; what was already stored is not uploaded again. Then ClusterUnreachable."""
-    delay = RECONNECT_FIRST
-    for _ in range(RECONNECTS):
-        try:
-            return await _snapshot_table_once(repo, cluster, table, parent=parent,
-                                              progress=progress, options=options, reads=reads)
-        except ClusterUnreachable as err:
-            progress.note(str(table), f"{err}: reading the table again in {delay:g} s")
-            await asyncio.sleep(delay)
-            delay *= 2
-    return await _snapshot_table_once(repo, cluster, table, parent=parent, progress=progress,
-                                      options=options, reads=reads)
+    A lost connection (the server it reads from died) starts the table again
+    (drtool.util.retry): a new feed and a new read, through whichever server answers; what
+    was already stored is not uploaded again. Then ClusterUnreachable."""
+    return await again_after_lost_connection(
+        lambda _: _snapshot_table_once(repo, cluster, table, parent=parent, progress=progress,
+                                       options=options, reads=reads),
+        lambda text: progress.note(str(table), text))
 
 
 async def _snapshot_table_once(
