@@ -158,6 +158,9 @@ def test_tables_selects(tmp_path):
     assert TablesPolicy().selects(TableName("x", "y"))
     assert not TablesPolicy().selects(TableName("rethinkdb", "users"))
     assert not TablesPolicy(include=("*",)).selects(TableName("rethinkdb", "jobs"))
+    names = [TableName("billing", "payments"), TableName("app", "users"),
+             TableName("app", "sessions"), TableName("billing", "invoices")]
+    assert t.selected(names) == [TableName("app", "users"), TableName("billing", "invoices")]
 
 
 def test_throttle_schedule_retention_failover(tmp_path):

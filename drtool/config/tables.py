@@ -8,6 +8,7 @@ are policy units (``drtool.util.units``: "10MiB/s", timetables, "5000/s").
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -38,6 +39,10 @@ class TablesPolicy:
             and any(fnmatchcase(text, p) for p in self.include)
             and not any(fnmatchcase(text, p) for p in self.exclude)
         )
+
+    def selected(self, available: Iterable[TableName]) -> list[TableName]:
+        """The tables of ``available`` that ``selects`` takes, in their order."""
+        return [t for t in available if self.selects(t)]
 
 
 @dataclass(frozen=True)

@@ -223,7 +223,7 @@ def runner_users_sync(policy, tables_policy, state_db: str, policy_name: str, *,
             records.append(fenced.get("fence"))
         kept = frozenset((u, d, t) for r in records if r
                          for u, d, t, _ in FenceRecord.from_json(r).writes)
-        selected = [t for t in await source.list_tables() if tables_policy.selects(t)]
+        selected = tables_policy.selected(await source.list_tables())
         report = await sync_users(source, target, policy, selected, refresh_passwords=first[0],
                                   keep_fenced=kept, fence_users=standby_fence_users(policy),
                                   managed=await read_synced_users(store),
@@ -262,7 +262,7 @@ async def users_problems(source: Cluster, target: Cluster, policy) -> list[str]:
     from drtool.errors import DrtoolError
 
     try:
-        selected = [t for t in await source.list_tables() if policy.tables.selects(t)]
+        selected = policy.tables.selected(await source.list_tables())
         report = await sync_users(source, target, policy.failover, selected, dry_run=True)
     except DrtoolError as err:
         return [f"users and permissions: cannot compare them: {err}"]

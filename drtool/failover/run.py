@@ -114,7 +114,7 @@ class FailoverRun:
         return side
 
     def tables_of(self, available: list[TableName]) -> list[TableName]:
-        return [t for t in available if self.policy.tables.selects(t)]
+        return self.policy.tables.selected(available)
 
     async def selected_tables(self, role: str) -> list[TableName]:
         return self.tables_of(await self.require(role).cluster.list_tables())  # type: ignore[union-attr]

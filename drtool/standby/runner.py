@@ -288,7 +288,7 @@ class Runner(Spare, CataloguePoll):
         return [] if self.policy.replication.share_tables else await self._policy_tables(source)
 
     async def _policy_tables(self, source: Cluster) -> list[TableName]:
-        return [t for t in await source.list_tables() if self.policy.tables.selects(t)]
+        return self.policy.tables.selected(await source.list_tables())
 
     def _start_table(self, table: TableName, source: Cluster, target: Cluster,
                      store: StateStore, roles: Roles, settings: TableSettings) -> None:

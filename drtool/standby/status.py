@@ -209,8 +209,7 @@ async def _unavailable(clusters: dict[str, Cluster], roles: Roles, policy: Polic
     listed (the runner creates it); a catalogue that cannot be read gives no list."""
     lister = clusters.get(roles.source) or clusters.get(roles.target)
     try:
-        tables = [] if lister is None else [
-            t for t in await lister.list_tables() if policy.tables.selects(t)]
+        tables = [] if lister is None else policy.tables.selected(await lister.list_tables())
     except (ClusterError, ClusterUnreachable):
         return []
     found: list[dict] = []
