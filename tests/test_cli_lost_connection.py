@@ -82,3 +82,28 @@ def test_restore_with_conflict_error_into_an_existing_table_is_not_repeated(
     assert "starting again" in replaced.stderr
     assert set(table_texts(primary_server, "app.users")) < set(
         table_texts(standby_server, "app.users"))
+
+
+def test_diff_against_a_snapshot_compares_a_table_again_after_a_lost_connection(
+        deployment, cli, primary_server):
+    load_table(primary_server, "app.users", sample_docs(800))
+    assert cli("snapshot").exit_code == 0
+    primary_server.delete(T, ['"k0000005"'])
+    primary_server.fail_next("segment_digests")
+    result = cli("diff", "--against", "latest", "--json")
+    assert result.exit_code == 1, result.stderr
+    assert "starting again" in result.stderr
+    assert json.loads(result.stdout)["tables"][0]["extra"] == ['"k0000005"']
+
+
+def test_restore_delta_repairs_a_table_again_after_a_lost_connection(
+        deployment, cli, primary_server):
+    load_table(primary_server, "app.users", sample_docs(3000, pad=50))
+    assert cli("snapshot").exit_code == 0
+    kept = table_texts(primary_server, "app.users")
+    primary_server.delete(T, ['"k%07d"' % i for i in range(0, 3000, 7)])
+    primary_server.fail_next("insert_texts")
+    result = cli("restore", "latest", "--delta", "--json")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "starting again" in result.stderr
+    assert table_texts(primary_server, "app.users") == kept

@@ -42,6 +42,7 @@ from drtool.snapshots.layers import range_rows
 from drtool.util.progress import NullProgress, Progress
 from drtool.snapshots.restore import RestoreOptions, plan_tables
 from drtool.compare.shape import apply_shape, plan_shape
+from drtool.util.retry import again_after_lost_connection
 from drtool.util.tasks import gather_bounded
 from drtool.errors import (
     ClusterError, DrtoolError, EncryptionKeyError, NotFound, SchemaMismatch, UsageError,
@@ -179,7 +180,17 @@ async def delta_table(repo: Repository, cluster: Cluster, entry: TableEntry, tar
                       progress: Progress = NullProgress(), rows_of=None) -> DeltaReport:
     """``rows_of(i)`` (default: the snapshot's ``range_rows``): the documents ``entry`` holds
     in recorded range ``i``; a restore to a time passes its state's (``entry`` then carries
-    that state's ranges over its base's layers)."""
+    that state's ranges over its base's layers). A lost connection compares and repairs the
+    table again (drtool.util.retry: it writes only what still differs)."""
+    return await again_after_lost_connection(
+        lambda _: _delta_table_once(repo, cluster, entry, target, options,
+                                    snapshot_id=snapshot_id, progress=progress, rows_of=rows_of),
+        lambda text: progress.note(f"delta {target}", text))
+
+
+async def _delta_table_once(repo: Repository, cluster: Cluster, entry: TableEntry,
+                            target: TableName, options: DeltaOptions, *, snapshot_id: str,
+                            progress: Progress, rows_of) -> DeltaReport:
     rows_of = rows_of or partial(range_rows, repo, entry)
     try:
         live_meta = await cluster.table_meta(target)

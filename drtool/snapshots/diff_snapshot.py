@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 from drtool.cluster.base import ChunkDigest, Cluster, KeyRange
+from drtool.util.retry import again_after_lost_connection
 from drtool.util.tasks import gather_bounded
 from drtool.compare.diff import DiffOptions, TableDiff, compare_schema, table_meta_or_none
 from drtool.compare.diff_ranges import QUERY_OVERHEAD, WHOLE, Differences, Side, merge_docs
@@ -50,35 +51,45 @@ async def diff_table_snapshot(
 ) -> TableDiff:
     """``hashes_of(i)`` (default: the snapshot's, from its index objects): key -> r.uuid of
     every document ``entry`` holds in recorded range ``i``; a diff against a time passes its
-    state's (``entry`` then carries that state's ranges)."""
-    started = time.monotonic()
+    state's (``entry`` then carries that state's ranges). A lost connection compares the
+    table again (drtool.util.retry)."""
     task = f"diff {table}"
     progress.start(task, entry.doc_count if entry else None)
     try:
-        live_meta = await table_meta_or_none(cluster, table)
-        snap_meta = entry.meta if entry else None
-        result = TableDiff(table, role, label, live_meta, snap_meta,
-                           compare_schema(live_meta, snap_meta))
-        result.target_count = entry.doc_count if entry else 0
-        side = Side(cluster, table, options.search)
-        if live_meta is None or entry is None or live_meta.primary_key != entry.meta.primary_key:
-            result.keys_listed = False
-            if live_meta is not None:
-                (chunks,) = await side.chunks([(None, None)], WHOLE)
-                result.source_count = chunks[0][1]
-            if live_meta is not None and entry is not None:
-                result.notes.append("primary keys differ: documents not compared key by key")
-                result.ranges_differing = 1
-            else:
-                result.missing_count = result.source_count
-                result.extra_count = result.target_count
-        else:
-            await _compare_ranges(side, repo, entry, result, hashes_of)
-        result.traffic.add(side.traffic)
-        result.seconds = time.monotonic() - started
-        return result
+        return await again_after_lost_connection(
+            lambda _: _diff_table_snapshot_once(cluster, repo, entry, table, role, label,
+                                                options, hashes_of),
+            lambda text: progress.note(task, text))
     finally:
         progress.finish(task)
+
+
+async def _diff_table_snapshot_once(cluster: Cluster, repo: Repository, entry: TableEntry | None,
+                                    table: TableName, role: str, label: str,
+                                    options: DiffOptions, hashes_of) -> TableDiff:
+    started = time.monotonic()
+    live_meta = await table_meta_or_none(cluster, table)
+    snap_meta = entry.meta if entry else None
+    result = TableDiff(table, role, label, live_meta, snap_meta,
+                       compare_schema(live_meta, snap_meta))
+    result.target_count = entry.doc_count if entry else 0
+    side = Side(cluster, table, options.search)
+    if live_meta is None or entry is None or live_meta.primary_key != entry.meta.primary_key:
+        result.keys_listed = False
+        if live_meta is not None:
+            (chunks,) = await side.chunks([(None, None)], WHOLE)
+            result.source_count = chunks[0][1]
+        if live_meta is not None and entry is not None:
+            result.notes.append("primary keys differ: documents not compared key by key")
+            result.ranges_differing = 1
+        else:
+            result.missing_count = result.source_count
+            result.extra_count = result.target_count
+    else:
+        await _compare_ranges(side, repo, entry, result, hashes_of)
+    result.traffic.add(side.traffic)
+    result.seconds = time.monotonic() - started
+    return result
 
 
 def recorded_ranges(entry: TableEntry) -> list[KeyRange]:
