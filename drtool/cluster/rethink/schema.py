@@ -17,6 +17,8 @@ from drtool.cluster.base import STATE_READY_TIMEOUT, STATE_REPLICAS
 from drtool.errors import ClusterError, ClusterUnreachable, NotFound
 from drtool.model import IndexDef, TableName
 
+WAIT_TIMED_OUT = "Timed out while waiting for tables"  # the server's error for table.wait
+
 
 class RethinkSchemaMixin:
     """Implements the schema half of drtool.cluster.base.Cluster with ``self._r`` and
@@ -69,8 +71,17 @@ class RethinkSchemaMixin:
             await self._follow_servers(table, want)
         # not all_replicas_ready (the default): never true while a server is down; the
         # timeout arrives as ClusterUnreachable ("Timed out while waiting for tables")
-        await self._session.fetch(self._table(table).wait(
-            wait_for="ready_for_writes", timeout=STATE_READY_TIMEOUT), table)
+        try:
+            await self._session.fetch(self._table(table).wait(
+                wait_for="ready_for_writes", timeout=STATE_READY_TIMEOUT), table)
+        except ClusterUnreachable as err:
+            if WAIT_TIMED_OUT not in str(err):
+                raise
+            raise ClusterUnreachable(
+                f"{self._session.description} table {table}: not ready for writes after "
+                f"{STATE_READY_TIMEOUT:g} s ({WAIT_TIMED_OUT}): drtool's own tables take "
+                "writes only while most of their replicas' servers are up; start the "
+                f"{self._session.config.role}'s servers that are down, then try again") from None
         return created
 
     async def _state_replicas(self) -> int:
