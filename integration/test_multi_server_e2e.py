@@ -138,7 +138,7 @@ def test_snapshot_with_a_server_down(tmp_path, clusters):
             whole = drtool(d.policy, "snapshot", "-q", timeout=300)
             assert whole.returncode == 3, whole.stderr  # unavailable: try again later
             *notes, error = whole.stderr.strip().splitlines()  # tried again 4 times first
-            assert len(notes) == 4 and all("reading the table again in" in n for n in notes)
+            assert len(notes) == 4 and all(": starting again in " in n for n in notes)
             assert error.startswith("drtool: error: primary "), whole.stderr
             assert f"table {d.db}.one: the cluster is not available: The server(s) hosting " \
                 f"table `{d.db}.one` are currently unreachable." in error

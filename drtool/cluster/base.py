@@ -326,11 +326,12 @@ class Cluster(ABC):
         it is delivered), then FeedChange(key, doc-or-None) in per-key order, and
         FeedOverflow when the server dropped changes (the feed then continues; what was
         skipped is lost). ``queue_size``: changes the server keeps for a slow reader before
-        dropping. ``gather`` > 0 (seconds): the server answers at most that often (its first
-        answer at once) and merges the unsent changes of one document into the last one
-        (RethinkDB's numeric ``squash``): far fewer answers for a trickle of changes, every
-        document's latest state still delivered, but not every intermediate one (for a
-        replica, not for a change log). Closing the iterator (``aclose``) closes the feed."""
+        dropping. ``gather`` > 0 (seconds): the next batch is asked for at most that often, so
+        the changes made meanwhile come in one answer: far fewer answers for a trickle of
+        changes, every change still delivered, for up to ``gather`` seconds more delay. (Not
+        RethinkDB's numeric ``squash``: it drops a document created and deleted within one
+        answer, which loses the delete for a reader whose copy saw the document.) Closing
+        the iterator (``aclose``) closes the feed."""
 
     # --- lifecycle ------------------------------------------------------------------------
     @abstractmethod

@@ -32,9 +32,9 @@ class ReplicationPolicy:
     on the standby with these counts instead of the primary's (a smaller standby).
     ``share_tables``: several runners of the policy split its tables (per-table leases; one
     of them also holds the policy-wide duties) instead of one active runner and spares.
-    ``feed_gather``: seconds the primary may gather a table's changes into one answer of its
-    changefeed (several changes of one document reach the standby as the last); 0: every
-    change is sent at once (lowest lag, far more runner CPU per change at low rates)."""
+    ``feed_gather``: seconds between a table changefeed's requests for more changes (those
+    made meanwhile come in one answer, every one of them); 0: every change is sent at once
+    (lowest lag, far more runner CPU per change at low rates)."""
 
     state_db: str = "drtool"
     lag_threshold: float = 10.0

@@ -9,9 +9,9 @@ stream: the queued and new changes are applied in batches, each batch keeping th
 per key, upserts as canonical text (``insert(r.json(...), conflict='replace')``, write hook
 bypassed) and deletes by key, one batch after the other (so per-key order holds) while the
 next batch is read. The feed is opened with ``TableSettings.gather`` (the policy's
-``feed_gather``): the server answers at most that often, so that a trickle of single changes
-costs one answer and one write per few changes, not one each. Applying a change the copy or repair already wrote is harmless
-(every write is idempotent) and the feed's later changes win, so the target converges.
+``feed_gather``): it asks the server for more changes at most that often, so that a trickle
+of single changes costs one answer and one write per few changes, not one each. Applying a
+change the copy or repair already wrote is harmless (every write is idempotent) and the feed's later changes win, so the target converges.
 
 Any gap ends the cycle and starts a new one (new feed first, then a repair): a feed overflow,
 a dropped connection to either cluster (backoff 1 s doubling to 30 s while the outage lasts,

@@ -6,9 +6,9 @@ ones are dropped and one FeedOverflow, with the server's message and the number 
 sits where they would have been; the feed then goes on. A feed ends with the error its queue
 is failed with: ClusterUnreachable when the connection is closed or the server is "down", a
 ClusterError when its table or database is dropped. A feed opened with ``gather`` answers at
-most once per ``gather`` seconds (FeedReady counting as the first answer) and merges the
-unsent changes of one document into the last of them, like the server's numeric ``squash``; a
-document created and deleted again within one answer is not reported at all.
+most once per ``gather`` seconds (the first at once), each answer
+holding every change made since the last, like a real feed whose CONTINUE requests are paced
+(``driver.pace_continues``).
 """
 
 from __future__ import annotations
@@ -35,10 +35,8 @@ class FeedQueue:
 
     Like the server, when more than ``limit`` changes wait unread the new ones are dropped and
     one overflow marker (counting them) sits where they would have been. With ``gather``
-    (seconds), the items are handed over in answers at most ``gather`` apart, and a change of
-    a document whose earlier change is still unsent replaces it (both vanish when the document
-    was created by the first and deleted by the second). Raises nothing itself:
-    ``get`` raises the error the queue was failed with, once it is drained."""
+    (seconds), the items are handed over in answers at most ``gather`` apart. Raises nothing
+    itself: ``get`` raises the error the queue was failed with, once it is drained."""
 
     def __init__(self, limit: int, owner: object, gather: float = 0.0) -> None:
         self.limit = limit
@@ -46,37 +44,18 @@ class FeedQueue:
         self.gather = gather
         self.items: deque = deque()  # at the "server", not yet sent
         self.answer: deque = deque()  # the answer being read
-        self.answered = time.monotonic()  # of the last answer (FeedReady is the first)
-        self.created: set[str] = set()  # keys of unsent changes that created their document
+        self.answered = float("-inf")  # when the last answer was handed over
         self.waiting = 0  # FeedChange items queued
         self.error: Exception | None = None
         self.event = asyncio.Event()
 
-    def push(self, change: FeedChange, existed: bool = True) -> None:
-        """Queue ``change``; ``existed``: its document was there before it."""
-        if self.gather > 0 and self._merge(change):
-            return
+    def push(self, change: FeedChange) -> None:
         if self.waiting >= self.limit:
             self.skip(1)
             return
         self.items.append(change)
         self.waiting += 1
-        if not existed:
-            self.created.add(change.key)
         self.event.set()
-
-    def _merge(self, change: FeedChange) -> bool:
-        """Fold ``change`` into an unsent change of the same document; False if none."""
-        for i, item in enumerate(self.items):
-            if isinstance(item, FeedChange) and item.key == change.key:
-                if change.doc is None and change.key in self.created:
-                    del self.items[i]  # created and deleted within one answer: nothing
-                    self.created.discard(change.key)
-                    self.waiting -= 1
-                else:
-                    self.items[i] = change
-                return True
-        return False
 
     def skip(self, n: int) -> None:
         if self.items and isinstance(self.items[-1], _Skipped):
@@ -110,7 +89,6 @@ class FeedQueue:
             await asyncio.sleep(wait)
         self.answered = time.monotonic()
         self.answer, self.items = self.items, deque()
-        self.created.clear()
 
 
 class FakeFeedsMixin:

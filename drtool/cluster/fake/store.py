@@ -41,9 +41,8 @@ class Table:
                 self._sorted.append(order)
             else:
                 self._sorted = None
-        existed = order in self.docs
         self.docs[order] = (key, doc)
-        self.notify(key, doc, existed)
+        self.notify(key, doc)
 
     def delete(self, order: bytes) -> bool:
         entry = self.docs.pop(order, None)
@@ -52,13 +51,12 @@ class Table:
         if self._sorted is not None:
             i = bisect_left(self._sorted, order)
             del self._sorted[i]
-        self.notify(entry[0], None, True)
+        self.notify(entry[0], None)
         return True
 
-    def notify(self, key: str, doc: str | None, existed: bool) -> None:
-        """Hand a change to every feed; ``existed``: the document was there before it."""
+    def notify(self, key: str, doc: str | None) -> None:
         for feed in self.feeds:
-            feed.push(FeedChange(key, doc), existed)
+            feed.push(FeedChange(key, doc))
 
     def range(self, after: bytes | None, upto: bytes | None, limit: int) -> list[tuple[bytes, str, str]]:
         """Up to ``limit`` entries with ``after < order <= upto`` in order."""

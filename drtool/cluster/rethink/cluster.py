@@ -258,9 +258,8 @@ class RethinkCluster(RethinkDigestsMixin, RethinkSchemaMixin, RethinkUsersMixin,
                  "doc": r.branch(deleted, None, ch["new_val"].to_json_string())})
 
         query = self._table(table).changes(
-            include_states=True, squash=float(gather) if gather > 0 else False,
-            changefeed_queue_size=int(queue_size)).map(shape)
-        async with aclosing(self._session.feed(query, table)) as items:
+            include_states=True, squash=False, changefeed_queue_size=int(queue_size)).map(shape)
+        async with aclosing(self._session.feed(query, table, pace=gather)) as items:
             async for item in items:
                 event = util.feed_event(item)
                 if event is not None:

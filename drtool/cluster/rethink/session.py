@@ -21,7 +21,13 @@ from typing import Any
 from drtool.cluster.rethink import util
 from drtool.cluster.base import TextBatch
 from drtool.cluster.rethink.decoder import text_decoder
-from drtool.cluster.rethink.driver import AsyncioConnection, AsyncioCursor, RethinkDB, rerr
+from drtool.cluster.rethink.driver import (
+    AsyncioConnection,
+    AsyncioCursor,
+    RethinkDB,
+    pace_continues,
+    rerr,
+)
 from drtool.cluster.rethink.errors import DRIVER_FAILURES, translate_error
 from drtool.errors import AuthError, ClusterError, ClusterUnreachable, DrtoolError, UsageError
 from drtool.model import ClusterConfig, TableName
@@ -270,15 +276,19 @@ class RethinkSession:
             finally:
                 await _close_cursor(cursor)
 
-    async def feed(self, query: Any, table: TableName) -> AsyncIterator[Any]:
+    async def feed(self, query: Any, table: TableName, *,
+                   pace: float = 0.0) -> AsyncIterator[Any]:
         """Run a changefeed on a new connection of its own and yield its raw elements; the
         connection is closed when the generator is closed. A feed that ends raises
-        ClusterUnreachable (a changefeed never ends by itself)."""
+        ClusterUnreachable (a changefeed never ends by itself). ``pace`` > 0: ask for the
+        next batch at most that often (``driver.pace_continues``)."""
         conn = await self._connect()
         self._feeds.add(conn)
         cursor = None
         try:
             cursor = await self._start(conn, query, table)
+            if pace > 0 and isinstance(cursor, AsyncioCursor):
+                pace_continues(cursor, pace)
             while (item := await self._next(cursor, table)) is not _END:
                 yield item
             raise ClusterUnreachable(
