@@ -47,9 +47,11 @@ def test_target_lost_half_way_then_the_same_delta_restore_finishes(deployment, c
         primary_server.down = True
 
     sent = _stop_after_writes(monkeypatch, 1, lose_the_target)
+    monkeypatch.setattr("drtool.util.retry.RECONNECT_FIRST", 0.01)
     result = cli("restore", "latest", "--delta")
     assert result.exit_code == 3, result.stderr
-    [line] = result.stderr.strip().splitlines()
+    *notes, line = result.stderr.strip().splitlines()  # tried again 4 times first
+    assert len(notes) == 4 and all(": starting again in " in n for n in notes), notes
     assert line.startswith("drtool: error: primary fake-primary:28015: lost connection")
     assert line.endswith(_rerun_hint("app.big", manifest.id)), line
     assert "--conflict" not in line
@@ -93,15 +95,21 @@ def test_interrupted_delta_restore_says_to_run_it_again(deployment, cli, primary
     assert table_texts(primary_server, "app.big") == original
 
 
-def test_an_error_before_any_write_gives_no_rerun_advice(deployment, cli, primary_server):
+def test_an_error_before_any_write_gives_no_rerun_advice(deployment, cli, primary_server,
+                                                        monkeypatch):
+    from drtool.util import retry
+
+    monkeypatch.setattr(retry, "RECONNECT_FIRST", 0.01)
     table = load_table(primary_server, "app.t", sample_docs(100))
     assert cli("snapshot").exit_code == 0
     primary_server.put_texts(table, ['{"id":"k0000001","v":2}'])
-    primary_server.fail_next("segment_digests")
+    primary_server.fail_next("segment_digests", times=1 + retry.RECONNECTS)  # every attempt
     result = cli("restore", "latest", "--delta")
     assert result.exit_code == 3
-    assert result.stderr.strip() == ("drtool: error: primary fake-primary:28015: lost "
-                                     "connection (injected, segment_digests)")
+    *notes, line = result.stderr.strip().splitlines()
+    assert len(notes) == retry.RECONNECTS
+    assert line == ("drtool: error: primary fake-primary:28015: lost connection (injected, "
+                    "segment_digests)")
 
 
 def test_written_to_during_the_delta_restore_is_exit_1(deployment, cli, primary_server,

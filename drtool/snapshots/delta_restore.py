@@ -181,16 +181,23 @@ async def delta_table(repo: Repository, cluster: Cluster, entry: TableEntry, tar
     """``rows_of(i)`` (default: the snapshot's ``range_rows``): the documents ``entry`` holds
     in recorded range ``i``; a restore to a time passes its state's (``entry`` then carries
     that state's ranges over its base's layers). A lost connection compares and repairs the
-    table again (drtool.util.retry: it writes only what still differs)."""
-    return await again_after_lost_connection(
-        lambda _: _delta_table_once(repo, cluster, entry, target, options,
-                                    snapshot_id=snapshot_id, progress=progress, rows_of=rows_of),
-        lambda text: progress.note(f"delta {target}", text))
+    table again (drtool.util.retry: it writes only what still differs). An error after any
+    attempt wrote into the table ends with ``rerun_hint``."""
+    wrote = [False]  # did any attempt send a write?
+    try:
+        return await again_after_lost_connection(
+            lambda _: _delta_table_once(repo, cluster, entry, target, options,
+                                        progress=progress, rows_of=rows_of, wrote=wrote),
+            lambda text: progress.note(f"delta {target}", text))
+    except DrtoolError as err:
+        if wrote[0]:  # the table may be half-way: say how to finish
+            err.args = (f"{err}; {rerun_hint(snapshot_id, [target])}",)
+        raise
 
 
 async def _delta_table_once(repo: Repository, cluster: Cluster, entry: TableEntry,
-                            target: TableName, options: DeltaOptions, *, snapshot_id: str,
-                            progress: Progress, rows_of) -> DeltaReport:
+                            target: TableName, options: DeltaOptions, *, progress: Progress,
+                            rows_of, wrote: list[bool]) -> DeltaReport:
     rows_of = rows_of or partial(range_rows, repo, entry)
     try:
         live_meta = await cluster.table_meta(target)
@@ -247,9 +254,8 @@ async def _delta_table_once(repo: Repository, cluster: Cluster, entry: TableEntr
             report.ranges_differing = report.ranges_changed
         report.traffic.add(live.traffic)
         return report
-    except DrtoolError as err:
-        if report.writes_sent:  # the table may be half-way: say how to finish
-            err.args = (f"{err}; {rerun_hint(snapshot_id, [target])}",)
+    except DrtoolError:
+        wrote[0] = wrote[0] or report.writes_sent
         raise
     finally:
         progress.finish(task)
