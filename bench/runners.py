@@ -117,27 +117,25 @@ def write(setup: Setup, rate: float | None, seconds: float, mix: str) -> int:
     end = time.monotonic() + seconds
     batch = 100 if rate is None else (1 if rate <= 500 else 4)
 
-    def requests(i: int, n: int, table: str):
+    def request(i: int, n: int, table: str):
+        """Writer ``i``'s request at change ``n``: inserts, or the mix's third of them."""
         t = r.db(setup.db).table(table)
-        ids = [f"{i}-{n + k}" for k in range(batch)]
-        if mix == "inserts":
-            return [t.insert([{"id": k, "v": body} for k in ids], durability="soft")]
-        kind = (n // batch) % 3
+        kind = 0 if mix == "inserts" else (n // batch) % 3
         if kind == 0:
-            return [t.insert([{"id": k, "v": body} for k in ids], durability="soft")]
+            return t.insert([{"id": f"{i}-{n + k}", "v": body} for k in range(batch)],
+                            durability="soft")
         if kind == 1:
             hot = [{"id": f"{i}-hot-{(n + k) % 500}", "v": body, "n": n} for k in range(batch)]
-            return [t.insert(hot, conflict="replace", durability="soft")]
+            return t.insert(hot, conflict="replace", durability="soft")
         old = [f"{i}-{n - 2 * batch + k}" for k in range(batch)]  # inserted two steps ago
-        return [t.get_all(*old).delete(durability="soft")]
+        return t.get_all(*old).delete(durability="soft")
 
     def worker(i: int) -> None:
         with connect(setup.primary) as c:
             n, start = 0, time.monotonic()
             while time.monotonic() < end:
                 table = setup.tables[(n // batch + i) % len(setup.tables)]
-                for query in requests(i, n, table):
-                    query.run(c)
+                request(i, n, table).run(c)
                 n += batch
                 counts[i] = n
                 if rate is not None:

@@ -186,7 +186,7 @@ async def delta_table(repo: Repository, cluster: Cluster, entry: TableEntry, tar
     wrote = [False]  # did any attempt send a write?
     try:
         return await again_after_lost_connection(
-            lambda _: _delta_table_once(repo, cluster, entry, target, options,
+            lambda: _delta_table_once(repo, cluster, entry, target, options,
                                         progress=progress, rows_of=rows_of, wrote=wrote),
             lambda text: progress.note(f"delta {target}", text))
     except DrtoolError as err:

@@ -57,7 +57,7 @@ async def diff_table_snapshot(
     progress.start(task, entry.doc_count if entry else None)
     try:
         return await again_after_lost_connection(
-            lambda _: _diff_table_snapshot_once(cluster, repo, entry, table, role, label,
+            lambda: _diff_table_snapshot_once(cluster, repo, entry, table, role, label,
                                                 options, hashes_of),
             lambda text: progress.note(task, text))
     finally:

@@ -126,7 +126,7 @@ async def restore_table(
     progress.start(task, entry.doc_count)
     created = False  # by an earlier attempt
 
-    async def once(_attempt: int) -> TableRestore:
+    async def once() -> TableRestore:
         nonlocal created
         report = TableRestore(entry.name, target, documents=entry.doc_count,
                               digest_expected=entry.digest, created=created)

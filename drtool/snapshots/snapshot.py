@@ -37,8 +37,6 @@ from drtool.repo.repository import Repository
 from drtool.util.throttle import DocRateLimiter, RateLimiter
 
 
-
-
 @dataclass(frozen=True)
 class SnapshotOptions:
     table_concurrency: int = 2
@@ -125,7 +123,7 @@ async def snapshot_table(
     (drtool.util.retry): a new feed and a new read, through whichever server answers; what
     was already stored is not uploaded again. Then ClusterUnreachable."""
     return await again_after_lost_connection(
-        lambda _: _snapshot_table_once(repo, cluster, table, parent=parent, progress=progress,
+        lambda: _snapshot_table_once(repo, cluster, table, parent=parent, progress=progress,
                                        options=options, reads=reads),
         lambda text: progress.note(str(table), text))
 

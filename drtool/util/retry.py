@@ -22,25 +22,25 @@ K = TypeVar("K")
 RECONNECTS, RECONNECT_FIRST = 4, 1.0
 
 
-async def again_after_lost_connection(work: Callable[[int], Awaitable[T]],
+async def again_after_lost_connection(work: Callable[[], Awaitable[T]],
                                       note: Callable[[str], None],
                                       repeatable: Callable[[], bool] = lambda: True) -> T:
-    """``await work(attempt)`` (attempt 0, 1, ...); when it raises ClusterUnreachable and
+    """``await work()``; when it raises ClusterUnreachable and
     ``repeatable()`` says the work may start again from its beginning (reads, idempotent
     writes), tell ``note`` and run it again after a pause (1, 2, 4, 8 s), at most
     ``RECONNECTS`` more times. The last attempt's ClusterUnreachable, one that is not
     repeatable and every other error propagate."""
     delay = RECONNECT_FIRST
-    for attempt in range(RECONNECTS):
+    for _ in range(RECONNECTS):
         try:
-            return await work(attempt)
+            return await work()
         except ClusterUnreachable as err:
             if not repeatable():
                 raise
             note(f"{err}: starting again in {delay:g} s")
             await asyncio.sleep(delay)
             delay *= 2
-    return await work(RECONNECTS)
+    return await work()
 
 
 async def each_again_after_lost_connection(
@@ -50,7 +50,7 @@ async def each_again_after_lost_connection(
     first error cancels the rest), each started again after a lost connection as
     ``again_after_lost_connection`` says, with its notes given to ``note(item, text)``."""
     return await gather_bounded(
-        [lambda item=item: again_after_lost_connection(lambda _: work(item),
+        [lambda item=item: again_after_lost_connection(lambda: work(item),
                                                        lambda text: note(item, text))
          for item in items],
         concurrency)
